@@ -1,0 +1,303 @@
+# This file is part of the health_imaging module for GNU Health.
+# The COPYRIGHT file at the top level of this repository contains the full
+# copyright notices and license terms.
+"Imaging test requests (orders) and the wizard that creates them."
+import datetime
+
+from trytond.i18n import gettext
+from trytond.model import ModelSQL, ModelView, Workflow, fields
+from trytond.modules.health.core import get_health_professional
+from trytond.pool import Pool
+from trytond.pyson import Eval, If
+from trytond.transaction import Transaction
+from trytond.wizard import Button, StateTransition, StateView, Wizard
+
+from .exceptions import ImagingRequestError
+
+STATES = [
+    ('draft', "Draft"),
+    ('requested', "Requested"),
+    ('done', "Done"),
+    ('cancelled', "Cancelled"),
+    ]
+
+
+def current_health_professional():
+    """Return the id of the user's health professional or None.
+
+    Ordering must work for users who are not health professionals (an
+    administrator, a clerk entering paper orders): they pick one by hand.
+    """
+    return get_health_professional(required=False)
+
+
+class ImagingTestRequest(Workflow, ModelSQL, ModelView):
+    "Imaging Test Request"
+    __name__ = 'gnuhealth.imaging.test.request'
+    _rec_name = 'request'
+
+    _draft = {'readonly': Eval('state') != 'draft'}
+
+    patient = fields.Many2One(
+        'gnuhealth.patient', "Patient", required=True, states=_draft,
+        ondelete='RESTRICT')
+    date = fields.DateTime("Date", required=True, states=_draft)
+    requested_test = fields.Many2One(
+        'gnuhealth.imaging.test', "Test", required=True, states=_draft,
+        ondelete='RESTRICT',
+        context={'active_test': False},
+        domain=[If(Eval('state') == 'draft', ('active', '=', True), ())])
+    doctor = fields.Many2One(
+        'gnuhealth.healthprofessional', "Doctor", states=_draft,
+        help="The health professional who requested the test.")
+    context = fields.Many2One(
+        'gnuhealth.pathology', "Context", states=_draft,
+        help="The health condition that motivates the request.")
+    state = fields.Selection(STATES, "State", readonly=True, required=True)
+    state_string = state.translated('state')
+    request = fields.Char(
+        "Order", readonly=True,
+        help="The order number, shared by all the tests ordered together.")
+    urgent = fields.Boolean("Urgent", states=_draft)
+    comment = fields.Text("Comment", states={
+            'readonly': Eval('state').in_(['done', 'cancelled']),
+            })
+    results = fields.One2Many(
+        'gnuhealth.imaging.test.result', 'request', "Results", readonly=True)
+    del _draft
+
+    @classmethod
+    def __setup__(cls):
+        super().__setup__()
+        cls._order = [
+            ('date', 'DESC'),
+            ('request', 'DESC'),
+            ('id', 'DESC'),
+            ]
+        cls._transitions |= {
+            ('draft', 'requested'),
+            ('requested', 'done'),
+            ('draft', 'cancelled'),
+            ('requested', 'cancelled'),
+            ('cancelled', 'draft'),
+            }
+        cls._buttons.update({
+                'cancel': {
+                    'invisible': ~Eval('state').in_(['draft', 'requested']),
+                    'depends': ['state'],
+                    },
+                'draft': {
+                    'invisible': Eval('state') != 'cancelled',
+                    'icon': 'tryton-undo',
+                    'depends': ['state'],
+                    },
+                'requested': {
+                    'invisible': Eval('state') != 'draft',
+                    'icon': 'tryton-forward',
+                    'depends': ['state'],
+                    },
+                'generate_results': {
+                    'invisible': Eval('state') != 'requested',
+                    'icon': 'tryton-launch',
+                    'depends': ['state'],
+                    },
+                })
+
+    @staticmethod
+    def default_state():
+        return 'draft'
+
+    @staticmethod
+    def default_date():
+        return datetime.datetime.now()
+
+    @staticmethod
+    def default_urgent():
+        return False
+
+    @staticmethod
+    def default_doctor():
+        return current_health_professional()
+
+    def get_rec_name(self, name):
+        return '%s - %s' % (self.request or '', self.requested_test.rec_name)
+
+    @classmethod
+    def search_rec_name(cls, name, clause):
+        _, operator, *_ = clause
+        bool_op = 'AND' if operator.startswith('!') else 'OR'
+        return [bool_op,
+            ('request',) + tuple(clause[1:]),
+            ('requested_test',) + tuple(clause[1:]),
+            ('patient',) + tuple(clause[1:]),
+            ]
+
+    @classmethod
+    def create(cls, vlist):
+        pool = Pool()
+        Sequences = pool.get('gnuhealth.sequences')
+        vlist = [v.copy() for v in vlist]
+        missing = [v for v in vlist if not v.get('request')]
+        if missing:
+            number = Sequences.get_imaging_number('imaging_request_sequence')
+            for values in missing:
+                values['request'] = number
+        return super().create(vlist)
+
+    @classmethod
+    def copy(cls, requests, default=None):
+        default = default.copy() if default is not None else {}
+        default.setdefault('request')
+        default.setdefault('results')
+        default.setdefault('state')
+        return super().copy(requests, default=default)
+
+    @classmethod
+    def delete(cls, requests):
+        for request in requests:
+            if request.state not in {'draft', 'cancelled'}:
+                raise ImagingRequestError(gettext(
+                        'health_imaging.msg_request_delete_draft',
+                        request=request.rec_name))
+        super().delete(requests)
+
+    @classmethod
+    @ModelView.button
+    @Workflow.transition('draft')
+    def draft(cls, requests):
+        pass
+
+    @classmethod
+    @ModelView.button
+    @Workflow.transition('requested')
+    def requested(cls, requests):
+        pass
+
+    @classmethod
+    @ModelView.button
+    @Workflow.transition('cancelled')
+    def cancel(cls, requests):
+        for request in requests:
+            if request.results:
+                raise ImagingRequestError(gettext(
+                        'health_imaging.msg_request_cancel_with_result',
+                        request=request.rec_name))
+
+    @classmethod
+    @Workflow.transition('done')
+    def done(cls, requests):
+        pass
+
+    @classmethod
+    @ModelView.button_action('health_imaging.wizard_generate_results')
+    def generate_results(cls, requests):
+        pass
+
+    @classmethod
+    def create_results(cls, requests):
+        """Create the results of requested tests and mark them done.
+
+        Returns every result of the requests, including the ones that
+        already existed: generating twice never creates a second result.
+        """
+        pool = Pool()
+        Result = pool.get('gnuhealth.imaging.test.result')
+        for request in requests:
+            if request.state not in {'requested', 'done'}:
+                raise ImagingRequestError(gettext(
+                        'health_imaging.msg_request_not_requested',
+                        request=request.rec_name,
+                        state=request.state_string))
+        existing = Result.search([('request', 'in', [r.id for r in requests])])
+        with_result = {r.request.id for r in existing}
+        to_create = [
+            Result.values_from_request(r) for r in requests
+            if r.id not in with_result]
+        results = Result.create(to_create) if to_create else []
+        cls.done([r for r in requests if r.state == 'requested'])
+        return existing + results
+
+
+class RequestImagingTest(ModelView):
+    "Request - Imaging Test"
+    __name__ = 'gnuhealth.request-imaging-test'
+
+    request = fields.Many2One(
+        'gnuhealth.patient.imaging.test.request.start', "Request",
+        required=True)
+    test = fields.Many2One('gnuhealth.imaging.test', "Test", required=True)
+
+
+class RequestPatientImagingTestStart(ModelView):
+    "Request Patient Imaging Test Start"
+    __name__ = 'gnuhealth.patient.imaging.test.request.start'
+
+    date = fields.DateTime("Date", required=True)
+    patient = fields.Many2One('gnuhealth.patient', "Patient", required=True)
+    doctor = fields.Many2One(
+        'gnuhealth.healthprofessional', "Doctor",
+        help="The health professional who requests the tests.")
+    context = fields.Many2One(
+        'gnuhealth.pathology', "Context",
+        help="The health condition that motivates the request.")
+    tests = fields.Many2Many(
+        'gnuhealth.request-imaging-test', 'request', 'test', "Tests",
+        required=True, domain=[('active', '=', True)])
+    urgent = fields.Boolean("Urgent")
+    comment = fields.Text("Comment")
+
+    @staticmethod
+    def default_date():
+        return datetime.datetime.now()
+
+    @staticmethod
+    def default_patient():
+        context = Transaction().context
+        if context.get('active_model') == 'gnuhealth.patient':
+            return context.get('active_id')
+
+    @staticmethod
+    def default_doctor():
+        return current_health_professional()
+
+    @staticmethod
+    def default_urgent():
+        return False
+
+
+class RequestPatientImagingTest(Wizard):
+    "Request Patient Imaging Test"
+    __name__ = 'gnuhealth.patient.imaging.test.request'
+
+    start = StateView(
+        'gnuhealth.patient.imaging.test.request.start',
+        'health_imaging.patient_imaging_test_request_start_view_form', [
+            Button("Cancel", 'end', 'tryton-cancel'),
+            Button("Request", 'request', 'tryton-ok', default=True),
+            ])
+    request = StateTransition()
+
+    def generate_code(self, **pattern):
+        Sequences = Pool().get('gnuhealth.sequences')
+        return Sequences.get_imaging_number('imaging_request_sequence')
+
+    def _request_values(self, test, number):
+        "Return the values of the request of one test of the order"
+        return {
+            'request': number,
+            'requested_test': test.id,
+            'patient': self.start.patient.id,
+            'doctor': self.start.doctor.id if self.start.doctor else None,
+            'context': self.start.context.id if self.start.context else None,
+            'date': self.start.date,
+            'urgent': self.start.urgent,
+            'comment': self.start.comment,
+            }
+
+    def transition_request(self):
+        Request = Pool().get('gnuhealth.imaging.test.request')
+        number = self.generate_code()
+        Request.create([
+                self._request_values(test, number)
+                for test in self.start.tests])
+        return 'end'

@@ -1,0 +1,268 @@
+# This file is part of the health_imaging module for GNU Health.
+# The COPYRIGHT file at the top level of this repository contains the full
+# copyright notices and license terms.
+import datetime
+import io
+import zipfile
+
+from trytond.exceptions import UserError
+from trytond.modules.company.tests import CompanyTestMixin
+from trytond.pool import Pool
+from trytond.tests.test_tryton import ModuleTestCase, with_transaction
+from trytond.transaction import Transaction
+
+# A 1x1 transparent PNG
+PNG = bytes.fromhex(
+    '89504e470d0a1a0a0000000d4948445200000001000000010806000000'
+    '1f15c4890000000d4944415478da63f8ffff3f0005fe02fea7d6a59f0000'
+    '000049454e44ae426082')
+
+
+def create_patient(name='Ana', lastname='Betz', puid=None):
+    "Create a GNU Health patient (parties one per create call)"
+    pool = Pool()
+    Party = pool.get('party.party')
+    Patient = pool.get('gnuhealth.patient')
+    Country = pool.get('country.country')
+    country, = Country.search([('code', '=', 'XX')], limit=1) or (
+        Country.create([{'name': 'Testland', 'code': 'XX'}]))
+    values = {
+        'name': name, 'lastname': lastname, 'is_person': True,
+        'is_patient': True, 'gender': 'f', 'fed_country': country.code,
+        }
+    if puid:
+        values['ref'] = puid
+    party, = Party.create([values])
+    patient, = Patient.create([{'party': party.id}])
+    return patient
+
+
+def create_request(patient, test_code='IMG-DX-CHEST', **values):
+    pool = Pool()
+    Test = pool.get('gnuhealth.imaging.test')
+    Request = pool.get('gnuhealth.imaging.test.request')
+    test, = Test.search([('code', '=', test_code)])
+    request, = Request.create([dict({
+                    'patient': patient.id,
+                    'requested_test': test.id,
+                    }, **values)])
+    return request
+
+
+class HealthImagingTestCase(CompanyTestMixin, ModuleTestCase):
+    "Test health_imaging module"
+    module = 'health_imaging'
+
+    @with_transaction()
+    def test_catalogue_shipped(self):
+        "A fresh database can order the common modalities"
+        pool = Pool()
+        TestType = pool.get('gnuhealth.imaging.test.type')
+        Test = pool.get('gnuhealth.imaging.test')
+        codes = {t.code for t in TestType.search([])}
+        self.assertTrue(
+            {'CT', 'MR', 'US', 'DX', 'CR', 'XA', 'PT', 'MG'} <= codes)
+        tests = Test.search([])
+        self.assertGreaterEqual(len(tests), 10)
+        for test in tests:
+            self.assertEqual(test.product.type, 'service')
+
+    @with_transaction()
+    def test_type_code_unique(self):
+        "Two test types cannot share a modality code"
+        TestType = Pool().get('gnuhealth.imaging.test.type')
+        with self.assertRaises(UserError):
+            TestType.create([{'code': 'CT', 'name': "Other CT"}])
+
+    @with_transaction()
+    def test_rec_name_search(self):
+        "Tests are found by code or by name"
+        Test = Pool().get('gnuhealth.imaging.test')
+        for text, code in [
+                ('IMG-MR-BRAIN', 'IMG-MR-BRAIN'),
+                ('Brain MRI', 'IMG-MR-BRAIN'),
+                ('mammography', 'IMG-MG-SCREEN'),
+                ]:
+            with self.subTest(text=text):
+                test, = Test.search([('rec_name', 'ilike', '%%%s%%' % text)])
+                self.assertEqual(test.code, code)
+
+    @with_transaction()
+    def test_wizard_one_request_per_test_one_order(self):
+        "The order wizard creates a draft request per test with one number"
+        pool = Pool()
+        Test = pool.get('gnuhealth.imaging.test')
+        Request = pool.get('gnuhealth.imaging.test.request')
+        Start = pool.get('gnuhealth.patient.imaging.test.request.start')
+        Wizard = pool.get('gnuhealth.patient.imaging.test.request',
+            type='wizard')
+        patient = create_patient()
+        tests = Test.search([('code', 'in', ['IMG-DX-CHEST', 'IMG-CT-HEAD'])])
+        with Transaction().set_context(
+                active_model='gnuhealth.patient', active_id=patient.id):
+            self.assertEqual(Start.default_patient(), patient.id)
+        self.assertIsNone(Start.default_patient())
+        session_id, _, _ = Wizard.create()
+        wizard = Wizard(session_id)
+        wizard.start.patient = patient
+        wizard.start.tests = tests
+        wizard.start.urgent = True
+        wizard.start.doctor = None
+        wizard.start.context = None
+        wizard.start.comment = "Rule out fracture"
+        wizard.start.date = datetime.datetime(2026, 1, 2, 10, 0)
+        self.assertEqual(wizard.transition_request(), 'end')
+        requests = Request.search([('patient', '=', patient.id)])
+        self.assertEqual(len(requests), 2)
+        self.assertEqual(len({r.request for r in requests}), 1)
+        self.assertTrue(requests[0].request)
+        self.assertEqual({r.state for r in requests}, {'draft'})
+        self.assertTrue(all(r.urgent for r in requests))
+        self.assertEqual(
+            {r.requested_test for r in requests}, set(tests))
+
+    @with_transaction()
+    def test_orders_get_distinct_numbers(self):
+        "Separate orders get separate numbers"
+        patient = create_patient()
+        first = create_request(patient)
+        second = create_request(patient)
+        self.assertNotEqual(first.request, second.request)
+
+    @with_transaction()
+    def test_workflow(self):
+        "draft -> requested -> done through Generate Results"
+        Request = Pool().get('gnuhealth.imaging.test.request')
+        request = create_request(create_patient())
+        self.assertEqual(request.state, 'draft')
+        Request.requested([request])
+        self.assertEqual(request.state, 'requested')
+        results = Request.create_results([request])
+        self.assertEqual(len(results), 1)
+        result, = results
+        self.assertEqual(request.state, 'done')
+        self.assertEqual(result.request, request)
+        self.assertEqual(result.patient, request.patient)
+        self.assertEqual(result.requested_test, request.requested_test)
+        self.assertEqual(result.order, request.request)
+        self.assertTrue(result.number)
+
+    @with_transaction()
+    def test_generate_twice_one_result(self):
+        "Generating results twice never creates a second result"
+        pool = Pool()
+        Request = pool.get('gnuhealth.imaging.test.request')
+        Result = pool.get('gnuhealth.imaging.test.result')
+        request = create_request(create_patient())
+        Request.requested([request])
+        first, = Request.create_results([request])
+        second, = Request.create_results([request])
+        self.assertEqual(first, second)
+        self.assertEqual(Result.search_count([]), 1)
+        with self.assertRaises(UserError):
+            Result.create([Result.values_from_request(request)])
+
+    @with_transaction()
+    def test_no_results_unless_requested(self):
+        "Draft and cancelled requests cannot produce results"
+        Request = Pool().get('gnuhealth.imaging.test.request')
+        patient = create_patient()
+        draft = create_request(patient)
+        cancelled = create_request(patient)
+        Request.cancel([cancelled])
+        for request in [draft, cancelled]:
+            with self.subTest(state=request.state):
+                with self.assertRaises(UserError):
+                    Request.create_results([request])
+
+    @with_transaction()
+    def test_readonly_after_draft(self):
+        "Fields of a request are read-only once it left draft"
+        Request = Pool().get('gnuhealth.imaging.test.request')
+        request = create_request(create_patient())
+        Request.requested([request])
+        for name in ['patient', 'date', 'requested_test', 'doctor',
+                'urgent', 'context']:
+            with self.subTest(field=name):
+                field = Request._fields[name]
+                self.assertIn('readonly', field.states)
+
+    @with_transaction()
+    def test_delete_only_draft_or_cancelled(self):
+        Request = Pool().get('gnuhealth.imaging.test.request')
+        patient = create_patient()
+        requested = create_request(patient)
+        Request.requested([requested])
+        with self.assertRaises(UserError):
+            Request.delete([requested])
+        draft = create_request(patient)
+        Request.delete([draft])
+
+    @with_transaction()
+    def test_cancel_with_result_refused(self):
+        Request = Pool().get('gnuhealth.imaging.test.request')
+        request = create_request(create_patient())
+        Request.requested([request])
+        Request.create_results([request])
+        Request.write([request], {'state': 'requested'})
+        with self.assertRaises(UserError):
+            Request.cancel([request])
+
+    @with_transaction()
+    def test_doctor_default_real_mode(self):
+        "Outside test mode a user without health professional can order"
+        pool = Pool()
+        Request = pool.get('gnuhealth.imaging.test.request')
+        Start = pool.get('gnuhealth.patient.imaging.test.request.start')
+        test = pool.test
+        try:
+            pool.test = False
+            self.assertIsNone(Request.default_doctor())
+            self.assertIsNone(Start.default_doctor())
+        finally:
+            pool.test = test
+
+    @with_transaction()
+    def test_doctor_default_health_professional(self):
+        "The requesting doctor defaults to the user's health professional"
+        pool = Pool()
+        Party = pool.get('party.party')
+        HealthProf = pool.get('gnuhealth.healthprofessional')
+        Request = pool.get('gnuhealth.imaging.test.request')
+        party, = Party.create([{
+                    'name': 'Greg', 'lastname': 'House', 'is_person': True,
+                    'is_healthprof': True, 'fed_country': 'XX', 'gender': 'm',
+                    'internal_user': Transaction().user,
+                    }])
+        professional, = HealthProf.create([{'party': party.id}])
+        self.assertEqual(Request.default_doctor(), professional.id)
+
+    @with_transaction()
+    def test_report_with_image(self):
+        "The result report renders the interpretation and the images"
+        pool = Pool()
+        Request = pool.get('gnuhealth.imaging.test.request')
+        Attachment = pool.get('ir.attachment')
+        Report = pool.get('gnuhealth.imaging.test.result.report',
+            type='report')
+        request = create_request(create_patient())
+        Request.requested([request])
+        result, = Request.create_results([request])
+        result.comment = "No acute findings.\nHeart size normal."
+        result.save()
+        Attachment.create([{
+                    'name': 'chest.png', 'resource': str(result),
+                    'type': 'data', 'data': PNG,
+                    }])
+        ext, content, _, name = Report.execute([result.id], {})
+        self.assertEqual(ext, 'odt')
+        with zipfile.ZipFile(io.BytesIO(content)) as odt:
+            text = odt.read('content.xml').decode('utf-8')
+        self.assertIn("No acute findings.", text)
+        self.assertIn("Heart size normal.", text)
+        self.assertIn(result.number, text)
+        self.assertIn(result.patient.rec_name, text)
+        self.assertEqual(text.count('xlink:href="Pictures/'), 1)
+
+
+del ModuleTestCase
