@@ -31,6 +31,11 @@ def current_health_professional():
     return get_health_professional(required=False)
 
 
+# What a clinician ordered: frozen once the request left draft
+DRAFT_FIELDS = {
+    'patient', 'date', 'requested_test', 'doctor', 'context', 'urgent'}
+
+
 class ImagingTestRequest(Workflow, ModelSQL, ModelView):
     "Imaging Test Request"
     __name__ = 'gnuhealth.imaging.test.request'
@@ -143,6 +148,18 @@ class ImagingTestRequest(Workflow, ModelSQL, ModelView):
             for values in missing:
                 values['request'] = number
         return super().create(vlist)
+
+    @classmethod
+    def write(cls, *args):
+        actions = iter(args)
+        for requests, values in zip(actions, actions):
+            if DRAFT_FIELDS.intersection(values):
+                for request in requests:
+                    if request.state != 'draft':
+                        raise ImagingRequestError(gettext(
+                                'health_imaging.msg_request_modify_not_draft',
+                                request=request.rec_name))
+        super().write(*args)
 
     @classmethod
     def copy(cls, requests, default=None):

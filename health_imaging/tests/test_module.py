@@ -181,11 +181,17 @@ class HealthImagingTestCase(CompanyTestMixin, ModuleTestCase):
         Request = Pool().get('gnuhealth.imaging.test.request')
         request = create_request(create_patient())
         Request.requested([request])
-        for name in ['patient', 'date', 'requested_test', 'doctor',
-                'urgent', 'context']:
+        for name, value in [
+                ('urgent', True),
+                ('date', datetime.datetime(2020, 1, 1)),
+                ('patient', create_patient('Other').id),
+                ('doctor', None),
+                ]:
             with self.subTest(field=name):
-                field = Request._fields[name]
-                self.assertIn('readonly', field.states)
+                self.assertIn('readonly', Request._fields[name].states)
+                with self.assertRaises(UserError):
+                    Request.write([request], {name: value})
+        Request.write([request], {'comment': "Patient is claustrophobic"})
 
     @with_transaction()
     def test_delete_only_draft_or_cancelled(self):

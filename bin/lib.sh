@@ -1,0 +1,81 @@
+# Shared set-up steps of bin/test and bin/demo (sourced, not executed).
+# Everything a fresh Debian machine lacks is installed here, so both
+# README commands work on a new machine and in CI.
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${VENV:-$ROOT/.venv}"
+PY="$VENV/bin/python"
+
+log() { printf '\033[1m[%s]\033[0m %s\n' "$(basename "$0")" "$*"; }
+die() { printf '[%s] error: %s\n' "$(basename "$0")" "$*" >&2; exit 1; }
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# ensure_debs PACKAGE... : install the Debian packages that are missing
+ensure_debs() {
+    local missing=() pkg
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null \
+            | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    log "installing Debian packages: ${missing[*]}"
+    # The packaged Orthanc must not start a system-wide service.
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' | as_root tee /usr/sbin/policy-rc.d >/dev/null
+        as_root chmod +x /usr/sbin/policy-rc.d
+        trap 'as_root rm -f /usr/sbin/policy-rc.d' RETURN
+    fi
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# ensure_venv : a virtualenv with the project and its test extras installed
+ensure_venv() {
+    if [ ! -x "$PY" ]; then
+        log "creating the virtualenv $VENV"
+        python3 -m venv "$VENV"
+    fi
+    local stamp="$VENV/.installed" want
+    want="$(cat "$ROOT/setup.py" | sha1sum | cut -c1-16)"
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+        log "installing the project and its dependencies (pip)"
+        "$PY" -m pip install -q --upgrade pip >/dev/null
+        "$PY" -m pip install -q -e "$ROOT[test,postgresql]"
+        echo "$want" > "$stamp"
+    fi
+}
+
+# free_port : print a TCP port free on 127.0.0.1
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# start_postgresql DIR : a private PostgreSQL cluster on 127.0.0.1 (trust
+# authentication, loopback only); sets PG_URI and PG_STOP
+start_postgresql() {
+    local dir="$1" bin port user run=()
+    bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+    [ -x "$bin/initdb" ] || die "PostgreSQL server binaries not found (apt-get install postgresql)"
+    user="$(id -un)"
+    if [ "$(id -u)" = 0 ]; then
+        user=postgres
+        run=(runuser -u postgres --)
+    fi
+    mkdir -p "$dir"
+    [ "$(id -u)" = 0 ] && chown postgres: "$dir"
+    if [ ! -s "$dir/data/PG_VERSION" ]; then
+        "${run[@]}" "$bin/initdb" -D "$dir/data" -U "$user" -A trust \
+            -E UTF8 --locale=C.UTF-8 >/dev/null
+    fi
+    port="$(free_port)"
+    "${run[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
+        -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c full_page_writes=off -c synchronous_commit=off" \
+        start >/dev/null || { cat "$dir/server.log" >&2; die "PostgreSQL did not start"; }
+    PG_URI="postgresql://$user@127.0.0.1:$port/"
+    PG_STOP=("${run[@]}" "$bin/pg_ctl" -D "$dir/data" -m fast stop)
+    export PATH="$bin:$PATH"   # pg_dump/pg_restore of the same version for DB_CACHE
+}
