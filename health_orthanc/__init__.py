@@ -1,9 +1,26 @@
 # This file is part of the health_orthanc module for GNU Health.
 # The COPYRIGHT file at the top level of this repository contains the full
 # copyright notices and license terms.
+from trytond.pool import Pool
+
+from . import ir, patient, server, study
 
 __all__ = ['register']
 
 
 def register():
-    pass
+    Pool.register(
+        server.OrthancServer,
+        server.AddServerStart,
+        server.AddServerResult,
+        patient.OrthancPatient,
+        patient.Patient,
+        study.OrthancStudy,
+        study.OrthancSeries,
+        study.ImagingTestResultStudy,
+        study.ImagingTestResult,
+        ir.Cron,
+        module='health_orthanc', type_='model')
+    Pool.register(
+        server.AddServer,
+        module='health_orthanc', type_='wizard')

@@ -1,0 +1,699 @@
+# This file is part of GNU Health.  The COPYRIGHT file at the top level of
+# this repository contains the full copyright notices and license terms.
+"""A small REST client for the Orthanc DICOM server.
+
+Plain Python on top of :mod:`requests`; it does not depend on Tryton so it
+can be used and tested on its own.
+
+Behaviour of Orthanc (checked against Orthanc 1.10.1, API version 16) the
+client relies on:
+
+* With ``AuthenticationEnabled``, every route, ``/system`` included,
+  answers 401 without or with wrong credentials.  Without it, any
+  credentials are accepted (see :meth:`OrthancClient.authentication_enforced`).
+* ``/patients``, ``/studies`` and ``/series`` accept ``since`` (an *offset*
+  in the list, not a sequence number) only together with ``limit``; one
+  without the other is an HTTP 400.
+* ``/changes?since=N&limit=M`` returns the changes with ``Seq > N``.  When
+  the page is empty, ``Last`` is the highest sequence number ever used
+  (even if those changes are gone), otherwise the ``Seq`` of the last
+  change returned.  ``limit`` defaults to 100; ``limit=0`` returns nothing
+  with ``Done`` false.  Deletions are never reported, and deleting a
+  resource also deletes its past changes from the log.
+* ``HEAD`` is not supported on resources (always 404): use ``GET``.
+* An unknown resource is a 404 with an empty body.
+"""
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import requests
+
+__all__ = [
+    'normalize_domain', 'OrthancClient', 'Change', 'ChangesPage',
+    'OrthancError', 'OrthancUnauthorized', 'OrthancNotFound',
+    'OrthancUnreachable', 'OrthancTimeout', 'OrthancTLSError', 'NotOrthanc',
+    'OrthancBadAnswer', 'LEVELS',
+    ]
+
+logger = logging.getLogger(__name__)
+
+#: Orthanc resource levels and their REST collection names.
+LEVELS = {
+    'patient': 'patients',
+    'study': 'studies',
+    'series': 'series',
+    'instance': 'instances',
+    }
+RETRY_STATUS = {502, 503, 504}
+IDEMPOTENT_METHODS = {'GET', 'HEAD', 'OPTIONS'}
+SYSTEM_KEYS = ('ApiVersion', 'Version', 'Name')
+MAX_DETAILS = 300
+MAX_BACKOFF = 30
+
+
+def normalize_domain(url: str) -> str:
+    """Return the normalized base URL of an Orthanc server.
+
+    Parameters
+    ----------
+    url : str
+        An ``http`` or ``https`` URL, possibly with a path prefix when
+        Orthanc is behind a reverse proxy
+        (``https://pacs.example.org/orthanc/``).
+
+    Returns
+    -------
+    str
+        The URL without surrounding spaces, query, fragment and trailing
+        slash; scheme and host in lower case; the path prefix is kept.
+
+    Raises
+    ------
+    ValueError
+        If the URL is empty, has no http/https scheme or host, has an
+        invalid port or contains credentials.
+    """
+    if not isinstance(url, str):
+        raise ValueError('The Orthanc URL must be a text.')
+    url = url.strip()
+    if not url:
+        raise ValueError('The Orthanc URL is empty.')
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError('The Orthanc URL "%s" is not valid (%s).'
+            % (url, exc)) from None
+    scheme = parts.scheme.lower()
+    if scheme not in ('http', 'https'):
+        raise ValueError('The Orthanc URL must start with http:// or '
+            'https://, e.g. "https://pacs.example.org/orthanc".')
+    if parts.username is not None or parts.password is not None:
+        raise ValueError('The Orthanc URL must not contain a user name or a '
+            'password; enter them in the user and password fields.')
+    host = parts.hostname
+    if not host:
+        raise ValueError('The Orthanc URL has no host name.')
+    if ':' in host:
+        host = '[%s]' % host
+    netloc = host if port is None else '%s:%d' % (host, port)
+    path = parts.path.rstrip('/')
+    return urlunsplit((scheme, netloc, path, '', ''))
+
+
+# -- errors ------------------------------------------------------------------
+class OrthancError(Exception):
+    """Base class of the errors of this client.
+
+    ``str()`` is a short, user-safe message that never contains the
+    password.
+
+    Attributes
+    ----------
+    status : int or None
+        The HTTP status, None if there was no HTTP answer.
+    message : str
+        Orthanc's ``Message`` of the error body, if any.
+    details : str
+        Orthanc's ``Details`` of the error body, if any.
+    url : str or None
+        The URL requested (never contains credentials).
+    """
+    default_text = 'Orthanc error'
+    #: whether an idempotent request may be retried after this error
+    retryable = False
+
+    def __init__(self, text: str | None = None, status: int | None = None,
+            message: str = '', details: str = '', url: str | None = None):
+        self.text = text or self.default_text
+        self.status = status
+        self.message = message or ''
+        self.details = details or ''
+        self.url = url
+        super().__init__(str(self))
+
+    def __str__(self):
+        text = self.text
+        extra = [x for x in (self.message, self.details)
+            if x and x not in text]
+        if extra:
+            text = '%s: %s' % (text, ' - '.join(extra))
+        if len(text) > 2 * MAX_DETAILS:
+            text = text[:2 * MAX_DETAILS] + '...'
+        return text
+
+
+class OrthancUnauthorized(OrthancError):
+    "Wrong user or password (HTTP 401) or access forbidden (HTTP 403)."
+    default_text = 'Orthanc refused the user name or password'
+
+
+class OrthancNotFound(OrthancError):
+    "The resource does not exist (HTTP 404)."
+    default_text = 'Not found on Orthanc'
+
+
+class OrthancUnreachable(OrthancError):
+    "No HTTP answer: connection refused, DNS failure, connection lost."
+    default_text = 'Cannot reach the Orthanc server'
+
+
+class OrthancTimeout(OrthancUnreachable):
+    "The server did not answer in time."
+    default_text = 'The Orthanc server did not answer in time'
+
+
+class OrthancTLSError(OrthancUnreachable):
+    "The TLS handshake or the certificate verification failed."
+    default_text = 'Secure connection to Orthanc failed (TLS/certificate)'
+
+
+class NotOrthanc(OrthancError):
+    "An HTTP server answered but it is not an Orthanc."
+    default_text = 'The server answering at this address is not an Orthanc'
+
+
+class OrthancBadAnswer(OrthancError):
+    "Server error after retries, or an invalid/truncated/unexpected answer."
+    default_text = 'Orthanc sent an invalid answer'
+
+
+# -- data --------------------------------------------------------------------
+@dataclass(frozen=True)
+class Change:
+    """One entry of Orthanc's ``/changes`` log."""
+    seq: int
+    change_type: str
+    resource_type: str
+    resource_id: str
+    date: str = ''
+
+
+@dataclass
+class ChangesPage:
+    """A page of ``/changes``.
+
+    ``last`` is the sequence number to pass as ``since`` for the next
+    page; ``done`` is true when there is nothing after this page.
+    """
+    changes: list[Change] = field(default_factory=list)
+    last: int = 0
+    done: bool = True
+
+
+def _short(text: Any, size: int = MAX_DETAILS) -> str:
+    text = '' if text is None else str(text).strip()
+    if len(text) > size:
+        text = text[:size] + '...'
+    return text
+
+
+# -- client ------------------------------------------------------------------
+class OrthancClient:
+    """Client of the Orthanc REST API.
+
+    Parameters
+    ----------
+    domain : str
+        Base URL, see :func:`normalize_domain`.
+    user, password : str, optional
+        HTTP Basic credentials.
+    timeout : float or (float, float)
+        Connect and read timeouts in seconds.
+    retries : int
+        Number of *additional* attempts for idempotent requests after a
+        connection error or an HTTP 502/503/504.
+    backoff : float
+        First back-off delay in seconds, doubled at each retry.
+    verify : bool or str
+        Verify the TLS certificate (True), do not (False) or use the CA
+        bundle at this path.
+    session : requests.Session, optional
+        Session to use (it is not closed by :meth:`close`).
+
+    Attributes
+    ----------
+    request_count : int
+        Number of HTTP requests sent (each attempt counts).
+    """
+
+    def __init__(self, domain: str, user: str | None = None,
+            password: str | None = None,
+            timeout: float | tuple[float, float] = (5, 60),
+            retries: int = 3, backoff: float = 0.5,
+            verify: bool | str = True,
+            session: requests.Session | None = None):
+        self.domain = normalize_domain(domain)
+        self.user = user or None
+        self._password = password or ''
+        self.timeout = timeout
+        self.retries = max(0, int(retries))
+        self.backoff = max(0.0, float(backoff))
+        self.verify = verify
+        self._own_session = session is None
+        self.session = session if session is not None else requests.Session()
+        self.request_count = 0
+
+    def __repr__(self):
+        return '<OrthancClient %s user=%r>' % (self.domain, self.user)
+
+    # -- plumbing -----------------------------------------------------------
+    @property
+    def _auth(self):
+        if self.user:
+            return (self.user, self._password)
+        return None
+
+    def url(self, path: str) -> str:
+        """Return the absolute URL of ``path`` (the path prefix is kept)."""
+        return '%s/%s' % (self.domain, path.lstrip('/'))
+
+    def _scrub(self, text: str) -> str:
+        if self._password and len(self._password) >= 3 and text:
+            text = text.replace(self._password, '***')
+        return text
+
+    def _error(self, cls, text=None, **kwargs):
+        for key in ('message', 'details'):
+            if kwargs.get(key):
+                kwargs[key] = self._scrub(_short(kwargs[key]))
+        if text:
+            text = self._scrub(text)
+        return cls(text, **kwargs)
+
+    def _send(self, method: str, url: str, params=None, auth=True):
+        kwargs = {
+            'params': params,
+            'timeout': self.timeout,
+            'verify': self.verify,
+            'auth': self._auth if auth else None,
+            'allow_redirects': False,
+            }
+        try:
+            return self.session.request(method, url, **kwargs)
+        except requests.exceptions.SSLError as exc:
+            raise self._error(OrthancTLSError,
+                details=self._reason(exc), url=url) from None
+        except requests.exceptions.ConnectTimeout:
+            error = self._error(OrthancTimeout,
+                'Timed out while connecting to the Orthanc server', url=url)
+            error.retryable = True
+            raise error from None
+        except requests.exceptions.ReadTimeout:
+            raise self._error(OrthancTimeout, url=url) from None
+        except requests.exceptions.ConnectionError as exc:
+            if 'read timed out' in str(exc).lower():
+                # requests wraps a timeout while reading the body this way
+                raise self._error(OrthancTimeout, url=url) from None
+            error = self._error(OrthancUnreachable,
+                details=self._reason(exc), url=url)
+            error.retryable = True
+            raise error from None
+        except (requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError):
+            raise self._error(OrthancBadAnswer,
+                'The answer of Orthanc was cut off', url=url) from None
+        except requests.exceptions.InvalidURL:
+            raise self._error(OrthancUnreachable,
+                'Invalid Orthanc URL', url=url) from None
+        except OSError as exc:
+            # e.g. a CA bundle path that does not exist
+            raise self._error(OrthancTLSError,
+                details=_short(exc), url=url) from None
+
+    @staticmethod
+    def _reason(exc: Exception) -> str:
+        text = str(exc)
+        lowered = text.lower()
+        for needle, reason in [
+                ('certificate verify failed', 'certificate verification '
+                    'failed'),
+                ('hostname mismatch', 'certificate does not match the host '
+                    'name'),
+                ('wrong version number', 'the server does not speak TLS'),
+                ('name or service not known', 'unknown host name'),
+                ('nodename nor servname', 'unknown host name'),
+                ('temporary failure in name resolution',
+                    'host name resolution failed'),
+                ('failed to resolve', 'unknown host name'),
+                ('getaddrinfo failed', 'unknown host name'),
+                ('connection refused', 'connection refused'),
+                ('remotedisconnected', 'connection closed by the server'),
+                ('connection aborted', 'connection closed by the server'),
+                ('connection reset', 'connection reset by the server'),
+                ('no route to host', 'no route to host'),
+                ('network is unreachable', 'network is unreachable'),
+                ]:
+            if needle in lowered:
+                return reason
+        return 'connection failed'
+
+    def request(self, method: str, path: str, params=None,
+            auth: bool = True) -> requests.Response:
+        """Send a request and return the successful response.
+
+        Idempotent requests are retried on connection errors (not on
+        TLS errors nor read timeouts) and on HTTP 502/503/504.
+
+        Raises
+        ------
+        OrthancError
+            A subclass matching the failure.
+        """
+        method = method.upper()
+        url = self.url(path)
+        attempts = 1 + (self.retries if method in IDEMPOTENT_METHODS else 0)
+        for attempt in range(attempts):
+            last = attempt == attempts - 1
+            self.request_count += 1
+            logger.debug('%s %s %s (attempt %d)', method, url, params or '',
+                attempt + 1)
+            try:
+                response = self._send(method, url, params=params, auth=auth)
+            except OrthancError as exc:
+                if last or not exc.retryable:
+                    raise
+                logger.warning('Orthanc %s %s: %s, retrying', method, url,
+                    exc)
+            else:
+                if response.status_code in RETRY_STATUS and not last:
+                    logger.warning('Orthanc %s %s: HTTP %s, retrying',
+                        method, url, response.status_code)
+                    response.close()
+                else:
+                    return self._check_status(response, url)
+            if self.backoff:
+                time.sleep(min(self.backoff * 2 ** attempt, MAX_BACKOFF))
+        raise AssertionError('unreachable')  # pragma: no cover
+
+    def _check_status(self, response: requests.Response, url: str):
+        status = response.status_code
+        if 200 <= status < 300:
+            return response
+        message, details = self._error_body(response)
+        kwargs = dict(status=status, message=message, details=details,
+            url=url)
+        if status in (401, 403):
+            if status == 401:
+                text = 'Orthanc refused the user name or password (HTTP 401)'
+            else:
+                text = 'Access forbidden by Orthanc (HTTP 403)'
+            raise self._error(OrthancUnauthorized, text, **kwargs)
+        if status == 404:
+            raise self._error(OrthancNotFound,
+                'Not found on Orthanc (HTTP 404)', **kwargs)
+        if status >= 500:
+            raise self._error(OrthancBadAnswer,
+                'Orthanc server error (HTTP %d)' % status, **kwargs)
+        if 300 <= status < 400:
+            location = response.headers.get('Location', '')
+            raise self._error(NotOrthanc,
+                'The server redirects (HTTP %d) instead of answering; check '
+                'the URL (http/https, path prefix)' % status,
+                details=_short(location), status=status, url=url)
+        raise self._error(OrthancError,
+            'Orthanc rejected the request (HTTP %d)' % status, **kwargs)
+
+    @staticmethod
+    def _error_body(response: requests.Response) -> tuple[str, str]:
+        try:
+            body = response.json()
+        except ValueError:
+            return '', ''
+        if not isinstance(body, dict):
+            return '', ''
+        return (_short(body.get('Message', '')),
+            _short(body.get('Details', '')))
+
+    def get_json(self, path: str, params=None, auth: bool = True) -> Any:
+        """GET ``path`` and return the decoded JSON.
+
+        Raises
+        ------
+        OrthancBadAnswer
+            If the body is not valid JSON.
+        """
+        url = self.url(path)
+        response = self.request('GET', path, params=params, auth=auth)
+        try:
+            return response.json()
+        except ValueError:
+            raise self._error(OrthancBadAnswer,
+                'Orthanc sent an answer that is not valid JSON',
+                status=response.status_code, url=url) from None
+
+    def _expect(self, value: Any, kind: type, what: str) -> Any:
+        if not isinstance(value, kind):
+            raise self._error(OrthancBadAnswer,
+                'Unexpected answer from Orthanc for %s' % what,
+                details='expected %s, got %s' % (kind.__name__,
+                    type(value).__name__))
+        return value
+
+    def _expect_list_of_dicts(self, value: Any, what: str) -> list[dict]:
+        self._expect(value, list, what)
+        for item in value:
+            self._expect(item, dict, what)
+        return value
+
+    # -- system -------------------------------------------------------------
+    def system(self) -> dict:
+        """Return ``GET /system``, checking that the server is an Orthanc.
+
+        Raises
+        ------
+        NotOrthanc
+            If ``/system`` is missing, is not JSON or lacks Orthanc's keys.
+        OrthancUnauthorized
+            With wrong credentials (when authentication is enabled).
+        """
+        url = self.url('system')
+        try:
+            response = self.request('GET', 'system')
+        except OrthancNotFound:
+            raise self._error(NotOrthanc,
+                'No Orthanc at this address (/system not found); check the '
+                'URL and its path prefix', status=404, url=url) from None
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict) or not all(
+                key in data for key in SYSTEM_KEYS):
+            raise self._error(NotOrthanc,
+                'The server answering at this address is not an Orthanc '
+                '(unexpected /system answer)',
+                status=response.status_code, url=url)
+        return data
+
+    def check(self) -> dict:
+        """Check the server is an Orthanc and the credentials work.
+
+        Returns
+        -------
+        dict
+            The ``/system`` answer.
+
+        Raises
+        ------
+        OrthancUnauthorized
+            On wrong credentials.  Note that an Orthanc without
+            ``AuthenticationEnabled`` accepts any credentials.
+        """
+        system = self.system()
+        # /system needs credentials on Orthanc 1.10 but may be public on a
+        # reverse proxy or other versions: prove them on a protected route.
+        self.last_change()
+        return system
+
+    def authentication_enforced(self) -> bool:
+        """Return whether Orthanc refuses an anonymous request.
+
+        False means that anybody reaching the server can read it (and
+        that wrong credentials are not detected by :meth:`check`).
+        """
+        try:
+            self.request('GET', 'changes', params={'last': ''}, auth=False)
+        except OrthancUnauthorized:
+            return True
+        except OrthancNotFound:
+            pass
+        return False
+
+    def statistics(self) -> dict:
+        "Return ``GET /statistics`` (counts and sizes)."
+        return self._expect(self.get_json('statistics'), dict, 'statistics')
+
+    # -- changes ------------------------------------------------------------
+    def last_change(self) -> int:
+        """Return the sequence number of the last change (0 if none)."""
+        data = self._expect(self.get_json('changes', {'last': ''}), dict,
+            'changes')
+        try:
+            return int(data['Last'])
+        except (KeyError, TypeError, ValueError):
+            raise self._error(OrthancBadAnswer,
+                'Unexpected answer from Orthanc for changes',
+                details='missing "Last"') from None
+
+    def get_changes(self, since: int, limit: int = 1000) -> ChangesPage:
+        """Return the changes with a sequence number greater than ``since``.
+
+        Parameters
+        ----------
+        since : int
+            Last sequence number already processed (0 for all).
+        limit : int
+            Maximum number of changes (at least 1).
+
+        Returns
+        -------
+        ChangesPage
+            ``last`` is the next ``since``: the sequence of the last change
+            returned, or when the page is empty Orthanc's highest sequence
+            number (lower than ``since`` if Orthanc's database was reset).
+        """
+        limit = max(1, int(limit))
+        data = self._expect(self.get_json('changes',
+                {'since': int(since), 'limit': limit}), dict, 'changes')
+        try:
+            changes = [Change(
+                    seq=int(c['Seq']),
+                    change_type=str(c['ChangeType']),
+                    resource_type=str(c['ResourceType']),
+                    resource_id=str(c['ID']),
+                    date=str(c.get('Date') or ''))
+                for c in data['Changes']]
+            last = int(data['Last'])
+            done = bool(data['Done'])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise self._error(OrthancBadAnswer,
+                'Unexpected answer from Orthanc for changes',
+                details=_short(repr(exc))) from None
+        return ChangesPage(changes=changes, last=last, done=done)
+
+    # -- listings -----------------------------------------------------------
+    def _list(self, collection: str, since: int, limit: int) -> list[dict]:
+        limit = max(1, int(limit))
+        data = self.get_json(collection,
+            {'expand': '', 'since': max(0, int(since)), 'limit': limit})
+        return self._expect_list_of_dicts(data, collection)
+
+    def list_patients(self, since: int = 0, limit: int = 500) -> list[dict]:
+        """Return expanded patients ``since`` (an offset) up to ``limit``.
+
+        Orthanc's order is its internal insertion order, not guaranteed;
+        deleting resources while paging shifts the offsets.
+        """
+        return self._list('patients', since, limit)
+
+    def list_studies(self, since: int = 0, limit: int = 500) -> list[dict]:
+        "Return expanded studies, see :meth:`list_patients`."
+        return self._list('studies', since, limit)
+
+    def list_series(self, since: int = 0, limit: int = 500) -> list[dict]:
+        "Return expanded series, see :meth:`list_patients`."
+        return self._list('series', since, limit)
+
+    def _iter(self, collection: str, page_size: int) -> Iterator[dict]:
+        page_size = max(1, int(page_size))
+        since = 0
+        while True:
+            page = self._list(collection, since, page_size)
+            yield from page
+            if len(page) < page_size:
+                return
+            since += len(page)
+
+    def iter_patients(self, page_size: int = 500) -> Iterator[dict]:
+        "Yield every expanded patient, fetching ``page_size`` at a time."
+        return self._iter('patients', page_size)
+
+    def iter_studies(self, page_size: int = 500) -> Iterator[dict]:
+        "Yield every expanded study, fetching ``page_size`` at a time."
+        return self._iter('studies', page_size)
+
+    def iter_series(self, page_size: int = 500) -> Iterator[dict]:
+        "Yield every expanded series, fetching ``page_size`` at a time."
+        return self._iter('series', page_size)
+
+    # -- resources ----------------------------------------------------------
+    @staticmethod
+    def _path(collection: str, resource_id: str, *rest: str) -> str:
+        if not resource_id or not isinstance(resource_id, str):
+            raise ValueError('An Orthanc identifier is required.')
+        return '/'.join((collection, quote(resource_id, safe='')) + rest)
+
+    def get_patient(self, patient_id: str) -> dict:
+        "Return ``GET /patients/{id}``; raise OrthancNotFound if unknown."
+        return self._expect(self.get_json(
+                self._path('patients', patient_id)), dict, 'patient')
+
+    def get_study(self, study_id: str) -> dict:
+        "Return ``GET /studies/{id}``; raise OrthancNotFound if unknown."
+        return self._expect(self.get_json(
+                self._path('studies', study_id)), dict, 'study')
+
+    def get_series(self, series_id: str) -> dict:
+        "Return ``GET /series/{id}``; raise OrthancNotFound if unknown."
+        return self._expect(self.get_json(
+                self._path('series', series_id)), dict, 'series')
+
+    def get_study_series(self, study_id: str) -> list[dict]:
+        "Return the expanded series of a study (``/studies/{id}/series``)."
+        data = self.get_json(self._path('studies', study_id, 'series'),
+            {'expand': ''})
+        return self._expect_list_of_dicts(data, 'study series')
+
+    def get_study_statistics(self, study_id: str) -> dict:
+        "Return ``GET /studies/{id}/statistics`` (counts and sizes)."
+        return self._expect(self.get_json(
+                self._path('studies', study_id, 'statistics')), dict,
+            'study statistics')
+
+    def exists(self, level: str, resource_id: str) -> bool:
+        """Return whether a resource exists.
+
+        Parameters
+        ----------
+        level : str
+            ``patient``, ``study``, ``series`` or ``instance`` (or the
+            collection name, e.g. ``studies``; case-insensitive).
+        resource_id : str
+            Orthanc identifier.
+        """
+        level = (level or '').lower()
+        collection = LEVELS.get(level, level)
+        if collection not in LEVELS.values():
+            raise ValueError('Unknown Orthanc level "%s".' % level)
+        try:
+            self.request('GET', self._path(collection, resource_id)).close()
+        except OrthancNotFound:
+            return False
+        return True
+
+    # -- web pages ----------------------------------------------------------
+    def explorer_url(self) -> str:
+        "Return the URL of Orthanc Explorer."
+        return self.url('app/explorer.html')
+
+    def study_explorer_url(self, orthanc_study_id: str) -> str:
+        "Return the URL of a study in Orthanc Explorer."
+        return '%s#study?uuid=%s' % (self.explorer_url(),
+            quote(orthanc_study_id, safe='-'))
+
+    # -- life cycle ---------------------------------------------------------
+    def close(self):
+        "Close the HTTP session (if the client created it)."
+        if self._own_session:
+            self.session.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,188 @@
+# This file is part of the health_orthanc module for GNU Health.
+# The COPYRIGHT file at the top level of this repository contains the full
+# copyright notices and license terms.
+"Orthanc patients and their link to GNU Health patients."
+from collections import defaultdict
+
+from trytond.model import ModelSQL, ModelView, fields
+from trytond.pool import Pool, PoolMeta
+from trytond.pyson import Eval
+from trytond.tools import grouped_slice
+from trytond.transaction import Transaction
+
+from . import linking
+from .resource import OrthancResourceMixin
+
+LINK_STATES = [
+    (linking.LINKED, "Linked by PUID or MRN"),
+    ('manual', "Set by hand"),
+    (linking.NO_MATCH, "No patient with this PUID or MRN"),
+    (linking.AMBIGUOUS, "Several patients match"),
+    (linking.BIRTH_DATE_MISMATCH, "Birth dates differ"),
+    (linking.NO_PATIENT_ID, "No PatientID"),
+    ]
+SEXES = [
+    (None, ''),
+    ('m', "Male"),
+    ('f', "Female"),
+    ('o', "Other"),
+    ]
+
+
+class OrthancPatient(OrthancResourceMixin, ModelSQL, ModelView):
+    "Orthanc Patient"
+    __name__ = 'gnuhealth.orthanc.patient'
+    _rec_name = 'name'
+
+    patient = fields.Many2One(
+        'gnuhealth.patient', "Patient", ondelete='SET NULL',
+        help="The GNU Health patient of these images. Set automatically "
+        "when exactly one patient has this PatientID as PUID or medical "
+        "record number; a choice made here is never changed by a sync.")
+    patient_id = fields.Char("PatientID", readonly=True)
+    name = fields.Char("Name", readonly=True)
+    birth_date = fields.Date("Birth Date", readonly=True)
+    sex = fields.Selection(SEXES, "Sex", readonly=True)
+    link_state = fields.Selection(
+        LINK_STATES, "Link", readonly=True, required=True)
+    studies = fields.One2Many(
+        'gnuhealth.orthanc.study', 'orthanc_patient', "Studies",
+        readonly=True)
+
+    @classmethod
+    def __setup__(cls):
+        super().__setup__()
+        cls._order = [('name', 'ASC'), ('id', 'ASC')]
+        cls._buttons.update({
+                'relink': {
+                    'invisible': Eval('link_state') != 'manual',
+                    'depends': ['link_state'],
+                    'icon': 'tryton-refresh',
+                    },
+                })
+
+    @staticmethod
+    def default_link_state():
+        return linking.NO_MATCH
+
+    def get_rec_name(self, name):
+        return '%s [%s]' % (self.name or '?', self.patient_id or '')
+
+    @classmethod
+    def search_rec_name(cls, name, clause):
+        _, operator, *_ = clause
+        bool_op = 'AND' if operator.startswith('!') else 'OR'
+        return [bool_op,
+            ('name',) + tuple(clause[1:]),
+            ('patient_id',) + tuple(clause[1:]),
+            ]
+
+    @classmethod
+    def _orthanc_values(cls, server, record, context):
+        return {
+            'patient_id': record['patient_id'],
+            'name': record['name'],
+            'birth_date': record['birth_date'],
+            'sex': record['sex'],
+            'last_update': record['last_update'],
+            }
+
+    @classmethod
+    def write(cls, *args):
+        if not Transaction().context.get('orthanc_sync'):
+            actions = iter(args)
+            args = []
+            for patients, values in zip(actions, actions):
+                if 'patient' in values:
+                    # A person decided: the sync must never override it
+                    values = dict(values, link_state='manual')
+                args.extend((patients, values))
+        super().write(*args)
+
+    @classmethod
+    @ModelView.button
+    def relink(cls, patients):
+        "Forget the choice made by hand and link by PUID or MRN again"
+        with Transaction().set_context(orthanc_sync=True):
+            cls.write(patients, {'patient': None, 'link_state': 'no_match'})
+        cls.link(patients)
+
+    @classmethod
+    def local_candidates(cls, patient_ids):
+        """Return {PatientID: [(patient id, birth date)]} of local patients
+        whose PUID or medical record number is one of patient_ids"""
+        pool = Pool()
+        Patient = pool.get('gnuhealth.patient')
+        AlternativeID = pool.get('gnuhealth.person_alternative_identification')
+        candidates = defaultdict(list)
+        for sub_ids in grouped_slice(list(patient_ids)):
+            sub_ids = list(sub_ids)
+            for patient in Patient.search([('party.ref', 'in', sub_ids)]):
+                candidates[patient.party.ref].append(
+                    (patient.id, patient.party.dob))
+            alternatives = AlternativeID.search([
+                    ('code', 'in', sub_ids),
+                    ('alternative_id_type', '=', 'medical_record'),
+                    ])
+            parties = {a.party.id: a.code for a in alternatives if a.party}
+            if parties:
+                for patient in Patient.search(
+                        [('party', 'in', list(parties))]):
+                    candidates[parties[patient.party.id]].append(
+                        (patient.id, patient.party.dob))
+        return candidates
+
+    @classmethod
+    def link(cls, patients):
+        "Link the patients not set by hand, in one batch"
+        patients = [p for p in patients if p.link_state != 'manual']
+        identifiers = {
+            p.id: linking.normalize_identifier(p.patient_id)
+            for p in patients}
+        candidates = cls.local_candidates(
+            {i for i in identifiers.values() if i})
+        to_write = []
+        for patient in patients:
+            identifier = identifiers[patient.id]
+            local_id, state = linking.choose_patient(
+                candidates.get(identifier, []), patient.birth_date,
+                identifier)
+            current = patient.patient.id if patient.patient else None
+            if (current, patient.link_state) != (local_id, state):
+                to_write.extend(([patient], {
+                            'patient': local_id,
+                            'link_state': state,
+                            }))
+        if to_write:
+            with Transaction().set_context(orthanc_sync=True):
+                cls.write(*to_write)
+
+    @classmethod
+    def link_server_patients(cls, server):
+        "Retry the link of the server's patients that have none"
+        unlinked = cls.search([
+                ('server', '=', server.id),
+                ('patient', '=', None),
+                ('link_state', '!=', 'manual'),
+                ])
+        for sub_patients in grouped_slice(unlinked):
+            cls.link(list(sub_patients))
+
+
+class Patient(metaclass=PoolMeta):
+    __name__ = 'gnuhealth.patient'
+
+    orthanc_studies = fields.Function(
+        fields.One2Many('gnuhealth.orthanc.study', None, "Orthanc Studies"),
+        'get_orthanc_studies')
+
+    @classmethod
+    def get_orthanc_studies(cls, patients, name):
+        Study = Pool().get('gnuhealth.orthanc.study')
+        result = {p.id: [] for p in patients}
+        for sub_ids in grouped_slice([p.id for p in patients]):
+            for study in Study.search(
+                    [('patient', 'in', list(sub_ids))],
+                    order=[('study_datetime', 'DESC')]):
+                result[study.patient.id].append(study.id)
+        return result

@@ -1,0 +1,476 @@
+# This file is part of the health_orthanc module for GNU Health.
+# The COPYRIGHT file at the top level of this repository contains the full
+# copyright notices and license terms.
+"Orthanc servers, their synchronization and the Add Orthanc Server wizard."
+import datetime
+import logging
+
+from sql import For, Literal
+from sql.aggregate import Count
+from trytond import backend
+from trytond.i18n import gettext
+from trytond.model import ModelSQL, ModelView, Unique, fields
+from trytond.pool import Pool
+from trytond.pyson import Eval
+from trytond.tools import grouped_slice
+from trytond.transaction import Transaction
+from trytond.wizard import Button, StateTransition, StateView, Wizard
+
+from . import orthanc_client as oc
+from .exceptions import OrthancDomainError
+from .sync import Synchronizer
+
+logger = logging.getLogger(__name__)
+
+# What changes how GNU Health reaches the server: changing any re-validates
+CONNECTION_FIELDS = {'domain', 'user', 'password', 'verify_tls', 'ca_bundle'}
+
+ERROR_MESSAGES = [
+    (oc.OrthancUnauthorized, 'health_orthanc.msg_orthanc_unauthorized'),
+    (oc.OrthancTimeout, 'health_orthanc.msg_orthanc_timeout'),
+    (oc.OrthancTLSError, 'health_orthanc.msg_orthanc_tls'),
+    (oc.OrthancUnreachable, 'health_orthanc.msg_orthanc_unreachable'),
+    (oc.NotOrthanc, 'health_orthanc.msg_orthanc_not_orthanc'),
+    (oc.OrthancNotFound, 'health_orthanc.msg_orthanc_not_found'),
+    (oc.OrthancBadAnswer, 'health_orthanc.msg_orthanc_bad_answer'),
+    (oc.OrthancError, 'health_orthanc.msg_orthanc_error'),
+    ]
+
+
+def error_message(exception, domain):
+    "Return the user message for an Orthanc client error"
+    for class_, message_id in ERROR_MESSAGES:
+        if isinstance(exception, class_):
+            return gettext(message_id, domain=domain, error=str(exception))
+
+
+class OrthancServer(ModelSQL, ModelView):
+    "Orthanc Server"
+    __name__ = 'gnuhealth.orthanc.config'
+    _rec_name = 'label'
+
+    label = fields.Char("Label", required=True, help="A unique name.")
+    domain = fields.Char(
+        "Domain", required=True,
+        help="The base URL of the Orthanc REST API, "
+        "e.g. https://pacs.example.org/orthanc")
+    user = fields.Char("Username")
+    password = fields.Char("Password", strip=False)
+    verify_tls = fields.Boolean(
+        "Verify TLS Certificate",
+        help="Refuse servers whose HTTPS certificate cannot be verified.")
+    ca_bundle = fields.Char(
+        "CA Bundle",
+        states={'invisible': ~Eval('verify_tls')},
+        help="Path on the Tryton server of the certificate authorities "
+        "to trust, when the server's certificate is not signed by a "
+        "public authority.")
+    validated = fields.Boolean(
+        "Validated", readonly=True,
+        help="GNU Health reached the server with these credentials.")
+    last = fields.Integer(
+        "Change Cursor", readonly=True,
+        help="The last change of the Orthanc change log already imported.")
+    sync_time = fields.DateTime("Last Sync", readonly=True)
+    since_sync = fields.Function(
+        fields.TimeDelta("Since Last Sync"), 'get_since_sync')
+    last_error = fields.Text("Last Error", readonly=True)
+    last_error_time = fields.DateTime("Last Error Time", readonly=True)
+    patients = fields.One2Many(
+        'gnuhealth.orthanc.patient', 'server', "Patients", readonly=True)
+    studies = fields.One2Many(
+        'gnuhealth.orthanc.study', 'server', "Studies", readonly=True)
+    patient_count = fields.Function(
+        fields.Integer("Patients"), 'get_counts')
+    study_count = fields.Function(fields.Integer("Studies"), 'get_counts')
+    explorer_url = fields.Function(
+        fields.Char("Orthanc Explorer"), 'get_explorer_url')
+
+    @classmethod
+    def __setup__(cls):
+        super().__setup__()
+        t = cls.__table__()
+        cls._sql_constraints += [
+            ('label_uniq', Unique(t, t.label),
+                'health_orthanc.msg_server_label_unique'),
+            ]
+        cls._buttons.update({
+                'do_sync': {
+                    'icon': 'tryton-refresh',
+                    'depends': ['validated'],
+                    },
+                'check_servers': {
+                    'icon': 'tryton-ok',
+                    },
+                })
+
+    @staticmethod
+    def default_verify_tls():
+        return True
+
+    @staticmethod
+    def default_validated():
+        return False
+
+    @staticmethod
+    def default_last():
+        return 0
+
+    def get_since_sync(self, name):
+        if self.sync_time:
+            return datetime.datetime.now() - self.sync_time
+
+    @classmethod
+    def get_counts(cls, servers, names):
+        pool = Pool()
+        result = {n: {s.id: 0 for s in servers} for n in names}
+        cursor = Transaction().connection.cursor()
+        for name, model in [
+                ('patient_count', 'gnuhealth.orthanc.patient'),
+                ('study_count', 'gnuhealth.orthanc.study')]:
+            if name not in names:
+                continue
+            table = pool.get(model).__table__()
+            for sub_ids in grouped_slice([s.id for s in servers]):
+                cursor.execute(*table.select(
+                        table.server, Count(Literal('*')),
+                        where=table.server.in_(list(sub_ids)),
+                        group_by=[table.server]))
+                result[name].update(cursor)
+        return result
+
+    def get_explorer_url(self, name):
+        if self.domain:
+            return self.domain + '/app/explorer.html'
+
+    @classmethod
+    def _normalize(cls, values):
+        if values.get('domain'):
+            try:
+                values['domain'] = oc.normalize_domain(values['domain'])
+            except ValueError as exception:
+                raise OrthancDomainError(gettext(
+                        'health_orthanc.msg_server_domain_invalid',
+                        domain=values['domain'],
+                        reason=str(exception))) from exception
+        return values
+
+    @classmethod
+    def create(cls, vlist):
+        vlist = [cls._normalize(v.copy()) for v in vlist]
+        return super().create(vlist)
+
+    @classmethod
+    def write(cls, *args):
+        actions = iter(args)
+        args, to_check = [], []
+        for servers, values in zip(actions, actions):
+            values = cls._normalize(values.copy())
+            if CONNECTION_FIELDS.intersection(values):
+                values['validated'] = False
+                to_check.extend(servers)
+            args.extend((servers, values))
+        super().write(*args)
+        if to_check:
+            # Reach the server after the commit, in a worker if any
+            cls.__queue__.check_servers(to_check)
+
+    @classmethod
+    def copy(cls, servers, default=None):
+        default = default.copy() if default is not None else {}
+        for name in ['validated', 'last', 'sync_time', 'last_error',
+                'last_error_time', 'patients', 'studies']:
+            default.setdefault(name)
+        default['label'] = lambda data: data['label'] + ' (copy)'
+        return super().copy(servers, default=default)
+
+    def get_client(self, **kwargs):
+        "Return an Orthanc client for this server"
+        verify = self.verify_tls
+        if verify and self.ca_bundle:
+            verify = self.ca_bundle
+        return oc.OrthancClient(
+            self.domain, self.user, self.password, verify=verify, **kwargs)
+
+    @classmethod
+    @ModelView.button
+    def check_servers(cls, servers):
+        "Check that each server answers with its credentials"
+        for server in servers:
+            try:
+                with server.get_client() as client:
+                    client.check()
+            except oc.OrthancError as exception:
+                server._record_error(exception)
+                cls.write([server], {'validated': False})
+            else:
+                cls._save_state([server], {
+                        'validated': True,
+                        'last_error': None,
+                        'last_error_time': None,
+                        })
+
+    @classmethod
+    def _save_state(cls, servers, values):
+        "Write the state without triggering a new check"
+        super().write(servers, values)
+
+    def _record_error(self, exception):
+        message = error_message(exception, self.domain)
+        logger.warning(
+            "Orthanc server %s (%s): %s", self.label, self.domain, exception)
+        values = {
+            'last_error': message,
+            'last_error_time': datetime.datetime.now(),
+            }
+        if isinstance(exception, oc.OrthancUnauthorized):
+            values['validated'] = False
+        self._save_state([self], values)
+        return message
+
+    @classmethod
+    def sync(cls, servers=None):
+        """Synchronize the validated servers, one queued task each.
+
+        This is the method of the scheduled action; a failing server never
+        stops the others.
+        """
+        if servers is None:
+            servers = cls.search([('validated', '=', True)])
+        for server in servers:
+            cls.__queue__.sync_servers([server])
+
+    @classmethod
+    @ModelView.button
+    def do_sync(cls, servers):
+        cls.sync(servers)
+
+    @classmethod
+    def sync_servers(cls, servers):
+        "Synchronize each server now; return their SyncResult by id"
+        results = {}
+        for server in servers:
+            results[server.id] = server._sync()
+        return results
+
+    def _lock(self):
+        """Take the server's sync lock, False if another sync holds it.
+
+        The lock is a row lock, released at each commit; on SQLite writers
+        are serialized by the database itself.
+        """
+        transaction = Transaction()
+        if not transaction.database.has_select_for():
+            return True
+        table = self.__table__()
+        cursor = transaction.connection.cursor()
+        cursor.execute('SAVEPOINT orthanc_lock')
+        try:
+            cursor.execute(*table.select(table.id,
+                    where=table.id == self.id,
+                    for_=For('UPDATE', nowait=True)))
+        except backend.DatabaseOperationalError:
+            cursor.execute('ROLLBACK TO SAVEPOINT orthanc_lock')
+            return False
+        cursor.execute('RELEASE SAVEPOINT orthanc_lock')
+        return True
+
+    def _sync(self):
+        pool = Pool()
+        Patient = pool.get('gnuhealth.orthanc.patient')
+        if not self._lock():
+            logger.info("Orthanc server %s: already syncing", self.label)
+            return None
+        store = ServerStore(self)
+        try:
+            with self.get_client() as client:
+                result = Synchronizer(client, store).run(self.last)
+        except oc.OrthancError as exception:
+            self._record_error(exception)
+            return None
+        except Exception as exception:
+            logger.exception("Orthanc server %s: sync failed", self.label)
+            Transaction().rollback()
+            self._record_error(oc.OrthancError(str(exception)))
+            return None
+        Patient.link_server_patients(self)
+        values = {
+            'sync_time': datetime.datetime.now(),
+            'validated': True,
+            'last_error': None,
+            'last_error_time': None,
+            }
+        if result.errors:
+            values['last_error'] = gettext(
+                'health_orthanc.msg_sync_item_errors',
+                count=len(result.errors),
+                errors='\n'.join(
+                    '%s: %s' % e for e in result.errors[:20]))
+            values['last_error_time'] = values['sync_time']
+            for key, reason in result.errors:
+                logger.warning(
+                    "Orthanc server %s: skipped %s: %s",
+                    self.label, key, reason)
+        self._save_state([self], values)
+        logger.info(
+            "Orthanc server %s: %s sync, %s patients, %s studies, "
+            "%s series, %s requests, cursor %s", self.label,
+            'full' if result.full else 'incremental', result.patients,
+            result.studies, result.series, result.requests, result.cursor)
+        return result
+
+
+class ServerStore:
+    "Writes the pages of a sync into the database (see sync.Store)"
+
+    def __init__(self, server):
+        self.server = server
+
+    def save(self, patients=(), studies=(), series=(), replace_series_of=(),
+            cursor=None):
+        pool = Pool()
+        Patient = pool.get('gnuhealth.orthanc.patient')
+        Study = pool.get('gnuhealth.orthanc.study')
+        Series = pool.get('gnuhealth.orthanc.series')
+        Server = pool.get('gnuhealth.orthanc.config')
+        if patients:
+            Patient.upsert(self.server, patients)
+        if studies:
+            Study.upsert(self.server, studies)
+        if series or replace_series_of:
+            Series.upsert(self.server, series, replace_series_of)
+        if cursor is not None:
+            Server._save_state([self.server], {'last': cursor})
+        self.commit()
+
+    def missing_patients(self, orthanc_ids):
+        Patient = Pool().get('gnuhealth.orthanc.patient')
+        return set(orthanc_ids) - set(
+            Patient.orthanc_ids(self.server, orthanc_ids))
+
+    def commit(self):
+        "Make the page durable, then take the server's lock again"
+        transaction = Transaction()
+        if transaction.context.get('orthanc_page_commit', True):
+            transaction.commit()
+            self.server._lock()
+
+
+class AddServerStart(ModelView):
+    "Add Orthanc Server"
+    __name__ = 'gnuhealth.orthanc.add_server.start'
+
+    label = fields.Char("Label", required=True, help="A unique name.")
+    domain = fields.Char(
+        "Domain", required=True,
+        help="The full URL of the Orthanc REST API, "
+        "e.g. https://pacs.example.org/orthanc")
+    user = fields.Char("Username")
+    password = fields.Char("Password", strip=False)
+
+
+class AddServerResult(ModelView):
+    "Add Orthanc Server Result"
+    __name__ = 'gnuhealth.orthanc.add_server.result'
+
+    message = fields.Text("Message", readonly=True)
+    server = fields.Many2One(
+        'gnuhealth.orthanc.config', "Server", readonly=True)
+    patients = fields.Integer("Patients Imported", readonly=True)
+    studies = fields.Integer("Studies Imported", readonly=True)
+    linked = fields.Integer("Patients Linked", readonly=True)
+
+
+class AddServer(Wizard):
+    "Add Orthanc Server"
+    __name__ = 'gnuhealth.orthanc.add_server'
+
+    start = StateView(
+        'gnuhealth.orthanc.add_server.start',
+        'health_orthanc.add_server_start_view_form', [
+            Button("Cancel", 'end', 'tryton-cancel'),
+            Button("Begin", 'connect', 'tryton-ok', default=True),
+            ])
+    connect = StateTransition()
+    failed = StateView(
+        'gnuhealth.orthanc.add_server.result',
+        'health_orthanc.add_server_failed_view_form', [
+            Button("Close", 'end', 'tryton-close'),
+            Button("Back", 'start', 'tryton-back', default=True),
+            ])
+    succeeded = StateView(
+        'gnuhealth.orthanc.add_server.result',
+        'health_orthanc.add_server_succeeded_view_form', [
+            Button("Close", 'end', 'tryton-close', default=True),
+            ])
+
+    def default_start(self, fields):
+        if getattr(self.start, 'label', None):
+            return {
+                'label': self.start.label,
+                'domain': self.start.domain,
+                'user': self.start.user,
+                }
+        return {}
+
+    def _fail(self, message):
+        self.failed.message = message
+        return 'failed'
+
+    def transition_connect(self):
+        pool = Pool()
+        Server = pool.get('gnuhealth.orthanc.config')
+        Patient = pool.get('gnuhealth.orthanc.patient')
+        try:
+            domain = oc.normalize_domain(self.start.domain)
+        except ValueError as exception:
+            return self._fail(gettext(
+                    'health_orthanc.msg_server_domain_invalid',
+                    domain=self.start.domain, reason=str(exception)))
+        label = self.start.label.strip()
+        if Server.search([('label', '=', label)]):
+            return self._fail(gettext(
+                    'health_orthanc.msg_server_label_exists', label=label))
+        client = oc.OrthancClient(
+            domain, self.start.user, self.start.password)
+        try:
+            with client:
+                client.check()
+        except oc.OrthancError as exception:
+            return self._fail(error_message(exception, domain))
+        server, = Server.create([{
+                    'label': label,
+                    'domain': domain,
+                    'user': self.start.user,
+                    'password': self.start.password,
+                    'validated': True,
+                    }])
+        result = Server.sync_servers([server])[server.id]
+        server = Server(server.id)
+        self.succeeded.server = server
+        self.succeeded.patients = server.patient_count
+        self.succeeded.studies = server.study_count
+        self.succeeded.linked = Patient.search_count([
+                ('server', '=', server.id),
+                ('patient', '!=', None),
+                ])
+        if result is None or server.last_error:
+            self.succeeded.message = gettext(
+                'health_orthanc.msg_add_server_partial',
+                label=label, error=server.last_error or '')
+        else:
+            self.succeeded.message = gettext(
+                'health_orthanc.msg_add_server_success', label=label)
+        return 'succeeded'
+
+    def default_failed(self, fields):
+        return {'message': self.failed.message}
+
+    def default_succeeded(self, fields):
+        return {
+            'message': self.succeeded.message,
+            'server': self.succeeded.server.id,
+            'patients': self.succeeded.patients,
+            'studies': self.succeeded.studies,
+            'linked': self.succeeded.linked,
+            }

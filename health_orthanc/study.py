@@ -1,0 +1,234 @@
+# This file is part of the health_orthanc module for GNU Health.
+# The COPYRIGHT file at the top level of this repository contains the full
+# copyright notices and license terms.
+"Orthanc studies and series, and the studies of an imaging result."
+from sql import Literal
+from sql.aggregate import Count, Sum
+from trytond.model import ModelSQL, ModelView, fields
+from trytond.pool import Pool, PoolMeta
+from trytond.pyson import Eval
+from trytond.tools import grouped_slice
+from trytond.transaction import Transaction
+
+from .resource import OrthancResourceMixin
+
+
+class OrthancStudy(OrthancResourceMixin, ModelSQL, ModelView):
+    "Orthanc Study"
+    __name__ = 'gnuhealth.orthanc.study'
+    _rec_name = 'description'
+
+    orthanc_patient = fields.Many2One(
+        'gnuhealth.orthanc.patient', "Orthanc Patient", readonly=True,
+        ondelete='CASCADE',
+        domain=[('server', '=', Eval('server', -1))])
+    patient = fields.Function(
+        fields.Many2One('gnuhealth.patient', "Patient"),
+        'get_patient', searcher='search_patient')
+    patient_id = fields.Char("PatientID", readonly=True)
+    study_instance_uid = fields.Char("StudyInstanceUID", readonly=True)
+    study_datetime = fields.DateTime("Study Date and Time", readonly=True)
+    study_date = fields.Date("Study Date", readonly=True)
+    description = fields.Char("Description", readonly=True)
+    accession_number = fields.Char("Accession Number", readonly=True)
+    referring_physician = fields.Char("Referring Physician", readonly=True)
+    institution = fields.Char("Institution", readonly=True)
+    study_id = fields.Char("Study ID", readonly=True)
+    modalities = fields.Char("Modalities", readonly=True)
+    number_of_series = fields.Integer("Series", readonly=True)
+    number_of_instances = fields.Integer("Instances", readonly=True)
+    series = fields.One2Many(
+        'gnuhealth.orthanc.series', 'study', "Series", readonly=True)
+    viewer_url = fields.Function(
+        fields.Char("Open in Orthanc"), 'get_viewer_url')
+
+    @classmethod
+    def __setup__(cls):
+        super().__setup__()
+        cls._order = [
+            ('study_datetime', 'DESC NULLS LAST'),
+            ('id', 'DESC'),
+            ]
+
+    def get_rec_name(self, name):
+        date = self.study_date.isoformat() if self.study_date else '?'
+        return '%s %s (%s)' % (
+            date, self.description or self.modalities or '',
+            self.patient_id or '')
+
+    @classmethod
+    def search_rec_name(cls, name, clause):
+        _, operator, *_ = clause
+        bool_op = 'AND' if operator.startswith('!') else 'OR'
+        return [bool_op,
+            ('description',) + tuple(clause[1:]),
+            ('accession_number',) + tuple(clause[1:]),
+            ('patient_id',) + tuple(clause[1:]),
+            ('study_instance_uid',) + tuple(clause[1:]),
+            ]
+
+    def get_patient(self, name):
+        if self.orthanc_patient and self.orthanc_patient.patient:
+            return self.orthanc_patient.patient.id
+
+    @classmethod
+    def search_patient(cls, name, clause):
+        return [('orthanc_patient.patient',) + tuple(clause[1:])]
+
+    def get_viewer_url(self, name):
+        if self.server and self.server.domain:
+            return '%s/app/explorer.html#study?uuid=%s' % (
+                self.server.domain, self.orthanc_id)
+
+    @classmethod
+    def _orthanc_context(cls, server, records):
+        Patient = Pool().get('gnuhealth.orthanc.patient')
+        return Patient.orthanc_ids(
+            server, {r['orthanc_patient_id'] for r in records
+                if r['orthanc_patient_id']})
+
+    @classmethod
+    def _orthanc_values(cls, server, record, patients):
+        return {
+            'orthanc_patient': patients.get(record['orthanc_patient_id']),
+            'patient_id': record['patient_id'],
+            'study_instance_uid': record['study_instance_uid'],
+            'study_datetime': record['study_datetime'],
+            'study_date': record['study_date'],
+            'description': record['description'],
+            'accession_number': record['accession_number'],
+            'referring_physician': record['referring_physician'],
+            'institution': record['institution'],
+            'study_id': record['study_id'],
+            'last_update': record['last_update'],
+            }
+
+
+class OrthancSeries(OrthancResourceMixin, ModelSQL, ModelView):
+    "Orthanc Series"
+    __name__ = 'gnuhealth.orthanc.series'
+    _rec_name = 'description'
+
+    study = fields.Many2One(
+        'gnuhealth.orthanc.study', "Study", required=True, readonly=True,
+        ondelete='CASCADE')
+    series_instance_uid = fields.Char("SeriesInstanceUID", readonly=True)
+    modality = fields.Char("Modality", readonly=True)
+    series_number = fields.Integer("Number", readonly=True)
+    description = fields.Char("Description", readonly=True)
+    body_part = fields.Char("Body Part", readonly=True)
+    number_of_instances = fields.Integer("Instances", readonly=True)
+
+    @classmethod
+    def __setup__(cls):
+        super().__setup__()
+        cls._order = [
+            ('study', 'ASC'),
+            ('series_number', 'ASC NULLS LAST'),
+            ('id', 'ASC'),
+            ]
+
+    def get_rec_name(self, name):
+        return '%s %s %s' % (
+            self.series_number if self.series_number is not None else '',
+            self.modality or '', self.description or '')
+
+    @classmethod
+    def _orthanc_context(cls, server, records):
+        Study = Pool().get('gnuhealth.orthanc.study')
+        return Study.orthanc_ids(
+            server, {r['orthanc_study_id'] for r in records
+                if r['orthanc_study_id']})
+
+    @classmethod
+    def _orthanc_values(cls, server, record, studies):
+        study = studies.get(record['orthanc_study_id'])
+        if study is None:
+            # Its study is not imported (yet): the study change brings it
+            return None
+        return {
+            'study': study,
+            'series_instance_uid': record['series_instance_uid'],
+            'modality': record['modality'],
+            'series_number': record['series_number'],
+            'description': record['description'],
+            'body_part': record['body_part'],
+            'number_of_instances': record['number_of_instances'],
+            'last_update': record['last_update'],
+            }
+
+    @classmethod
+    def upsert(cls, server, records, replace_series_of=()):
+        """Store the series and update their studies' summaries.
+
+        The series of the studies in replace_series_of that are not in
+        records are deleted: those studies were read whole.
+        """
+        pool = Pool()
+        Study = pool.get('gnuhealth.orthanc.study')
+        created, updated = super().upsert(server, records)
+        study_ids = set(Study.orthanc_ids(server, replace_series_of).values())
+        if study_ids:
+            kept = set(created) | set(updated)
+            stale = [s for s in cls.search([
+                        ('study', 'in', list(study_ids)),
+                        ]) if s.id not in kept]
+            if stale:
+                cls.delete(stale)
+        for series in cls.browse(created + updated):
+            study_ids.add(series.study.id)
+        cls.update_studies(list(study_ids))
+        return created, updated
+
+    @classmethod
+    def update_studies(cls, study_ids):
+        "Summarize the series of the studies: modalities and counts"
+        pool = Pool()
+        Study = pool.get('gnuhealth.orthanc.study')
+        table = cls.__table__()
+        cursor = Transaction().connection.cursor()
+        summary = {i: [set(), 0, 0] for i in study_ids}
+        for sub_ids in grouped_slice(study_ids):
+            cursor.execute(*table.select(
+                    table.study, table.modality, Count(Literal('*')),
+                    Sum(table.number_of_instances),
+                    where=table.study.in_(list(sub_ids)),
+                    group_by=[table.study, table.modality]))
+            for study_id, modality, series, instances in cursor:
+                modalities, n_series, n_instances = summary[study_id]
+                if modality:
+                    modalities.add(modality)
+                summary[study_id][1] = n_series + series
+                summary[study_id][2] = n_instances + (instances or 0)
+        to_write = []
+        for study_id, (modalities, series, instances) in summary.items():
+            to_write.extend(([Study(study_id)], {
+                        'modalities': ', '.join(sorted(modalities)) or None,
+                        'number_of_series': series,
+                        'number_of_instances': instances,
+                        }))
+        if to_write:
+            with Transaction().set_context(orthanc_sync=True):
+                Study.write(*to_write)
+
+
+class ImagingTestResultStudy(ModelSQL):
+    "Imaging Result - Orthanc Study"
+    __name__ = 'gnuhealth.imaging.test.result-gnuhealth.orthanc.study'
+
+    result = fields.Many2One(
+        'gnuhealth.imaging.test.result', "Result", required=True,
+        ondelete='CASCADE')
+    study = fields.Many2One(
+        'gnuhealth.orthanc.study', "Study", required=True,
+        ondelete='RESTRICT')
+
+
+class ImagingTestResult(metaclass=PoolMeta):
+    __name__ = 'gnuhealth.imaging.test.result'
+
+    studies = fields.Many2Many(
+        'gnuhealth.imaging.test.result-gnuhealth.orthanc.study',
+        'result', 'study', "Studies",
+        domain=[('patient', '=', Eval('patient', -1))],
+        help="The Orthanc studies of the patient that this result reads.")
