@@ -8,7 +8,7 @@ import mimetypes
 from trytond.model import ModelSQL, ModelView, Unique, fields
 from trytond.modules.health.core import get_health_professional
 from trytond.pool import Pool
-from trytond.pyson import PYSONEncoder
+from trytond.pyson import Bool, Eval, PYSONEncoder
 from trytond.report import Report
 from trytond.wizard import StateAction, Wizard
 
@@ -18,16 +18,19 @@ class ImagingTestResult(ModelSQL, ModelView):
     __name__ = 'gnuhealth.imaging.test.result'
     _rec_name = 'number'
 
+    _from_request = {'readonly': Bool(Eval('request'))}
+
     patient = fields.Many2One(
-        'gnuhealth.patient', "Patient", required=True, readonly=True,
-        ondelete='RESTRICT')
+        'gnuhealth.patient', "Patient", required=True,
+        states=_from_request, ondelete='RESTRICT')
     number = fields.Char("Number", readonly=True)
     date = fields.DateTime(
         "Date", required=True, help="When the study was performed.")
     request_date = fields.DateTime("Request Date", readonly=True)
     requested_test = fields.Many2One(
-        'gnuhealth.imaging.test', "Test", required=True, readonly=True,
-        ondelete='RESTRICT', context={'active_test': False})
+        'gnuhealth.imaging.test', "Test", required=True,
+        states=_from_request, ondelete='RESTRICT',
+        context={'active_test': False})
     request = fields.Many2One(
         'gnuhealth.imaging.test.request', "Request", readonly=True,
         ondelete='RESTRICT')
@@ -37,6 +40,7 @@ class ImagingTestResult(ModelSQL, ModelView):
         help="The health professional who interprets the study.")
     comment = fields.Text("Interpretation")
     images = fields.One2Many('ir.attachment', 'resource', "Images")
+    del _from_request
 
     @classmethod
     def __setup__(cls):

@@ -1,13 +1,385 @@
 # This file is part of the health_orthanc module for GNU Health.
 # The COPYRIGHT file at the top level of this repository contains the full
 # copyright notices and license terms.
+import datetime
+import shutil
+import tempfile
+import unittest
+
+from trytond.model.exceptions import AccessError
 from trytond.modules.company.tests import CompanyTestMixin
-from trytond.tests.test_tryton import ModuleTestCase
+from trytond.pool import Pool
+from trytond.tests.test_tryton import (
+    ModuleTestCase, activate_module, with_transaction)
+from trytond.transaction import Transaction
+
+from tests.dicom_samples import make_study
+from tests.fake_orthanc import FakeOrthanc
+from tests.orthanc_server import OrthancServer, free_port
+
+NO_COMMIT = {'orthanc_page_commit': False}
 
 
 class HealthOrthancTestCase(CompanyTestMixin, ModuleTestCase):
     "Test health_orthanc module"
     module = 'health_orthanc'
+
+
+def create_patient(name, lastname, puid=None, mrn=None, dob=None):
+    "Create a GNU Health patient (parties one per create call)"
+    pool = Pool()
+    Party = pool.get('party.party')
+    Patient = pool.get('gnuhealth.patient')
+    Country = pool.get('country.country')
+    if not Country.search([('code', '=', 'XX')]):
+        Country.create([{'name': 'Testland', 'code': 'XX'}])
+    values = {
+        'name': name, 'lastname': lastname, 'is_person': True,
+        'is_patient': True, 'gender': 'f', 'fed_country': 'XX', 'dob': dob,
+        }
+    if puid:
+        values['ref'] = puid
+    if mrn:
+        values['alternative_ids'] = [('create', [{
+                            'code': mrn,
+                            'alternative_id_type': 'medical_record',
+                            }])]
+    party, = Party.create([values])
+    patients = Patient.search([('party', '=', party.id)])
+    if not patients:
+        patients = Patient.create([{'party': party.id}])
+    return patients[0]
+
+
+def upload_study(orthanc, patient_id, name, birth_date='19800115',
+        accession=None, seed=0, **kwargs):
+    for instance in make_study(
+            n_series=2, n_instances=1, patient_id=patient_id,
+            patient_name=name, birth_date=birth_date,
+            accession=accession or 'ACC-%s-%s' % (patient_id, seed),
+            seed=seed, **kwargs):
+        orthanc.upload(instance)
+
+
+class OrthancSyncTestCase(unittest.TestCase):
+    "Sync with a real Orthanc"
+
+    @classmethod
+    def setUpClass(cls):
+        activate_module('health_orthanc')
+        cls.workdir = tempfile.mkdtemp(prefix='orthanc-test-')
+        cls.orthanc = OrthancServer(cls.workdir).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.orthanc.stop()
+        shutil.rmtree(cls.workdir, ignore_errors=True)
+
+    def setUp(self):
+        self.orthanc.clear()
+
+    def create_server(self, label='Main', **values):
+        Server = Pool().get('gnuhealth.orthanc.config')
+        server, = Server.create([dict({
+                        'label': label,
+                        'domain': self.orthanc.url,
+                        'user': self.orthanc.user,
+                        'password': self.orthanc.password,
+                        'validated': True,
+                        }, **values)])
+        return server
+
+    def run_wizard(self, label, domain, user, password):
+        Wizard = Pool().get('gnuhealth.orthanc.add_server', type='wizard')
+        session_id, _, _ = Wizard.create()
+        wizard = Wizard(session_id)
+        wizard.start.label = label
+        wizard.start.domain = domain
+        wizard.start.user = user
+        wizard.start.password = password
+        return wizard, wizard.transition_connect()
+
+    @with_transaction(context=NO_COMMIT)
+    def test_wizard_imports_and_links(self):
+        "The wizard checks, creates, imports and links"
+        pool = Pool()
+        Server = pool.get('gnuhealth.orthanc.config')
+        OrthancPatient = pool.get('gnuhealth.orthanc.patient')
+        ana = create_patient('Ana', 'Betz', puid='PUID-ANA',
+            dob=datetime.date(1980, 1, 15))
+        bob = create_patient('Bob', 'Cruz', mrn='MRN-BOB')
+        upload_study(self.orthanc, 'PUID-ANA', 'BETZ^Ana')
+        upload_study(self.orthanc, 'PUID-ANA', 'BETZ^Ana', seed=1)
+        upload_study(self.orthanc, 'MRN-BOB', 'CRUZ^Bob', birth_date=None)
+        upload_study(self.orthanc, 'NOBODY', 'DOE^Jane')
+
+        wizard, state = self.run_wizard(
+            'Main', self.orthanc.url + '/', self.orthanc.user,
+            self.orthanc.password)
+        self.assertEqual(state, 'succeeded')
+        defaults = wizard.default_succeeded(None)
+        self.assertEqual(defaults['patients'], 3)
+        self.assertEqual(defaults['studies'], 4)
+        self.assertEqual(defaults['linked'], 2)
+        server, = Server.search([('label', '=', 'Main')])
+        self.assertTrue(server.validated)
+        self.assertEqual(server.domain, self.orthanc.url)
+        self.assertTrue(server.sync_time)
+        self.assertFalse(server.last_error)
+        self.assertGreater(server.last, 0)
+
+        links = {p.patient_id: (p.patient, p.link_state)
+            for p in OrthancPatient.search([('server', '=', server.id)])}
+        self.assertEqual(links['PUID-ANA'], (ana, 'linked'))
+        self.assertEqual(links['MRN-BOB'], (bob, 'linked'))
+        self.assertEqual(links['NOBODY'], (None, 'no_match'))
+        self.assertEqual(len(ana.orthanc_studies), 2)
+        study = ana.orthanc_studies[0]
+        self.assertEqual(study.patient, ana)
+        self.assertEqual(study.modalities, 'CT, MR')
+        self.assertEqual(study.number_of_series, 2)
+        self.assertEqual(study.number_of_instances, 2)
+        self.assertEqual(study.orthanc_patient.name, 'BETZ, Ana')
+        self.assertTrue(study.viewer_url.startswith(self.orthanc.url))
+
+    @with_transaction(context=NO_COMMIT)
+    def test_wizard_errors_create_nothing(self):
+        "Each failure has its own error page and creates no server"
+        Server = Pool().get('gnuhealth.orthanc.config')
+        with FakeOrthanc() as fake:
+            fake.html_server()
+            cases = [
+                ('wrong password', self.orthanc.url, self.orthanc.user,
+                    'wrong', 'refused the username or password'),
+                ('closed port', 'http://127.0.0.1:%s' % free_port(),
+                    'u', 'p', 'Cannot reach'),
+                ('invalid', 'ftp://example.org', 'u', 'p',
+                    'not a valid Orthanc address'),
+                ('not orthanc', fake.url, 'u', 'p', 'not an Orthanc'),
+                ]
+            for label, domain, user, password, text in cases:
+                with self.subTest(case=label):
+                    wizard, state = self.run_wizard(
+                        label, domain, user, password)
+                    self.assertEqual(state, 'failed')
+                    message = wizard.default_failed(None)['message']
+                    self.assertIn(text, message)
+                    self.assertNotIn(self.orthanc.password, message)
+        self.assertEqual(Server.search([]), [])
+
+    @with_transaction(context=NO_COMMIT)
+    def test_wizard_label_unique(self):
+        self.create_server('Main')
+        _, state = self.run_wizard(
+            'Main', self.orthanc.url, self.orthanc.user,
+            self.orthanc.password)
+        self.assertEqual(state, 'failed')
+
+    @with_transaction(context=NO_COMMIT)
+    def test_incremental_sync(self):
+        "New studies come with the change feed; no change costs one request"
+        pool = Pool()
+        Server = pool.get('gnuhealth.orthanc.config')
+        Study = pool.get('gnuhealth.orthanc.study')
+        upload_study(self.orthanc, 'P1', 'ONE^Patient')
+        server = self.create_server()
+        first = Server.sync_servers([server])[server.id]
+        self.assertTrue(first.full)
+        self.assertEqual(Study.search_count([('server', '=', server.id)]), 1)
+
+        nothing = Server.sync_servers([server])[server.id]
+        self.assertFalse(nothing.full)
+        self.assertEqual(nothing.requests, 1)
+
+        upload_study(self.orthanc, 'P1', 'ONE^Patient', seed=2)
+        upload_study(self.orthanc, 'P2', 'TWO^Patient', seed=3)
+        incremental = Server.sync_servers([server])[server.id]
+        self.assertFalse(incremental.full)
+        self.assertEqual(incremental.studies, 2)
+        self.assertEqual(Study.search_count([('server', '=', server.id)]), 3)
+        self.assertEqual(server.patient_count, 2)
+        self.assertEqual(server.study_count, 3)
+
+        again = Server.sync_servers([server])[server.id]
+        self.assertEqual(again.requests, 1)
+        self.assertEqual(Study.search_count([('server', '=', server.id)]), 3)
+
+    @with_transaction(context=NO_COMMIT)
+    def test_database_replaced(self):
+        "A cursor beyond the server's last change imports everything again"
+        pool = Pool()
+        Server = pool.get('gnuhealth.orthanc.config')
+        upload_study(self.orthanc, 'P1', 'ONE^Patient')
+        server = self.create_server()
+        Server._save_state([server], {'last': 10 ** 6})
+        result = Server.sync_servers([server])[server.id]
+        self.assertTrue(result.full)
+        self.assertEqual(server.study_count, 1)
+
+    @with_transaction(context=NO_COMMIT)
+    def test_link_rules(self):
+        "Ambiguous or contradicting matches are never linked"
+        pool = Pool()
+        Server = pool.get('gnuhealth.orthanc.config')
+        OrthancPatient = pool.get('gnuhealth.orthanc.patient')
+        create_patient('Twin', 'One', mrn='MRN-TWIN')
+        create_patient('Twin', 'Two', mrn='MRN-TWIN')
+        create_patient('Carl', 'Dunn', puid='PUID-CARL',
+            dob=datetime.date(1950, 5, 5))
+        upload_study(self.orthanc, 'MRN-TWIN', 'ONE^Twin')
+        upload_study(self.orthanc, 'PUID-CARL', 'DUNN^Carl',
+            birth_date='19600606')
+        upload_study(self.orthanc, 'LATER', 'LATE^Lee')
+        server = self.create_server()
+        Server.sync_servers([server])
+        states = {p.patient_id: (p.patient, p.link_state)
+            for p in OrthancPatient.search([('server', '=', server.id)])}
+        self.assertEqual(states['MRN-TWIN'], (None, 'ambiguous'))
+        self.assertEqual(states['PUID-CARL'], (None, 'birth_date_mismatch'))
+        self.assertEqual(states['LATER'], (None, 'no_match'))
+
+        # Registered after the images arrived: linked at the next sync
+        lee = create_patient('Lee', 'Late', puid='LATER')
+        Server.sync_servers([server])
+        later, = OrthancPatient.search([('patient_id', '=', 'LATER')])
+        self.assertEqual((later.patient, later.link_state), (lee, 'linked'))
+
+    @with_transaction(context=NO_COMMIT)
+    def test_manual_link_kept(self):
+        "A link set by hand is never changed by a sync"
+        pool = Pool()
+        Server = pool.get('gnuhealth.orthanc.config')
+        OrthancPatient = pool.get('gnuhealth.orthanc.patient')
+        ana = create_patient('Ana', 'Betz', puid='PUID-ANA')
+        other = create_patient('Other', 'Person')
+        upload_study(self.orthanc, 'PUID-ANA', 'BETZ^Ana')
+        server = self.create_server()
+        Server.sync_servers([server])
+        patient, = OrthancPatient.search([('server', '=', server.id)])
+        self.assertEqual(patient.patient, ana)
+
+        OrthancPatient.write([patient], {'patient': other.id})
+        self.assertEqual(patient.link_state, 'manual')
+        upload_study(self.orthanc, 'PUID-ANA', 'BETZ^Ana', seed=5)
+        Server.sync_servers([server])
+        self.assertEqual(patient.patient, other)
+        self.assertEqual(len(other.orthanc_studies), 2)
+
+        # Unlinked by hand: stays unlinked
+        OrthancPatient.write([patient], {'patient': None})
+        Server.sync_servers([server])
+        self.assertIsNone(patient.patient)
+        self.assertEqual(patient.link_state, 'manual')
+
+        OrthancPatient.relink([patient])
+        self.assertEqual((patient.patient, patient.link_state),
+            (ana, 'linked'))
+
+    @with_transaction(context=NO_COMMIT)
+    def test_failing_server_does_not_stop_others(self):
+        pool = Pool()
+        Server = pool.get('gnuhealth.orthanc.config')
+        upload_study(self.orthanc, 'P1', 'ONE^Patient')
+        down = self.create_server(
+            'Down', domain='http://127.0.0.1:%s' % free_port())
+        wrong = self.create_server('Wrong', password='not-the-password')
+        good = self.create_server('Good')
+        results = Server.sync_servers([down, wrong, good])
+        self.assertIsNone(results[down.id])
+        self.assertIsNone(results[wrong.id])
+        self.assertEqual(good.study_count, 1)
+        self.assertIn('Cannot reach', down.last_error)
+        self.assertTrue(down.validated)
+        self.assertIn('refused the username or password', wrong.last_error)
+        self.assertFalse(wrong.validated)
+        self.assertNotIn('not-the-password', wrong.last_error)
+        self.assertFalse(good.last_error)
+
+    @with_transaction(context=NO_COMMIT)
+    def test_changing_credentials_revalidates(self):
+        "Changing how the server is reached queues a check"
+        pool = Pool()
+        Server = pool.get('gnuhealth.orthanc.config')
+        Queue = pool.get('ir.queue')
+        server = self.create_server()
+        Server.write([server], {'password': 'new'})
+        self.assertFalse(server.validated)
+        self.assertEqual(Queue.search_count([]), 1)
+        Server.check_servers([server])
+        self.assertFalse(server.validated)
+        self.assertTrue(server.last_error)
+        Server.write([server], {'password': self.orthanc.password})
+        Server.check_servers([server])
+        self.assertTrue(server.validated)
+        self.assertFalse(server.last_error)
+
+    @with_transaction(context=NO_COMMIT)
+    def test_domain_normalized(self):
+        from trytond.model.exceptions import ValidationError
+        server = self.create_server(domain=' HTTP://127.0.0.1:8042/ ')
+        self.assertEqual(server.domain, 'http://127.0.0.1:8042')
+        with self.assertRaises(ValidationError):
+            self.create_server('Bad', domain='127.0.0.1:8042')
+
+    @with_transaction(context=NO_COMMIT)
+    def test_cron_queues_validated_servers(self):
+        pool = Pool()
+        Server = pool.get('gnuhealth.orthanc.config')
+        Queue = pool.get('ir.queue')
+        self.create_server('A')
+        self.create_server('B', validated=False)
+        Server.sync()
+        tasks = Queue.search([])
+        self.assertEqual(len(tasks), 1)
+        self.assertEqual(tasks[0].data['method'], 'sync_servers')
+
+    @with_transaction(context=NO_COMMIT)
+    def test_result_studies(self):
+        "Results list the Orthanc studies of their patient"
+        pool = Pool()
+        Server = pool.get('gnuhealth.orthanc.config')
+        Study = pool.get('gnuhealth.orthanc.study')
+        Test = pool.get('gnuhealth.imaging.test')
+        Result = pool.get('gnuhealth.imaging.test.result')
+        ana = create_patient('Ana', 'Betz', puid='PUID-ANA')
+        upload_study(self.orthanc, 'PUID-ANA', 'BETZ^Ana')
+        upload_study(self.orthanc, 'OTHER', 'OTHER^Person', seed=9)
+        server = self.create_server()
+        Server.sync_servers([server])
+        study, = Study.search([('patient', '=', ana.id)])
+        test, = Test.search([], limit=1)
+        result, = Result.create([{
+                    'patient': ana.id,
+                    'requested_test': test.id,
+                    'studies': [('add', [study.id])],
+                    }])
+        self.assertEqual(result.studies, (study,))
+        other, = Study.search([('patient_id', '=', 'OTHER')])
+        from trytond.model.exceptions import DomainValidationError
+        with self.assertRaises(DomainValidationError):
+            Result.write([result], {'studies': [('add', [other.id])]})
+
+    @with_transaction(context=NO_COMMIT)
+    def test_password_only_for_orthanc_admins(self):
+        pool = Pool()
+        Server = pool.get('gnuhealth.orthanc.config')
+        User = pool.get('res.user')
+        ModelData = pool.get('ir.model.data')
+        server = self.create_server()
+        user, = User.create([{
+                    'name': 'Clinician', 'login': 'clinician',
+                    'groups': [('add', [ModelData.get_id(
+                                    'health', 'group_health_doctor')])],
+                    }])
+        with Transaction().set_user(user.id), \
+                Transaction().set_context(_check_access=True):
+            label, = Server.read([server.id], ['label'])
+            self.assertEqual(label['label'], 'Main')
+            with self.assertRaises(AccessError):
+                Server.read([server.id], ['password'])
+        with Transaction().set_context(_check_access=True):
+            values, = Server.read([server.id], ['password'])
+            self.assertEqual(values['password'], self.orthanc.password)
 
 
 del ModuleTestCase
