@@ -121,13 +121,16 @@ class OrthancServer:
         Merged over the generated configuration (shallow merge).
     users : mapping, optional
         More users ``{name: password}`` to register.
+    port : int, optional
+        A fixed HTTP port (default: a free one).
     """
 
     def __init__(self, workdir: str, user: str = 'orthanc',
             password: str | None = None, plugins: Iterable[str] = (),
             dicom: bool = False, extra_config: Mapping[str, Any] | None = None,
             users: Mapping[str, str] | None = None,
-            stable_age: int = 1, aet: str = 'ORTHANCTEST'):
+            stable_age: int = 1, aet: str = 'ORTHANCTEST',
+            port: int | None = None):
         self.workdir = os.path.abspath(workdir)
         self._user = user
         self._password = password or secrets.token_urlsafe(12)
@@ -137,6 +140,7 @@ class OrthancServer:
         self.users = dict(users or {})
         self.stable_age = stable_age
         self.aet = aet
+        self.port = port
         self.http_port = None
         self._dicom_port = None
         self.process = None
@@ -224,8 +228,8 @@ class OrthancServer:
         os.makedirs(self.workdir, exist_ok=True)
         last_error = None
         # A free port may be taken between probing and binding: retry.
-        for attempt in range(3):
-            self.http_port = free_port()
+        for attempt in range(1 if self.port else 3):
+            self.http_port = self.port or free_port()
             self._dicom_port = free_port() if self.dicom else None
             with open(self.config_path, 'w', encoding='utf-8') as fp:
                 json.dump(self.make_config(), fp, indent=2)

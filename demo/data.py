@@ -1,0 +1,168 @@
+# This file is part of the GNU Health imaging modules.
+# The COPYRIGHT file at the top level of this repository contains the full
+# copyright notices and license terms.
+"""Sample data of the demo: DICOM studies in Orthanc and GNU Health records.
+
+Some Orthanc PatientIDs match GNU Health patients by PUID, one by medical
+record number and one matches nobody, so every linking case shows.
+"""
+import datetime
+
+from tests.dicom_samples import make_study
+
+# (PatientID, DICOM name, birth date, sex, studies: (modalities, date,
+# description, body part))
+PEOPLE = [
+    ('PUID-1001', 'BETZ^Ana', '19800115', 'F', [
+            (('DX',), '20260302', 'Chest X-ray PA and lateral', 'CHEST'),
+            (('CT',), '20260410', 'Head CT without contrast', 'HEAD'),
+            (('MR',), '20260915', 'Brain MRI', 'BRAIN'),
+            ]),
+    ('PUID-1002', 'SMITH^John^A', '19671203', 'M', [
+            (('US',), '20260520', 'Abdominal ultrasound', 'ABDOMEN'),
+            (('CT', 'PT'), '20261011', 'Whole body PET-CT', 'WHOLEBODY'),
+            ]),
+    ('MRN-5501', 'CRUZ^Bob', '19910708', 'M', [
+            (('CR',), '20261101', 'Hand X-ray', 'HAND'),
+            ]),
+    ('EXT-777', 'NOVAK^Eva', '19550321', 'F', [
+            (('MG',), '20261020', 'Screening mammography', 'BREAST'),
+            ]),
+    ]
+
+# GNU Health patients: (name, lastname, gender, dob, PUID, MRN)
+PATIENTS = [
+    ('Ana', 'Betz', 'f', datetime.date(1980, 1, 15), 'PUID-1001', None),
+    ('John', 'Smith', 'm', datetime.date(1967, 12, 3), 'PUID-1002', None),
+    ('Bob', 'Cruz', 'm', datetime.date(1991, 7, 8), 'PUID-1003', 'MRN-5501'),
+    ('Maria', 'Lopez', 'f', datetime.date(1975, 4, 2), 'PUID-1004', None),
+    ]
+
+
+def sample_instances():
+    "Yield the DICOM files of the sample studies"
+    seed = 0
+    for patient_id, name, birth_date, sex, studies in PEOPLE:
+        for modalities, date, description, body_part in studies:
+            seed += 1
+            yield from make_study(
+                n_series=len(modalities), n_instances=2,
+                modalities=modalities, seed=seed, patient_id=patient_id,
+                patient_name=name, birth_date=birth_date, sex=sex,
+                study_date=date, study_time='093000',
+                accession='DEMO%04d' % seed, description=description,
+                body_part=body_part,
+                referring_physician='HOUSE^Gregory^^Dr.',
+                institution='GNU Health Demo Hospital')
+
+
+def upload_samples(orthanc):
+    "Load the sample studies into an empty Orthanc; return the count"
+    count = 0
+    for instance in sample_instances():
+        orthanc.upload(instance)
+        count += 1
+    return count
+
+
+def populate(orthanc):
+    """Create the GNU Health side with proteus (already connected).
+
+    Returns a summary of what was created.
+    """
+    from proteus import Model, Wizard
+    from trytond.modules.company.tests.tools import create_company
+
+    summary = {}
+    Company = Model.get('company.company')
+    if not Company.find([]):
+        Party = Model.get('party.party')
+        hospital = Party(name="GNU Health Demo Hospital")
+        hospital.save()
+        create_company(party=hospital)
+
+    Country = Model.get('country.country')
+    if not Country.find([('code', '=', 'XX')]):
+        Country(name="Demoland", code='XX').save()
+
+    # The admin user is a health professional, so orders default to them
+    Party = Model.get('party.party')
+    User = Model.get('res.user')
+    HealthProf = Model.get('gnuhealth.healthprofessional')
+    admin, = User.find([('login', '=', 'admin')])
+    if not HealthProf.find([]):
+        doctor = Party(name="Gregory", lastname="House", is_person=True,
+            is_healthprof=True, gender='m', fed_country='XX',
+            internal_user=admin)
+        doctor.save()
+        HealthProf(party=doctor).save()
+
+    Patient = Model.get('gnuhealth.patient')
+    patients = {}
+    for name, lastname, gender, dob, puid, mrn in PATIENTS:
+        found = Patient.find([('party.ref', '=', puid)])
+        if not found:
+            party = Party(name=name, lastname=lastname, is_person=True,
+                is_patient=True, gender=gender, dob=dob, ref=puid,
+                fed_country='XX')
+            if mrn:
+                party.alternative_ids.new(
+                    code=mrn, alternative_id_type='medical_record')
+            party.save()
+            found = Patient.find([('party', '=', party.id)])
+            if not found:
+                patient = Patient(party=party)
+                patient.save()
+                found = [patient]
+        patients[puid] = found[0]
+    summary['patients'] = len(patients)
+
+    Server = Model.get('gnuhealth.orthanc.config')
+    if not Server.find([]):
+        add = Wizard('gnuhealth.orthanc.add_server')
+        add.form.label = "Local Orthanc"
+        add.form.domain = orthanc.url
+        add.form.user = orthanc.user
+        add.form.password = orthanc.password
+        add.execute('connect')
+        if add.form_state != 'succeeded':
+            raise RuntimeError(add.form.message)
+        summary['server'] = add.form.message
+        add.execute('end')
+
+    Request = Model.get('gnuhealth.imaging.test.request')
+    if not Request.find([]):
+        ImagingTest = Model.get('gnuhealth.imaging.test')
+        test = {t.code: t for t in ImagingTest.find([])}
+        ana = patients['PUID-1001']
+
+        def order(patient, codes, urgent=False, comment=None):
+            wizard = Wizard('gnuhealth.patient.imaging.test.request')
+            wizard.form.patient = patient
+            wizard.form.urgent = urgent
+            wizard.form.comment = comment
+            for code in codes:
+                wizard.form.tests.append(ImagingTest(test[code].id))
+            wizard.execute('request')
+            return Request.find(
+                [('patient', '=', patient.id)], order=[('id', 'DESC')])
+
+        done = order(ana, ['IMG-DX-CHEST'], comment="Persistent cough")[0]
+        done.click('requested')
+        Wizard('gnuhealth.imaging.test.request.generate_results', [done])
+        Result = Model.get('gnuhealth.imaging.test.result')
+        Study = Model.get('gnuhealth.orthanc.study')
+        result, = Result.find([('request', '=', done.id)])
+        result.comment = (
+            "Lungs are clear. No pleural effusion. Heart size normal.")
+        result.studies.extend(Study.find([
+                    ('patient', '=', ana.id),
+                    ('modalities', '=', 'DX')]))
+        result.save()
+        placed = order(patients['PUID-1002'], ['IMG-US-ABD'], urgent=True,
+            comment="Right upper quadrant pain")[0]
+        placed.click('requested')
+        order(patients['PUID-1003'], ['IMG-CR-HAND', 'IMG-MR-KNEE'],
+            comment="Sports injury")
+        summary['requests'] = len(Request.find([]))
+    return summary
