@@ -4,7 +4,9 @@
 "Orthanc patients and their link to GNU Health patients."
 from collections import defaultdict
 
+from trytond.i18n import gettext
 from trytond.model import ModelSQL, ModelView, fields
+from trytond.model.exceptions import AccessError
 from trytond.pool import Pool, PoolMeta
 from trytond.pyson import Eval
 from trytond.tools import grouped_slice
@@ -89,10 +91,17 @@ class OrthancPatient(OrthancResourceMixin, ModelSQL, ModelView):
 
     @classmethod
     def write(cls, *args):
-        if not Transaction().context.get('orthanc_sync'):
+        context = Transaction().context
+        if not context.get('orthanc_sync'):
             actions = iter(args)
             args = []
             for patients, values in zip(actions, actions):
+                if context.get('_check_access') and set(values) - {'patient'}:
+                    # What Orthanc holds is changed in Orthanc, not here
+                    raise AccessError(gettext(
+                            'health_orthanc.msg_orthanc_patient_readonly',
+                            fields=', '.join(sorted(
+                                    set(values) - {'patient'}))))
                 if 'patient' in values:
                     # A person decided: the sync must never override it
                     values = dict(values, link_state='manual')

@@ -258,7 +258,10 @@ class OrthancSyncTestCase(unittest.TestCase):
         patient, = OrthancPatient.search([('server', '=', server.id)])
         self.assertEqual(patient.patient, ana)
 
-        OrthancPatient.write([patient], {'patient': other.id})
+        with Transaction().set_context(_check_access=True):
+            OrthancPatient.write([patient], {'patient': other.id})
+            with self.assertRaises(AccessError):
+                OrthancPatient.write([patient], {'name': 'Someone Else'})
         self.assertEqual(patient.link_state, 'manual')
         upload_study(self.orthanc, 'PUID-ANA', 'BETZ^Ana', seed=5)
         Server.sync_servers([server])

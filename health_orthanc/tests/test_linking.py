@@ -1,0 +1,110 @@
+# This file is part of GNU Health.  The COPYRIGHT file at the top level of
+# this repository contains the full copyright notices and license terms.
+"""Tests of the rule that links an Orthanc patient to a local patient."""
+import datetime as dt
+
+import pytest
+
+from trytond.modules.health_orthanc.linking import (
+    AMBIGUOUS, BIRTH_DATE_MISMATCH, LINKED, NO_MATCH, NO_PATIENT_ID,
+    choose_patient, normalize_identifier)
+
+BORN = dt.date(1980, 1, 15)
+OTHER = dt.date(1980, 1, 16)
+
+
+@pytest.mark.parametrize('value, expected', [
+    ('PAT-0001', 'PAT-0001'),
+    ('  PAT-0001  ', 'PAT-0001'),
+    ('\tPAT-0001\r\n', 'PAT-0001'),
+    ('\u00a0PAT-0001\u3000', 'PAT-0001'),
+    ('pat-0001', 'pat-0001'),  # case is significant
+    ('PAT 0001', 'PAT 0001'),  # inner spaces are kept
+    ('0001', '0001'),  # leading zeros are kept
+    ('X', 'X'),
+    ('Müller-1', 'Müller-1'),
+    ('', None),
+    (' ', None),
+    ('\t\n ', None),
+    (None, None),
+    ])
+def test_normalize_identifier(value, expected):
+    assert normalize_identifier(value) == expected
+
+
+# candidates, DICOM birth date, DICOM PatientID, expected (id, status)
+CASES = {
+    'no candidate': (
+        [], BORN, 'P1', (None, NO_MATCH)),
+    'no candidate, no birth date': (
+        [], None, 'P1', (None, NO_MATCH)),
+    'one, same birth date': (
+        [(1, BORN)], BORN, 'P1', (1, LINKED)),
+    'one, different birth date': (
+        [(1, BORN)], OTHER, 'P1', (None, BIRTH_DATE_MISMATCH)),
+    'one, different year': (
+        [(1, BORN)], dt.date(1981, 1, 15), 'P1',
+        (None, BIRTH_DATE_MISMATCH)),
+    'one, DICOM birth date unknown': (
+        [(1, BORN)], None, 'P1', (1, LINKED)),
+    'one, local birth date unknown': (
+        [(1, None)], BORN, 'P1', (1, LINKED)),
+    'one, both birth dates unknown': (
+        [(1, None)], None, 'P1', (1, LINKED)),
+    'same patient by PUID and MRN': (
+        [(1, BORN), (1, BORN)], BORN, 'P1', (1, LINKED)),
+    'same patient twice, no birth dates': (
+        [(1, None), (1, None)], None, 'P1', (1, LINKED)),
+    'same patient twice, different birth date': (
+        [(1, BORN), (1, BORN)], OTHER, 'P1', (None, BIRTH_DATE_MISMATCH)),
+    'two patients': (
+        [(1, BORN), (2, BORN)], BORN, 'P1', (None, AMBIGUOUS)),
+    'two patients, only one with the birth date': (
+        # the birth date never chooses between candidates
+        [(1, BORN), (2, OTHER)], BORN, 'P1', (None, AMBIGUOUS)),
+    'two patients, no birth dates': (
+        [(1, None), (2, None)], None, 'P1', (None, AMBIGUOUS)),
+    'two patients, one found twice': (
+        [(1, BORN), (2, BORN), (1, BORN)], BORN, 'P1', (None, AMBIGUOUS)),
+    'three patients': (
+        [(1, BORN), (2, BORN), (3, BORN)], BORN, 'P1', (None, AMBIGUOUS)),
+    'patient id with spaces': (
+        [(1, BORN)], BORN, '  P1  ', (1, LINKED)),
+    'empty patient id': (
+        [(1, BORN)], BORN, '', (None, NO_PATIENT_ID)),
+    'blank patient id': (
+        [(1, BORN)], BORN, '   ', (None, NO_PATIENT_ID)),
+    'tab patient id': (
+        [(1, BORN)], BORN, '\t\n', (None, NO_PATIENT_ID)),
+    'no patient id': (
+        [(1, BORN)], BORN, None, (None, NO_PATIENT_ID)),
+    'no patient id, no candidate': (
+        [], None, None, (None, NO_PATIENT_ID)),
+    'no patient id, ambiguous': (
+        [(1, BORN), (2, BORN)], BORN, '', (None, NO_PATIENT_ID)),
+    }
+
+
+@pytest.mark.parametrize('candidates, birth_date, patient_id, expected',
+    list(CASES.values()), ids=list(CASES))
+def test_choose_patient(candidates, birth_date, patient_id, expected):
+    assert choose_patient(candidates, birth_date, patient_id) == expected
+    # any iterable will do, e.g. a generator read once
+    assert choose_patient(
+        iter(candidates), birth_date, patient_id) == expected
+    # the order of the candidates does not matter
+    assert choose_patient(
+        reversed(candidates), birth_date, patient_id) == expected
+
+
+def test_choose_patient_keeps_candidates():
+    candidates = [(1, BORN), (1, BORN)]
+    choose_patient(candidates, BORN, 'P1')
+    assert candidates == [(1, BORN), (1, BORN)]
+
+
+def test_statuses_are_distinct():
+    statuses = [LINKED, NO_MATCH, AMBIGUOUS, BIRTH_DATE_MISMATCH,
+        NO_PATIENT_ID]
+    assert len(set(statuses)) == len(statuses)
+    assert all(isinstance(s, str) and s for s in statuses)
