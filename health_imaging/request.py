@@ -166,7 +166,7 @@ class ImagingTestRequest(Workflow, ModelSQL, ModelView):
         default = default.copy() if default is not None else {}
         default.setdefault('request')
         default.setdefault('results')
-        default.setdefault('state')
+        default.setdefault('state', 'draft')
         return super().copy(requests, default=default)
 
     @classmethod

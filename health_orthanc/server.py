@@ -39,6 +39,10 @@ ERROR_MESSAGES = [
 
 def error_message(exception, domain):
     "Return the user message for an Orthanc client error"
+    if isinstance(exception, oc.OrthancUnauthorized) \
+            and exception.status == 403:
+        return gettext('health_orthanc.msg_orthanc_forbidden',
+            domain=domain, error=str(exception))
     for class_, message_id in ERROR_MESSAGES:
         if isinstance(exception, class_):
             return gettext(message_id, domain=domain, error=str(exception))
@@ -367,6 +371,18 @@ class AddServerStart(ModelView):
         "e.g. https://pacs.example.org/orthanc")
     user = fields.Char("Username")
     password = fields.Char("Password", strip=False)
+    verify_tls = fields.Boolean(
+        "Verify TLS Certificate",
+        help="Refuse servers whose HTTPS certificate cannot be verified.")
+    ca_bundle = fields.Char(
+        "CA Bundle", states={'invisible': ~Eval('verify_tls')},
+        help="Path on the Tryton server of the certificate authorities "
+        "to trust, when the server's certificate is not signed by a "
+        "public authority.")
+
+    @staticmethod
+    def default_verify_tls():
+        return True
 
 
 class AddServerResult(ModelView):
@@ -410,6 +426,8 @@ class AddServer(Wizard):
                 'label': self.start.label,
                 'domain': self.start.domain,
                 'user': self.start.user,
+                'verify_tls': self.start.verify_tls,
+                'ca_bundle': self.start.ca_bundle,
                 }
         return {}
 
@@ -431,20 +449,18 @@ class AddServer(Wizard):
         if Server.search([('label', '=', label)]):
             return self._fail(gettext(
                     'health_orthanc.msg_server_label_exists', label=label))
-        client = oc.OrthancClient(
-            domain, self.start.user, self.start.password)
+        server = Server(
+            label=label, domain=domain, user=self.start.user,
+            password=self.start.password,
+            verify_tls=bool(self.start.verify_tls),
+            ca_bundle=self.start.ca_bundle)
         try:
-            with client:
+            with server.get_client() as client:
                 client.check()
         except oc.OrthancError as exception:
             return self._fail(error_message(exception, domain))
-        server, = Server.create([{
-                    'label': label,
-                    'domain': domain,
-                    'user': self.start.user,
-                    'password': self.start.password,
-                    'validated': True,
-                    }])
+        server.validated = True
+        server.save()
         result = Server.sync_servers([server])[server.id]
         server = Server(server.id)
         self.succeeded.server = server

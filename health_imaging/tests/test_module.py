@@ -194,6 +194,18 @@ class HealthImagingTestCase(CompanyTestMixin, ModuleTestCase):
         Request.write([request], {'comment': "Patient is claustrophobic"})
 
     @with_transaction()
+    def test_copy_request(self):
+        "A copy is a new draft order"
+        Request = Pool().get('gnuhealth.imaging.test.request')
+        request = create_request(create_patient())
+        Request.requested([request])
+        Request.create_results([request])
+        copy, = Request.copy([request])
+        self.assertEqual(copy.state, 'draft')
+        self.assertNotEqual(copy.request, request.request)
+        self.assertEqual(copy.results, ())
+
+    @with_transaction()
     def test_delete_only_draft_or_cancelled(self):
         Request = Pool().get('gnuhealth.imaging.test.request')
         patient = create_patient()

@@ -97,6 +97,8 @@ class OrthancSyncTestCase(unittest.TestCase):
         wizard.start.domain = domain
         wizard.start.user = user
         wizard.start.password = password
+        wizard.start.verify_tls = True
+        wizard.start.ca_bundle = None
         return wizard, wizard.transition_connect()
 
     @with_transaction(context=NO_COMMIT)
