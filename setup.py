@@ -60,7 +60,8 @@ setup(
         'python-dateutil',
         ],
     extras_require={
-        'test': ['proteus >= 7.0, < 7.1', 'pytest', 'flake8', 'isort'],
+        'test': [
+            'proteus >= 7.0, < 7.1', 'pytest', 'flake8', 'isort', 'sphinx'],
         'postgresql': ['psycopg2 >= 2.7'],
         },
     entry_points={
