@@ -173,7 +173,8 @@ class Synchronizer:
         except OrthancBadAnswer as exception:
             result.errors.append((orthanc_id, str(exception)))
             return None
-        result.errors.extend(errors)
+        # Under the ID asked for: an answer without ID has only an index
+        result.errors.extend((orthanc_id, reason) for _, reason in errors)
         return records[0] if records else None
 
     def _fetch_study(self, study_id, result):
@@ -192,7 +193,11 @@ class Synchronizer:
         records, errors = map_many(
             lambda s: map_study(s, series_json), [study])
         series, series_errors = map_many(map_series, series_json)
-        result.errors.extend(errors + series_errors)
+        result.errors.extend((study_id, reason) for _, reason in errors)
+        # A series without ID (only an index) is reported with its study
+        result.errors.extend(
+            (key if isinstance(key, str) else study_id, reason)
+            for key, reason in series_errors)
         if not records:
             return None
         return records[0], series

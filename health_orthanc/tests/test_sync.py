@@ -7,12 +7,17 @@ The synchronizer writes into an in-memory store and reads a real Orthanc
 not a skip).  Faults a real Orthanc does not make are injected with an
 in-process fake server.
 
-Two Orthanc servers are shared by the module: ``base`` is never modified
-(exact counts), ``mutable`` receives the uploads and deletions of the
-incremental tests, which therefore only count what they add.
+The Orthanc servers are shared by the module (see the ``servers``
+fixture): ``base`` is never modified (exact counts); ``mutable`` receives
+the uploads and deletions of the incremental tests, which therefore only
+count what they add.
+
+Two known limitations of the synchronizer are marked ``xfail(strict)``:
+remove the mark when fixing one.
 """
 import copy
 import itertools
+import math
 import threading
 import time
 
@@ -119,11 +124,16 @@ class MemoryStore:
         return other
 
     def check_integrity(self):
-        "Every study has its patient, every series its study"
+        """Every study has its patient, every series its study, and no
+        DICOM UID is there twice"""
         for study in self.studies.values():
             assert study['orthanc_patient_id'] in self.patients, study
         for series in self.series.values():
             assert series['orthanc_study_id'] in self.studies, series
+        for records, key in [(self.studies, 'study_instance_uid'),
+                (self.series, 'series_instance_uid')]:
+            uids = [r[key] for r in records.values() if r.get(key)]
+            assert len(uids) == len(set(uids)), key
 
     def touched(self, start=0):
         "Return the Orthanc IDs written by the saves from number start"
@@ -351,9 +361,9 @@ def test_first_import(base, connect, page_size, cursor):
         kinds.append(kind)
     assert kinds == sorted(kinds, key=['patients', 'studies',
             'series'].index)
-    assert kinds.count('patients') == -(-N_PATIENTS // page_size)
-    assert kinds.count('studies') == -(-N_STUDIES // page_size)
-    assert kinds.count('series') == -(-N_ALL_SERIES // page_size)
+    assert kinds.count('patients') == math.ceil(N_PATIENTS / page_size)
+    assert kinds.count('studies') == math.ceil(N_STUDIES / page_size)
+    assert kinds.count('series') == math.ceil(N_ALL_SERIES / page_size)
     assert store.saves[-1] == {'patients': [], 'studies': [], 'series': [],
         'replace_series_of': [], 'cursor': last}
 
@@ -453,8 +463,8 @@ def test_interrupted_incremental(mutable, connect):
     assert store.ids() == orthanc_ids(mutable)
     store.check_integrity()
     # what the first page brought is not read again
-    assert not (store.touched(2) & set().union(
-            *(c['studies'] for c in store.saves[:1])))
+    assert not (store.touched(2)
+        & {s['orthanc_id'] for s in store.saves[0]['studies']})
 
 
 # -- incremental syncs -------------------------------------------------------
@@ -562,7 +572,7 @@ def test_new_patient_over_change_pages(mutable, connect, changes_page_size,
     result = Synchronizer(connect(mutable), store,
         changes_page_size=changes_page_size).run(store.cursor)
     calls = store.saves[saves:]
-    assert len(calls) == -(-4 // changes_page_size)
+    assert len(calls) == math.ceil(4 / changes_page_size)
     assert result.studies == 1
     assert result.patients == 1 + split  # read again with NewPatient
     first, = [c for c in calls if c['studies']]
@@ -621,11 +631,12 @@ def test_deletion_during_first_import(mutable, connect):
     store = MemoryStore()
     try:
         Synchronizer(client, store, page_size=1).run(None)
+        present = orthanc_ids(mutable)
     finally:
         upload_base(mutable)  # put back what was deleted
-    # Deletions are not synchronized, but every patient still in Orthanc
-    # must be in the store: the one after the deleted one is not.
-    assert orthanc_ids(mutable)[0] <= set(store.patients)
+    # Deletions are not synchronized, but everything still in Orthanc must
+    # be in the store: the patient after the deleted one is not.
+    assert present[0] <= set(store.patients)
 
 
 # -- a replaced Orthanc database ---------------------------------------------
@@ -717,3 +728,293 @@ def test_deleted_before_fetch(mutable, connect, monkeypatch, method,
     # the changes are done with: the cursor moved on
     assert store.cursor == result.cursor
     assert result.cursor >= store.saves[-1]['cursor'] > 0
+
+
+@pytest.mark.xfail(strict=True, reason="Series and Instance changes are "
+    "ignored: a study read while it was arriving is completed only by "
+    "Orthanc's StableStudy change, which never comes if Orthanc restarts "
+    "within StableAge (the mutable server is never stable)")
+def test_series_arriving_after_its_study(mutable, connect):
+    number = next(_unique)
+    first, second = make_study(2, 1, patient_id='PART-%03d' % number,
+        accession='PART-%03d' % number, seed=11)
+    study_id = mutable.upload(first)['ParentStudy']
+    store, _ = full_import(connect, mutable)
+    assert store.studies[study_id]['number_of_series'] == 1
+    series_id = mutable.upload(second)['ParentSeries']
+    Synchronizer(connect(mutable), store).run(store.cursor)
+    assert series_id in store.series
+
+
+# -- fault injection ---------------------------------------------------------
+def change(seq, resource_type, orthanc_id, change_type=None):
+    return {
+        'Seq': seq,
+        'ChangeType': change_type or 'New' + resource_type,
+        'ResourceType': resource_type,
+        'ID': orthanc_id,
+        'Date': '20240101T120000',
+        }
+
+
+def fake_uid(root, orthanc_id):
+    return '%s.%d' % (root, sum(ord(c) << i for i, c in enumerate(orthanc_id)))
+
+
+def patient_json(orthanc_id, patient_id):
+    return {
+        'ID': orthanc_id, 'Type': 'Patient', 'IsStable': True,
+        'LastUpdate': '20240101T120000',
+        'MainDicomTags': {'PatientID': patient_id,
+            'PatientName': 'DOE^John', 'PatientBirthDate': '19800115',
+            'PatientSex': 'M'},
+        'Studies': [],
+        }
+
+
+def study_json(orthanc_id, patient, series=()):
+    return {
+        'ID': orthanc_id, 'Type': 'Study', 'IsStable': True,
+        'LastUpdate': '20240101T120000', 'ParentPatient': patient,
+        'MainDicomTags': {'StudyInstanceUID': fake_uid('1.2.3', orthanc_id),
+            'StudyDate': '20240101', 'AccessionNumber': orthanc_id},
+        'PatientMainDicomTags': {'PatientID': 'PID-' + patient},
+        'Series': list(series),
+        }
+
+
+def series_json(orthanc_id, study):
+    return {
+        'ID': orthanc_id, 'Type': 'Series', 'IsStable': True,
+        'LastUpdate': '20240101T120000', 'ParentStudy': study,
+        'MainDicomTags': {'SeriesInstanceUID': fake_uid('1.2.4', orthanc_id),
+            'Modality': 'CT', 'SeriesNumber': '1'},
+        'Instances': ['i1', 'i2'],
+        }
+
+
+@pytest.fixture
+def fake():
+    """A fake Orthanc whose feed after cursor 5 holds two studies of one
+    patient: study-a and study-b (one series each), up to cursor 9"""
+    with FakeOrthanc() as server:
+        server.set_json('/changes', {
+                'Changes': [
+                    change(6, 'Study', 'study-a'),
+                    change(7, 'Patient', 'patient'),
+                    change(8, 'Series', 'series-b'),
+                    change(9, 'Study', 'study-b'),
+                    ],
+                'Done': True, 'Last': 9})
+        server.set_json('/patients/patient',
+            patient_json('patient', 'PID-1'))
+        for name in ['a', 'b']:
+            server.set_json('/studies/study-' + name, study_json(
+                    'study-' + name, 'patient', ['series-' + name]))
+            server.set_json('/studies/study-%s/series' % name,
+                [series_json('series-' + name, 'study-' + name)])
+        yield server
+
+
+def fake_client(fake, **kwargs):
+    kwargs.setdefault('retries', 0)
+    kwargs.setdefault('backoff', 0)
+    kwargs.setdefault('timeout', (2, 0.5))
+    return OrthancClient(fake.url, 'orthanc', PASSWORD, **kwargs)
+
+
+def test_fake_feed(fake):
+    "The fake feed, without faults"
+    store = MemoryStore()
+    client = fake_client(fake)
+    result = Synchronizer(client, store).run(5)
+    assert (result.patients, result.studies, result.series) == (1, 2, 2)
+    assert (result.gone, result.errors, result.cursor) == (0, [], 9)
+    assert result.requests == client.request_count == 1 + 2 * 2 + 1
+    assert set(store.studies) == {'study-a', 'study-b'}
+    assert store.cursor == 9
+    store.check_integrity()
+
+
+BAD_STUDY = {
+    'truncated JSON': Reply(200, '{"ID": "study-a", "MainDicomTa'),
+    'not JSON': Reply(200, '<html>proxy error</html>',
+        content_type='text/html'),
+    'JSON list': Reply(200, []),
+    'JSON null': Reply(200, 'null'),
+    'empty object': Reply(200, {}),
+    'no ID': Reply(200, {'MainDicomTags': {'StudyInstanceUID': '1.2'}}),
+    'no StudyInstanceUID': Reply(200, {'ID': 'study-a',
+            'MainDicomTags': {}}),
+    'tags not an object': Reply(200, {'ID': 'study-a',
+            'MainDicomTags': 'garbage'}),
+    'server error': Reply(500, orthanc_error(500, 'Internal error')),
+    }
+
+
+@pytest.mark.parametrize('reply', list(BAD_STUDY.values()),
+    ids=list(BAD_STUDY))
+def test_bad_study_is_reported(fake, reply):
+    fake.set('/studies/study-a', reply)
+    store = MemoryStore()
+    result = Synchronizer(fake_client(fake), store).run(5)
+    key, reason = result.errors[0]
+    assert len(result.errors) == 1
+    assert key == 'study-a'
+    assert reason
+    assert PASSWORD not in reason
+    # the rest is imported and the feed goes on
+    assert (result.patients, result.studies, result.series) == (1, 1, 1)
+    assert set(store.studies) == {'study-b'}
+    assert set(store.series) == {'series-b'}
+    assert result.cursor == store.cursor == 9
+    assert result.gone == 0
+
+
+@pytest.mark.parametrize('reply', [
+    Reply(200, '[{"ID": "series-a", "Par'),
+    Reply(200, {'ID': 'series-a'}),
+    Reply(200, [[1]]),
+    ], ids=['truncated', 'object', 'list of lists'])
+def test_bad_study_series_is_reported(fake, reply):
+    fake.set('/studies/study-a/series', reply)
+    store = MemoryStore()
+    result = Synchronizer(fake_client(fake), store).run(5)
+    assert [key for key, _ in result.errors] == ['study-a']
+    assert set(store.studies) == {'study-b'}
+    assert store.cursor == 9
+
+
+def test_bad_series_item_is_reported(fake):
+    "A series without ID is skipped, its study and the others are kept"
+    fake.set_json('/studies/study-a/series', [
+            series_json('series-a', 'study-a'), {'Type': 'Series'}])
+    store = MemoryStore()
+    result = Synchronizer(fake_client(fake), store).run(5)
+    # reported with the study it belongs to
+    assert [key for key, _ in result.errors] == ['study-a']
+    assert set(store.studies) == {'study-a', 'study-b'}
+    assert set(store.series) == {'series-a', 'series-b'}
+
+
+@pytest.mark.parametrize('reply', [
+    Reply(200, '{"ID'), Reply(200, {}), Reply(200, []),
+    Reply(502, 'Bad gateway', content_type='text/plain'),
+    ], ids=['truncated', 'empty object', 'list', 'bad gateway'])
+def test_bad_patient_is_reported(fake, reply):
+    fake.set('/patients/patient', reply)
+    store = MemoryStore()
+    result = Synchronizer(fake_client(fake), store).run(5)
+    assert [key for key, _ in result.errors] == ['patient']
+    assert set(store.studies) == {'study-a', 'study-b'}
+    assert store.patients == {}
+    assert store.cursor == 9
+
+
+def test_bad_item_in_first_import(fake):
+    fake.set_json('/changes', {'Changes': [], 'Done': True, 'Last': 4})
+    fake.set_json('/patients', [patient_json('patient', 'PID-1')])
+    fake.set_json('/studies', [
+            study_json('study-a', 'patient'),
+            {'ID': 'study-bad', 'MainDicomTags': {}},
+            study_json('study-b', 'patient')])
+    fake.set_json('/series', [series_json('series-a', 'study-a'),
+            series_json('series-b', 'study-b')])
+    store = MemoryStore()
+    result = Synchronizer(fake_client(fake), store).run(None)
+    assert result.full
+    assert [key for key, _ in result.errors] == ['study-bad']
+    assert (result.patients, result.studies, result.series) == (1, 2, 2)
+    assert set(store.studies) == {'study-a', 'study-b'}
+    assert store.cursor == result.cursor == 4
+
+
+@pytest.mark.parametrize('path, cursor', [
+    ('/changes', 5),
+    ('/changes', None),
+    ('/studies/study-b', 5),
+    ('/studies/study-a/series', 5),
+    ('/patients/patient', 5),
+    ])
+@pytest.mark.parametrize('status', [401, 403])
+def test_unauthorized_stops_the_sync(fake, path, cursor, status):
+    fake.set(path, status=status)
+    store = MemoryStore()
+    client = fake_client(fake, retries=3)
+    with pytest.raises(OrthancUnauthorized) as info:
+        Synchronizer(client, store).run(cursor)
+    assert info.value.status == status
+    assert PASSWORD not in str(info.value)
+    # nothing of the page is written, the cursor stays
+    assert store.saves == [] and store.cursor is None
+    assert fake.count(path) == 1  # not retried
+
+
+def test_wrong_credentials():
+    with FakeOrthanc(credentials=('orthanc', 'right')) as server:
+        store = MemoryStore()
+        with pytest.raises(OrthancUnauthorized):
+            Synchronizer(fake_client(server), store).run(5)
+        assert store.saves == []
+
+
+@pytest.mark.parametrize('path, cursor', [
+    ('/changes', 5),
+    ('/changes', None),
+    ('/studies/study-b', 5),
+    ('/studies/study-b/series', 5),
+    ('/patients/patient', 5),
+    ])
+def test_timeout_stops_the_sync(fake, path, cursor):
+    fake.set(path, delay=1.5)
+    store = MemoryStore()
+    client = fake_client(fake, retries=3)
+    with pytest.raises(OrthancTimeout):
+        Synchronizer(client, store).run(cursor)
+    assert store.saves == [] and store.cursor is None
+    assert fake.count(path) == 1  # a read timeout is not retried
+
+
+def test_retried_then_imported(fake):
+    "A 503 on one study is retried and the sync goes through"
+    fake.set('/studies/study-a', Reply(503), Reply(503),
+        Reply(200, study_json('study-a', 'patient', ['series-a'])))
+    store = MemoryStore()
+    client = fake_client(fake, retries=3)
+    result = Synchronizer(client, store).run(5)
+    assert result.errors == []
+    assert set(store.studies) == {'study-a', 'study-b'}
+    assert result.requests == client.request_count == 1 + 2 * 2 + 1 + 2
+
+
+def test_not_found_is_gone(fake):
+    fake.set('/studies/study-a', status=404)
+    fake.set('/patients/patient', status=404)
+    store = MemoryStore()
+    result = Synchronizer(fake_client(fake), store).run(5)
+    assert result.gone == 2
+    assert result.errors == []
+    assert set(store.studies) == {'study-b'}
+    assert store.cursor == 9
+
+
+def test_changes_paging(fake):
+    "Pages of the feed are followed while Done is false"
+    page = {'Changes': [change(6, 'Study', 'study-a')], 'Done': False,
+        'Last': 6}
+    fake.set('/changes',
+        Reply(200, page),
+        Reply(200, {'Changes': [change(7, 'Instance', 'i1')],
+                'Done': False, 'Last': 7}),
+        Reply(200, {'Changes': [change(8, 'Study', 'study-b')],
+                'Done': True, 'Last': 8}))
+    store = MemoryStore()
+    result = Synchronizer(fake_client(fake), store,
+        changes_page_size=1).run(5)
+    assert [c['cursor'] for c in store.saves] == [6, 7, 8]
+    assert result.cursor == store.cursor == 8
+    assert [r.query['since'] for r in fake.requests
+        if r.path == '/changes'] == [['5'], ['6'], ['7']]
+    assert set(store.studies) == {'study-a', 'study-b'}
+    # study-b's patient is not in the store: fetched with it
+    assert set(store.patients) == {'patient'}
