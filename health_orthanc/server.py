@@ -74,7 +74,8 @@ class OrthancServer(ModelSQL, ModelView):
         help="GNU Health reached the server with these credentials.")
     last = fields.Integer(
         "Change Cursor", readonly=True,
-        help="The last change of the Orthanc change log already imported.")
+        help="The last change of the Orthanc change log already imported; "
+        "empty until the first import.")
     sync_time = fields.DateTime("Last Sync", readonly=True)
     since_sync = fields.Function(
         fields.TimeDelta("Since Last Sync"), 'get_since_sync')
@@ -115,10 +116,6 @@ class OrthancServer(ModelSQL, ModelView):
     @staticmethod
     def default_validated():
         return False
-
-    @staticmethod
-    def default_last():
-        return 0
 
     def get_since_sync(self, name):
         if self.sync_time:

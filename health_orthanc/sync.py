@@ -67,14 +67,17 @@ class Synchronizer:
         self.changes_page_size = changes_page_size
 
     def run(self, cursor: int | None) -> SyncResult:
-        """Synchronize from cursor (None or 0: first import).
+        """Synchronize from cursor (None: first import).
+
+        Cursor 0 is a server that had no change when it was imported: it
+        is followed like any other.
 
         A cursor beyond the server's last change means the Orthanc
         database was replaced: everything is imported again.
         """
         start = self.client.request_count
         result = SyncResult()
-        if not cursor:
+        if cursor is None:
             self._full_import(result)
         else:
             page = self.client.get_changes(cursor, self.changes_page_size)

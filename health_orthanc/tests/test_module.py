@@ -207,6 +207,19 @@ class OrthancSyncTestCase(unittest.TestCase):
         self.assertEqual(Study.search_count([('server', '=', server.id)]), 3)
 
     @with_transaction(context=NO_COMMIT)
+    def test_empty_server(self):
+        "An empty Orthanc is imported once, then followed incrementally"
+        Server = Pool().get('gnuhealth.orthanc.config')
+        server = self.create_server()
+        self.assertIsNone(server.last)
+        first = Server.sync_servers([server])[server.id]
+        self.assertTrue(first.full)
+        self.assertIsNotNone(server.last)
+        second = Server.sync_servers([server])[server.id]
+        self.assertFalse(second.full)
+        self.assertEqual(second.requests, 1)
+
+    @with_transaction(context=NO_COMMIT)
     def test_database_replaced(self):
         "A cursor beyond the server's last change imports everything again"
         pool = Pool()
