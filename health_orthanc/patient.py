@@ -167,15 +167,46 @@ class OrthancPatient(OrthancResourceMixin, ModelSQL, ModelView):
                 cls.write(*to_write)
 
     @classmethod
-    def link_server_patients(cls, server):
-        "Retry the link of the server's patients that have none"
-        unlinked = cls.search([
-                ('server', '=', server.id),
-                ('patient', '=', None),
-                ('link_state', '!=', 'manual'),
-                ])
-        for sub_patients in grouped_slice(unlinked):
+    def link_server_patients(cls, server, since=None):
+        """Retry the link of the server's patients that have none.
+
+        With since, only those that could link now are retried: changed
+        in Orthanc since then, or whose PatientID became a PUID or MRN of
+        a local patient since then.
+        """
+        domain = [
+            ('server', '=', server.id),
+            ('patient', '=', None),
+            ('link_state', '!=', 'manual'),
+            ]
+        if since:
+            changed = ['OR',
+                ('create_date', '>=', since),
+                ('write_date', '>=', since),
+                ]
+            for sub_ids in grouped_slice(
+                    list(cls.identifiers_changed_since(since))):
+                changed.append(('patient_id', 'in', list(sub_ids)))
+            domain.append(changed)
+        for sub_patients in grouped_slice(cls.search(domain)):
             cls.link(list(sub_patients))
+
+    @classmethod
+    def identifiers_changed_since(cls, since):
+        "Return the PUIDs and MRNs created or changed since"
+        pool = Pool()
+        Party = pool.get('party.party')
+        AlternativeID = pool.get('gnuhealth.person_alternative_identification')
+        recent = ['OR',
+            ('create_date', '>=', since),
+            ('write_date', '>=', since),
+            ]
+        identifiers = {p.ref for p in Party.search([
+                    ('ref', '!=', None), ('is_patient', '=', True), recent])}
+        identifiers.update(a.code for a in AlternativeID.search([
+                    ('alternative_id_type', '=', 'medical_record'),
+                    recent]))
+        return {linking.normalize_identifier(i) for i in identifiers} - {None}
 
 
 class Patient(metaclass=PoolMeta):

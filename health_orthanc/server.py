@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 # What changes how GNU Health reaches the server: changing any re-validates
 CONNECTION_FIELDS = {'domain', 'user', 'password', 'verify_tls', 'ca_bundle'}
+LINK_MARGIN = datetime.timedelta(hours=1)
 
 ERROR_MESSAGES = [
     (oc.OrthancUnauthorized, 'health_orthanc.msg_orthanc_unauthorized'),
@@ -294,7 +295,10 @@ class OrthancServer(ModelSQL, ModelView):
             Transaction().rollback()
             self._record_error(oc.OrthancError(str(exception)))
             return None
-        Patient.link_server_patients(self)
+        # Links may also come from patients registered since the last sync;
+        # the margin covers transactions still open when it ran
+        since = (self.sync_time - LINK_MARGIN) if self.sync_time else None
+        Patient.link_server_patients(self, since=since)
         values = {
             'sync_time': datetime.datetime.now(),
             'validated': True,

@@ -2,6 +2,8 @@
 # The COPYRIGHT file at the top level of this repository contains the full
 # copyright notices and license terms.
 "Orthanc studies and series, and the studies of an imaging result."
+from collections import defaultdict
+
 from sql import Literal
 from sql.aggregate import Count, Sum
 from trytond.model import ModelSQL, ModelView, fields
@@ -166,6 +168,8 @@ class OrthancSeries(OrthancResourceMixin, ModelSQL, ModelView):
         """
         pool = Pool()
         Study = pool.get('gnuhealth.orthanc.study')
+        studies = Study.orthanc_ids(
+            server, {r['orthanc_study_id'] for r in records})
         created, updated = super().upsert(server, records)
         study_ids = set(Study.orthanc_ids(server, replace_series_of).values())
         if study_ids:
@@ -175,37 +179,54 @@ class OrthancSeries(OrthancResourceMixin, ModelSQL, ModelView):
                         ]) if s.id not in kept]
             if stale:
                 cls.delete(stale)
-        for series in cls.browse(created + updated):
-            study_ids.add(series.study.id)
+        study_ids.update(studies.values())
         cls.update_studies(list(study_ids))
         return created, updated
 
     @classmethod
     def update_studies(cls, study_ids):
-        "Summarize the series of the studies: modalities and counts"
+        """Summarize the series of the studies: modalities and counts.
+
+        Only the studies whose summary changed are written, grouped by
+        summary: a page costs a few UPDATEs, not one per study.
+        """
         pool = Pool()
         Study = pool.get('gnuhealth.orthanc.study')
-        table = cls.__table__()
+        series = cls.__table__()
+        study = Study.__table__()
         cursor = Transaction().connection.cursor()
-        summary = {i: [set(), 0, 0] for i in study_ids}
+        summary = {i: (set(), 0, 0) for i in study_ids}
+        current = {}
         for sub_ids in grouped_slice(study_ids):
-            cursor.execute(*table.select(
-                    table.study, table.modality, Count(Literal('*')),
-                    Sum(table.number_of_instances),
-                    where=table.study.in_(list(sub_ids)),
-                    group_by=[table.study, table.modality]))
-            for study_id, modality, series, instances in cursor:
-                modalities, n_series, n_instances = summary[study_id]
+            sub_ids = list(sub_ids)
+            cursor.execute(*series.select(
+                    series.study, series.modality, Count(Literal('*')),
+                    Sum(series.number_of_instances),
+                    where=series.study.in_(sub_ids),
+                    group_by=[series.study, series.modality]))
+            for study_id, modality, n_series, n_instances in cursor:
+                modalities, total_series, total_instances = summary[study_id]
                 if modality:
                     modalities.add(modality)
-                summary[study_id][1] = n_series + series
-                summary[study_id][2] = n_instances + (instances or 0)
+                summary[study_id] = (modalities, total_series + n_series,
+                    total_instances + (n_instances or 0))
+            cursor.execute(*study.select(
+                    study.id, study.modalities, study.number_of_series,
+                    study.number_of_instances,
+                    where=study.id.in_(sub_ids)))
+            current.update((r[0], tuple(r[1:])) for r in cursor)
+        changed = defaultdict(list)
+        for study_id, (modalities, n_series, n_instances) in summary.items():
+            values = (', '.join(sorted(modalities)) or None, n_series,
+                n_instances)
+            if current.get(study_id) != values:
+                changed[values].append(Study(study_id))
         to_write = []
-        for study_id, (modalities, series, instances) in summary.items():
-            to_write.extend(([Study(study_id)], {
-                        'modalities': ', '.join(sorted(modalities)) or None,
-                        'number_of_series': series,
-                        'number_of_instances': instances,
+        for (modalities, n_series, n_instances), records in changed.items():
+            to_write.extend((records, {
+                        'modalities': modalities,
+                        'number_of_series': n_series,
+                        'number_of_instances': n_instances,
                         }))
         if to_write:
             with Transaction().set_context(orthanc_sync=True):
