@@ -74,6 +74,12 @@ def populate(orthanc):
     from trytond.modules.company.tests.tools import create_company
 
     summary = {}
+    # The demo is configured: skip the configuration wizard at first login
+    ConfigItem = Model.get('ir.module.config_wizard.item')
+    for item in ConfigItem.find([('state', '!=', 'done')]):
+        item.state = 'done'
+        item.save()
+
     Company = Model.get('company.company')
     if not Company.find([]):
         Party = Model.get('party.party')

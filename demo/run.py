@@ -38,8 +38,8 @@ def parse_args(argv=None):
         help="port of Orthanc (default %(default)s)")
     parser.add_argument('--state', default=os.path.join(ROOT, '.var', 'demo'),
         help="where the demo keeps its files (default %(default)s)")
-    parser.add_argument('--sao', default=None,
-        help="the installed sao directory (default STATE/sao)")
+    parser.add_argument('--sao', default=os.path.join(ROOT, '.var', 'sao'),
+        help="the installed sao directory (default %(default)s)")
     parser.add_argument('--no-wait', action='store_true',
         help="set everything up, start the servers, print the summary "
         "and stop them again (for tests)")
@@ -81,7 +81,7 @@ class Demo:
                 '',
                 '[web]',
                 'listen = 127.0.0.1:%s' % self.args.port,
-                'root = %s' % (self.args.sao or self.path('sao')),
+                'root = %s' % self.args.sao,
                 '',
                 '[queue]',
                 # trytond-worker needs PostgreSQL's LISTEN/NOTIFY: on
@@ -176,11 +176,25 @@ class Demo:
         self.processes.append((name, process))
         return process
 
+    def spawn_python(self, name, *args):
+        with self.logfile(name) as logfile:
+            process = subprocess.Popen(
+                [sys.executable, *args], env=self.env(), cwd=ROOT,
+                stdout=logfile, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL)
+        self.processes.append((name, process))
+        return process
+
     def start_servers(self):
         self.spawn('trytond', '-d', DATABASE)
-        self.spawn('trytond-cron', '-d', DATABASE)
         if self.args.postgresql:
+            self.spawn('trytond-cron', '-d', DATABASE)
             self.spawn('trytond-worker', '-d', DATABASE)
+        else:
+            # trytond-cron runs every job inside a transaction that keeps
+            # the write lock of the jobs before: on SQLite a job that writes
+            # after another waits and fails.  Run each in its own.
+            self.spawn_python('demo-cron', '-m', 'demo.cron', DATABASE)
         url = 'http://127.0.0.1:%s/' % self.args.port
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -251,10 +265,10 @@ class Demo:
             'Health; patients linked by PUID and MRN; imaging orders in '
             'draft, requested and done, a result with a study attached' % (
                 studies),
-            '  Running:     trytond, trytond-cron (Orthanc sync every 15 '
-            'minutes)%s' % (
-                ', trytond-worker' if self.args.postgresql else
-                ' (on SQLite queued tasks run in trytond)'),
+            '  Running:     trytond, %s (Orthanc sync every 15 minutes)%s' % (
+                ('trytond-cron', ', trytond-worker') if self.args.postgresql
+                else ('the demo scheduler (demo/cron.py)',
+                    '; on SQLite queued tasks run in trytond')),
             '  Files:       %s (logs in logs/)' % self.state,
             '',
             '  Stop with Ctrl-C.  Run again to reuse this data; '

@@ -120,7 +120,8 @@ class OrthancServer(ModelSQL, ModelView):
 
     def get_since_sync(self, name):
         if self.sync_time:
-            return datetime.datetime.now() - self.sync_time
+            elapsed = datetime.datetime.now() - self.sync_time
+            return datetime.timedelta(seconds=int(elapsed.total_seconds()))
 
     @classmethod
     def get_counts(cls, servers, names):

@@ -1,0 +1,533 @@
+// This file is part of the GNU Health imaging modules.
+// The COPYRIGHT file at the top level of this repository contains the full
+// copyright notices and license terms.
+//
+// End-to-end test of health_imaging and health_orthanc in the sao web
+// client, driven like a user in headless Chromium (playwright-core, the
+// system's /usr/bin/chromium: no browser is downloaded).
+//
+// It needs a running demo (bin/demo, or tests/test_browser.py which starts
+// one) and walks through:
+//
+//   log in -> Health / Imaging / Dx Imaging - New: patient Betz, two tests,
+//   Request -> Dx Imaging Requests: open a new draft request, Request,
+//   Generate Results -> open the result, Studies tab: add an Orthanc study
+//   of the patient, save -> Health / Imaging / Orthanc / Patients: a linked
+//   patient -> Health / Configuration / Orthanc / Servers: open the server,
+//   Sync.
+//
+// It fails on any sao error dialog (application error, user error or
+// warning, "invalid form" info bar) and on any browser console error or
+// uncaught page error, except the known-harmless noise in IGNORED below.
+//
+// Environment:
+//   E2E_URL          the web client (default http://127.0.0.1:8000/)
+//   E2E_LOGIN        user name (default admin)
+//   E2E_PASSWORD     password (default gnuhealth)
+//   E2E_DATABASE     database, when the server has several (default health)
+//   E2E_SCREENSHOTS  where to save the screenshots (default screenshots/ at
+//                    the root of the repository)
+//   E2E_CHROMIUM     the Chromium executable (default /usr/bin/chromium)
+//   E2E_TIMEOUT      seconds allowed for the whole run (default 150)
+//
+// Exit status: 0 when every step passed, 1 otherwise (the failing step, the
+// errors seen and a failure.png screenshot tell what happened).
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { chromium } from 'playwright-core';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const ROOT = path.resolve(HERE, '..', '..');
+const URL_ = process.env.E2E_URL || 'http://127.0.0.1:8000/';
+const LOGIN = process.env.E2E_LOGIN || 'admin';
+const PASSWORD = process.env.E2E_PASSWORD || 'gnuhealth';
+const DATABASE = process.env.E2E_DATABASE || 'health';
+const SHOTS = path.resolve(
+    process.env.E2E_SCREENSHOTS || path.join(ROOT, 'screenshots'));
+const CHROMIUM = process.env.E2E_CHROMIUM || '/usr/bin/chromium';
+const TIMEOUT = 1000 * Number(process.env.E2E_TIMEOUT || 150);
+
+// The demo data (demo/data.py): the patient we order for, two tests of the
+// catalogue and the sample study of that patient that we attach.
+const PATIENT = 'Betz, Ana';
+const PATIENT_SEARCH = 'Betz';
+const TESTS = [
+    {search: 'Chest', name: 'Chest X-ray, PA and lateral'},
+    {search: 'Brain MRI', name: 'Brain MRI'},
+];
+const STUDY = {search: 'Brain', name: 'Brain MRI'};
+
+// Console errors we ignore, and why:
+// - GET /locale/<lang>.json answered 405: sao always asks for its
+//   translation files, even for English which it does not ship; trytond's
+//   static file handler answers 405 for a missing file.  Sao falls back to
+//   the built-in English strings.
+// - GET/POST /<database>/bus answered 501: sao long-polls the bus for
+//   notifications; trytond answers 501 when the bus is not enabled
+//   ([bus] allow_subscribe), as in the demo.  Nothing uses it here.
+// Only the "Failed to load resource" message of exactly those URLs and
+// statuses is ignored; warnings (e.g. moment's deprecation warning about
+// fullcalendar's locales) are not errors and are not collected.
+const IGNORED = [
+    {url: /\/locale\/[A-Za-z_-]+\.json$/, text: /status of 405\b/},
+    {url: /\/[^/]+\/bus$/, text: /status of 501\b/},
+];
+
+const LAUNCH_ARGS = [
+    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic',
+    '--no-first-run', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync',
+];
+
+const errors = [];          // console errors, page errors, sao dialogs
+const ignored = [];         // the noise we ignored, reported at the end
+const shots = [];
+const started = Date.now();
+let step = '(start)';
+
+function log(message) {
+    const seconds = ((Date.now() - started) / 1000).toFixed(1);
+    console.log(`[e2e ${seconds.padStart(5)}s] ${message}`);
+}
+
+class StepError extends Error {}
+
+function checkErrors() {
+    if (errors.length) {
+        throw new StepError(
+            `${errors.length} error(s) in the browser:\n  ` +
+            errors.join('\n  '));
+    }
+}
+
+// Poll fn() until it returns a truthy value; fail at once on any error
+// seen in the browser (an error dialog makes the awaited screen never come)
+async function until(fn, what, timeout = 15000) {
+    const deadline = Date.now() + timeout;
+    let last;
+    for (;;) {
+        checkErrors();
+        try {
+            const value = await fn();
+            if (value) {
+                checkErrors();
+                return value;
+            }
+        } catch (error) {
+            if (error instanceof StepError) {
+                throw error;
+            }
+            last = error;
+        }
+        if (Date.now() > deadline) {
+            throw new StepError(`timed out after ${timeout / 1000}s waiting `
+                + `for ${what}` + (last ? ` (last error: ${last.message})`
+                    : ''));
+        }
+        await new Promise(resolve => setTimeout(resolve, 150));
+    }
+}
+
+async function main() {
+    fs.mkdirSync(SHOTS, {recursive: true});
+    if (!fs.existsSync(CHROMIUM)) {
+        throw new Error(`Chromium not found at ${CHROMIUM} `
+            + '(apt-get install chromium, or set E2E_CHROMIUM)');
+    }
+    const browser = await chromium.launch({
+        executablePath: CHROMIUM, args: LAUNCH_ARGS, headless: true});
+    const context = await browser.newContext({
+        viewport: {width: 1400, height: 900}, locale: 'en-US'});
+    context.setDefaultTimeout(15000);
+    const page = await context.newPage();
+
+    page.on('console', message => {
+        if (message.type() !== 'error') {
+            return;
+        }
+        const url = message.location().url || '';
+        const text = message.text();
+        if (IGNORED.some(i => i.url.test(url) && i.text.test(text))) {
+            ignored.push(`${text} (${url})`);
+            return;
+        }
+        errors.push(`console error during "${step}": ${text}`
+            + (url ? ` (${url}:${message.location().lineNumber})` : ''));
+    });
+    page.on('pageerror', error => {
+        errors.push(`page error during "${step}": ${error.message}\n    `
+            + String(error.stack || '').split('\n').slice(1, 4).join('\n    '));
+    });
+    // Sao's error dialogs (Sao.common.error/warning/userwarning) and the
+    // danger info bar of an invalid form, reported as soon as they show
+    await page.exposeBinding('__e2eSaoError', (source, text) => {
+        errors.push(`sao error dialog during "${step}": ${text}`);
+    });
+    await page.addInitScript(() => {
+        const SELECTOR = '.error-dialog, .warning-dialog, '
+            + '.user-warning-dialog, .infobar .alert-danger, '
+            + '.infobar .alert-error';
+        const seen = new WeakSet();
+        const scan = () => {
+            for (const el of document.querySelectorAll(SELECTOR)) {
+                if (!seen.has(el) && el.textContent.trim()) {
+                    seen.add(el);
+                    window.__e2eSaoError(
+                        el.innerText.trim().replace(/\s+\n/g, '\n'));
+                }
+            }
+        };
+        new MutationObserver(scan).observe(document, {
+            childList: true, subtree: true, characterData: true});
+    });
+
+    const pane = page.locator('#tabcontent > .tab-pane.active');
+    const toolbar = pane.locator('nav.toolbar');
+    const dialog = page.locator('.modal.in .modal-dialog').last();
+
+    async function shot(name) {
+        // sao's off-canvas menu sometimes leaves the body scrolled sideways
+        await page.evaluate(() => {
+            document.body.scrollLeft = 0;
+        });
+        await page.waitForTimeout(300);  // let animations settle
+        const file = path.join(SHOTS, name);
+        await page.screenshot({path: file});
+        shots.push(file);
+        log(`  screenshot ${file}`);
+    }
+
+    async function activeTab() {
+        return (await page.locator('#tablist > li.active').innerText())
+            .replace('×', '').trim();
+    }
+
+    async function waitTab(title) {
+        await until(async () => (await activeTab()) === title,
+            `the "${title}" tab`);
+    }
+
+    // The rows of the list of the active tab
+    function listRows() {
+        return pane.locator('.content-box table.tree').first()
+            .locator('> tbody > tr');
+    }
+
+    // The cells of a list row, keyed by column title
+    async function rowCells(row) {
+        const table = pane.locator('.content-box table.tree').first();
+        const titles = await table.locator('> thead > tr > th')
+            .allInnerTexts();
+        const cells = await row.locator('> td').allInnerTexts();
+        const result = {};
+        titles.forEach((title, i) => {
+            if (title.trim()) {
+                result[title.trim()] = (cells[i] || '').trim();
+            }
+        });
+        return result;
+    }
+
+    // Open the record of a list row in its form (double-click, like a user;
+    // on the first column, which is never a link)
+    async function openRow(row) {
+        await row.locator('> td').nth(2).dblclick();
+        await until(() => pane.locator('.form').first().isVisible(),
+            'the form view');
+    }
+
+    async function menuRows() {
+        return page.locator('#menu tbody tr').evaluateAll(rows => rows.map(
+            row => ({
+                text: (row.querySelector('.column-char')?.textContent || '')
+                    .trim(),
+                level: parseFloat(
+                    row.querySelector('.expander img')?.style.marginLeft
+                    || '0'),
+            })));
+    }
+
+    // Open a menu entry by its path, expanding the parents as needed
+    async function openMenu(...names) {
+        const rows = page.locator('#menu tbody tr');
+        let index = -1;
+        for (const [level, name] of names.entries()) {
+            const where = names.slice(0, level + 1).join(' / ');
+            // sao reloads the menu after some actions (e.g. the Module
+            // Configuration wizard): wait for the entry to be there
+            let infos;
+            const find = () => infos.findIndex((info, i) => i > index
+                && info.level === level && info.text === name);
+            await until(async () => {
+                infos = await menuRows();
+                return find() >= 0;
+            }, `menu entry ${where}`);
+            const found = find();
+            index = found;
+            const expanded = () => infos[found + 1]
+                && infos[found + 1].level > level;
+            if (level < names.length - 1 && !expanded()) {
+                // A click that lands while sao still renders the menu (just
+                // after login or another expansion) may be lost: click again
+                // when nothing happened after a while
+                let clicked = 0;
+                await until(async () => {
+                    infos = await menuRows();
+                    if (expanded()) {
+                        return true;
+                    }
+                    if (Date.now() - clicked > 2000) {
+                        await rows.nth(found).locator('.expander').click();
+                        clicked = Date.now();
+                    }
+                    return false;
+                }, `menu entry ${where} to expand`);
+            }
+        }
+        await rows.nth(index).locator('.column-char').click();
+    }
+
+    // Type in a many2one / many2many entry and pick the completion
+    async function complete(input, search, choice) {
+        await input.click();
+        await input.fill('');
+        await input.pressSequentially(search, {delay: 20});
+        const item = input.locator('xpath=..').locator('li.completion a',
+            {hasText: choice});
+        await until(() => item.first().isVisible(),
+            `the completion "${choice}" for "${search}"`);
+        await item.first().click();
+    }
+
+    async function selected(select) {
+        return select.evaluate(e => e.options[e.selectedIndex]?.text || '');
+    }
+
+    async function run(name, fn) {
+        step = name;
+        checkErrors();
+        log(name);
+        await fn();
+        checkErrors();
+    }
+
+    try {
+        await run('log in', async () => {
+            await page.goto(URL_);
+            await until(() => page.locator('#login').isVisible(),
+                'the login dialog');
+            const select = page.locator('select#database');
+            if (await select.isVisible()) {
+                await select.selectOption(DATABASE);
+            }
+            await page.locator('#login').fill(LOGIN);
+            await shot('01-login.png');
+            await page.getByRole('button', {name: 'Login'}).click();
+            const password = page.locator('#ask-dialog-entry');
+            await until(() => password.isVisible(), 'the password dialog');
+            await password.fill(PASSWORD);
+            await dialog.getByRole('button', {name: 'OK'}).click();
+            // The first login after trytond started loads the database's
+            // pool (all the GNU Health modules): give it time
+            await until(async () => (await menuRows()).some(
+                r => r.text === 'Health'), 'the menu with Health', 90000);
+            log('  logged in');
+            // At the first login Tryton opens the Module Configuration
+            // wizard (ir.module.config_wizard): close it like a user would
+            const config = page.locator('#tablist > li',
+                {hasText: 'Module Configuration'});
+            try {
+                await config.waitFor({timeout: 5000});
+            } catch {
+                return;  // already done on this database
+            }
+            await waitTab('Module Configuration');
+            await pane.getByRole('button', {name: 'Cancel'}).click();
+            await until(async () => !(await config.count()),
+                'the Module Configuration wizard to close');
+        });
+
+        await run('Health / Imaging / Dx Imaging - New: order two tests '
+                + `for ${PATIENT}`, async () => {
+            await openMenu('Health', 'Imaging', 'Dx Imaging - New');
+            await until(async () => (await dialog.locator('.model-title')
+                .innerText()) === 'Dx Imaging - New', 'the order wizard');
+            await complete(dialog.locator('input[name="patient"]'),
+                PATIENT_SEARCH, PATIENT);
+            await until(async () => (await dialog.locator(
+                'input[name="patient"]').inputValue()) === PATIENT,
+                `patient ${PATIENT}`);
+            const tests = dialog.locator('input[name="tests"]');
+            const box = dialog.locator('div.form-many2many',
+                {has: page.locator('input[name="tests"]')});
+            for (const test of TESTS) {
+                await complete(tests, test.search, test.name);
+                await until(() => box.locator('tbody tr',
+                    {hasText: test.name}).count(), `test ${test.name}`);
+            }
+            await dialog.locator('textarea[name="comment"]')
+                .fill('Browser test order');
+            await shot('02-order-wizard.png');
+            await dialog.getByRole('button', {name: 'Request', exact: true})
+                .click();
+            await until(async () => !(await page.locator('.modal.in')
+                .count()), 'the wizard to close');
+        });
+
+        await run('Dx Imaging Requests: the new draft requests', async () => {
+            await openMenu('Health', 'Imaging', 'Dx Imaging Requests');
+            await waitTab('Dx Imaging Requests');
+            await pane.locator('.tab-domain a', {hasText: /^\s*Draft\b/})
+                .click();
+            for (const test of TESTS) {
+                await until(() => listRows().filter({hasText: PATIENT})
+                    .filter({hasText: test.name}).count(),
+                    `a draft request of ${PATIENT} for ${test.name}`);
+            }
+            await shot('03-requests-list.png');
+        });
+
+        await run('open a draft request, press Request', async () => {
+            const row = listRows().filter({hasText: PATIENT})
+                .filter({hasText: TESTS[1].name}).first();
+            await openRow(row);
+            const state = pane.locator('select[name="state"]');
+            await until(async () => (await selected(state)) === 'Draft',
+                'a request in Draft');
+            await pane.getByRole('button', {name: 'Request', exact: true})
+                .click();
+            await until(async () => (await selected(state)) === 'Requested',
+                'the request to be Requested');
+            await until(() => pane.getByRole('button',
+                {name: 'Generate Results', exact: true}).isVisible(),
+                'the Generate Results button');
+            await shot('04-request-form.png');
+        });
+
+        await run('Generate Results: the result opens', async () => {
+            await pane.getByRole('button',
+                {name: 'Generate Results', exact: true}).click();
+            await waitTab('Dx Imaging - Results');
+            const row = listRows().filter({hasText: PATIENT})
+                .filter({hasText: TESTS[1].name});
+            await until(async () => (await listRows().count()) === 1
+                && (await row.count()) === 1, 'the generated result');
+            await shot('05-result-list.png');
+            await openRow(row.first());
+            await until(async () => (await pane.locator(
+                'input[name="patient"]').inputValue()) === PATIENT,
+                'the result form');
+        });
+
+        await run('the result\'s Studies tab: add an Orthanc study, save',
+                async () => {
+            await pane.locator('.form-notebook > .nav-tabs a',
+                {hasText: /^\s*Studies\s*$/}).click();
+            const input = pane.locator('input[name="studies"]');
+            await until(() => input.isVisible(), 'the Studies tab');
+            const box = pane.locator('div.form-many2many',
+                {has: page.locator('input[name="studies"]')});
+            await complete(input, STUDY.search, STUDY.name);
+            const row = box.locator('tbody tr', {hasText: STUDY.name});
+            await until(() => row.count(), `the study ${STUDY.name}`);
+            await toolbar.getByRole('button', {name: 'Save', exact: true})
+                .click();
+            await until(() => pane.locator('.infobar .alert-info',
+                {hasText: 'Record saved.'}).isVisible(), 'Record saved.');
+            // Reload from the server: the study is really attached
+            await toolbar.getByRole('button', {name: 'Reload/Undo'})
+                .click();
+            await until(() => row.count(), 'the saved study after reload');
+            const cells = (await row.first().locator('> td').allInnerTexts())
+                .map(text => text.trim()).filter(text => text);
+            log(`  study: ${cells.join(' | ')}`);
+            await shot('06-result-studies.png');
+        });
+
+        await run('Health / Imaging / Orthanc / Patients: a linked patient',
+                async () => {
+            await openMenu('Health', 'Imaging', 'Orthanc', 'Patients');
+            await waitTab('Patients');
+            await pane.locator('.tab-domain a', {hasText: /^\s*Linked\b/})
+                .click();
+            const linked = await until(async () => {
+                for (const row of await listRows().all()) {
+                    const cells = await rowCells(row);
+                    if (cells.Patient) {
+                        return cells;
+                    }
+                }
+                return null;
+            }, 'an Orthanc patient with the Patient column filled');
+            log(`  linked: ${linked.Name} (${linked.PatientID}) -> `
+                + `${linked.Patient}`);
+            await shot('07-orthanc-patients.png');
+        });
+
+        await run('Health / Configuration / Orthanc / Servers: Sync',
+                async () => {
+            await openMenu('Health', 'Configuration', 'Orthanc', 'Servers');
+            await waitTab('Servers');
+            await until(() => listRows().count(), 'a server');
+            await openRow(listRows().first());
+            const syncTime = pane.locator('input[name="sync_time"]');
+            // The demo server has been synced: wait for the record's values
+            // before reading the old Last Sync
+            await until(async () => await pane.locator('input[name="label"]')
+                .inputValue() && await syncTime.inputValue(),
+                'the server form with its Last Sync');
+            const before = await syncTime.inputValue();
+            await pane.getByRole('button', {name: 'Sync', exact: true})
+                .click();
+            await until(async () => {
+                const value = await syncTime.inputValue();
+                return value && value !== before;
+            }, `Last Sync to change from "${before}"`, 30000);
+            const error = await pane.locator('textarea[name="last_error"]')
+                .inputValue().catch(() => '');
+            if (error.trim()) {
+                throw new StepError(`the sync reported: ${error}`);
+            }
+            log(`  Last Sync: ${before} -> ${await syncTime.inputValue()}`);
+            await shot('08-server-form.png');
+        });
+        checkErrors();
+    } catch (error) {
+        console.log(`\nFAILED at step: ${step}`);
+        console.log(error instanceof StepError ? error.message
+            : error.stack || String(error));
+        if (errors.length && !(error instanceof StepError)) {
+            console.log('errors in the browser:\n  ' + errors.join('\n  '));
+        }
+        try {
+            await shot('failure.png');
+        } catch (e) {
+            console.log(`(no failure screenshot: ${e.message})`);
+        }
+        return 1;
+    } finally {
+        if (ignored.length) {
+            log(`ignored ${ignored.length} known-harmless console `
+                + `message(s):\n  ${[...new Set(ignored)].join('\n  ')}`);
+        }
+        await browser.close();
+    }
+    log(`passed: ${shots.length} screenshots in ${SHOTS}`);
+    return 0;
+}
+
+const watchdog = setTimeout(() => {
+    console.log(`FAILED: the run took more than ${TIMEOUT / 1000}s `
+        + `(at step: ${step})`);
+    process.exit(1);
+}, TIMEOUT);
+main().then(code => {
+    clearTimeout(watchdog);
+    process.exit(code);
+}, error => {
+    clearTimeout(watchdog);
+    console.log(`FAILED: ${error.stack || error}`);
+    process.exit(1);
+});
