@@ -4,24 +4,31 @@
 "The catalogue of orderable imaging tests and their types (modalities)."
 from trytond.model import DeactivableMixin, ModelSQL, ModelView, Unique, fields
 
+from .tools import search_in
+
 
 class NameCodeMixin:
-    "Records found by their name or their code"
+    "Records with a unique code, found by their name or their code"
     __slots__ = ()
+    _code_unique_message = None
+
+    @classmethod
+    def __setup__(cls):
+        super().__setup__()
+        t = cls.__table__()
+        cls._sql_constraints += [
+            ('code_uniq', Unique(t, t.code), cls._code_unique_message),
+            ]
 
     @classmethod
     def search_rec_name(cls, name, clause):
-        _, operator, *_ = clause
-        bool_op = 'AND' if operator.startswith('!') else 'OR'
-        return [bool_op,
-            ('name',) + tuple(clause[1:]),
-            ('code',) + tuple(clause[1:]),
-            ]
+        return search_in(clause, ['name', 'code'])
 
 
 class ImagingTestType(NameCodeMixin, ModelSQL, ModelView):
     "Imaging Test Type"
     __name__ = 'gnuhealth.imaging.test.type'
+    _code_unique_message = 'health_imaging.msg_test_type_code_unique'
 
     name = fields.Char("Name", required=True, translate=True)
     code = fields.Char(
@@ -32,11 +39,6 @@ class ImagingTestType(NameCodeMixin, ModelSQL, ModelView):
     @classmethod
     def __setup__(cls):
         super().__setup__()
-        t = cls.__table__()
-        cls._sql_constraints += [
-            ('code_uniq', Unique(t, t.code),
-                'health_imaging.msg_test_type_code_unique'),
-            ]
         cls._order.insert(0, ('code', 'ASC'))
 
     def get_rec_name(self, name):
@@ -51,6 +53,7 @@ class ImagingTestType(NameCodeMixin, ModelSQL, ModelView):
 class ImagingTest(NameCodeMixin, DeactivableMixin, ModelSQL, ModelView):
     "Imaging Test"
     __name__ = 'gnuhealth.imaging.test'
+    _code_unique_message = 'health_imaging.msg_test_code_unique'
 
     name = fields.Char("Name", required=True, translate=True)
     code = fields.Char("Code", required=True)
@@ -65,11 +68,6 @@ class ImagingTest(NameCodeMixin, DeactivableMixin, ModelSQL, ModelView):
     @classmethod
     def __setup__(cls):
         super().__setup__()
-        t = cls.__table__()
-        cls._sql_constraints += [
-            ('code_uniq', Unique(t, t.code),
-                'health_imaging.msg_test_code_unique'),
-            ]
         cls._order.insert(0, ('name', 'ASC'))
 
     def get_rec_name(self, name):

@@ -13,6 +13,7 @@ from trytond.transaction import Transaction
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
 from .exceptions import ImagingRequestError
+from .tools import search_in
 
 STATES = [
     ('draft', "Draft"),
@@ -129,13 +130,7 @@ class ImagingTestRequest(Workflow, ModelSQL, ModelView):
 
     @classmethod
     def search_rec_name(cls, name, clause):
-        _, operator, *_ = clause
-        bool_op = 'AND' if operator.startswith('!') else 'OR'
-        return [bool_op,
-            ('request',) + tuple(clause[1:]),
-            ('requested_test',) + tuple(clause[1:]),
-            ('patient',) + tuple(clause[1:]),
-            ]
+        return search_in(clause, ['request', 'requested_test', 'patient'])
 
     @classmethod
     def create(cls, vlist):

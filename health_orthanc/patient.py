@@ -12,6 +12,8 @@ from trytond.pyson import Eval
 from trytond.tools import grouped_slice
 from trytond.transaction import Transaction
 
+from trytond.modules.health_imaging.tools import search_in
+
 from . import linking
 from .resource import OrthancResourceMixin
 
@@ -72,12 +74,7 @@ class OrthancPatient(OrthancResourceMixin, ModelSQL, ModelView):
 
     @classmethod
     def search_rec_name(cls, name, clause):
-        _, operator, *_ = clause
-        bool_op = 'AND' if operator.startswith('!') else 'OR'
-        return [bool_op,
-            ('name',) + tuple(clause[1:]),
-            ('patient_id',) + tuple(clause[1:]),
-            ]
+        return search_in(clause, ['name', 'patient_id'])
 
     @classmethod
     def _orthanc_values(cls, server, record, context):

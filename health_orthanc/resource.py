@@ -3,6 +3,7 @@
 # copyright notices and license terms.
 "What Orthanc patients, studies and series have in common."
 from trytond.model import Unique, fields
+from trytond.pool import Pool
 from trytond.tools import grouped_slice
 from trytond.transaction import Transaction
 
@@ -44,10 +45,19 @@ class OrthancResourceMixin:
         "Return the values to store for a mapped Orthanc record"
         raise NotImplementedError
 
+    #: (parent model, key of its Orthanc ID in the mapped records)
+    _orthanc_parent = None
+
     @classmethod
     def _orthanc_context(cls, server, records):
-        "Return what _orthanc_values needs, looked up once per batch"
-        return {}
+        """Return what _orthanc_values needs, looked up once per batch:
+        {parent Orthanc ID: parent record id}"""
+        if not cls._orthanc_parent:
+            return {}
+        model, key = cls._orthanc_parent
+        Parent = Pool().get(model)
+        return Parent.orthanc_ids(
+            server, {r[key] for r in records if r[key]})
 
     @classmethod
     def upsert(cls, server, records):

@@ -49,10 +49,9 @@ def error_message(exception, domain):
             return gettext(message_id, domain=domain, error=str(exception))
 
 
-class OrthancServer(ModelSQL, ModelView):
-    "Orthanc Server"
-    __name__ = 'gnuhealth.orthanc.config'
-    _rec_name = 'label'
+class ConnectionMixin:
+    "How GNU Health reaches an Orthanc server"
+    __slots__ = ()
 
     label = fields.Char("Label", required=True, help="A unique name.")
     domain = fields.Char(
@@ -65,11 +64,21 @@ class OrthancServer(ModelSQL, ModelView):
         "Verify TLS Certificate",
         help="Refuse servers whose HTTPS certificate cannot be verified.")
     ca_bundle = fields.Char(
-        "CA Bundle",
-        states={'invisible': ~Eval('verify_tls')},
+        "CA Bundle", states={'invisible': ~Eval('verify_tls')},
         help="Path on the Tryton server of the certificate authorities "
         "to trust, when the server's certificate is not signed by a "
         "public authority.")
+
+    @staticmethod
+    def default_verify_tls():
+        return True
+
+
+class OrthancServer(ConnectionMixin, ModelSQL, ModelView):
+    "Orthanc Server"
+    __name__ = 'gnuhealth.orthanc.config'
+    _rec_name = 'label'
+
     validated = fields.Boolean(
         "Validated", readonly=True,
         help="GNU Health reached the server with these credentials.")
@@ -109,10 +118,6 @@ class OrthancServer(ModelSQL, ModelView):
                     'icon': 'tryton-ok',
                     },
                 })
-
-    @staticmethod
-    def default_verify_tls():
-        return True
 
     @staticmethod
     def default_validated():
@@ -362,29 +367,9 @@ class ServerStore:
             self.server._lock()
 
 
-class AddServerStart(ModelView):
+class AddServerStart(ConnectionMixin, ModelView):
     "Add Orthanc Server"
     __name__ = 'gnuhealth.orthanc.add_server.start'
-
-    label = fields.Char("Label", required=True, help="A unique name.")
-    domain = fields.Char(
-        "Domain", required=True,
-        help="The full URL of the Orthanc REST API, "
-        "e.g. https://pacs.example.org/orthanc")
-    user = fields.Char("Username")
-    password = fields.Char("Password", strip=False)
-    verify_tls = fields.Boolean(
-        "Verify TLS Certificate",
-        help="Refuse servers whose HTTPS certificate cannot be verified.")
-    ca_bundle = fields.Char(
-        "CA Bundle", states={'invisible': ~Eval('verify_tls')},
-        help="Path on the Tryton server of the certificate authorities "
-        "to trust, when the server's certificate is not signed by a "
-        "public authority.")
-
-    @staticmethod
-    def default_verify_tls():
-        return True
 
 
 class AddServerResult(ModelView):

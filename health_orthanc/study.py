@@ -12,6 +12,8 @@ from trytond.pyson import Eval
 from trytond.tools import grouped_slice
 from trytond.transaction import Transaction
 
+from trytond.modules.health_imaging.tools import search_in
+
 from .resource import OrthancResourceMixin
 
 
@@ -19,6 +21,7 @@ class OrthancStudy(OrthancResourceMixin, ModelSQL, ModelView):
     "Orthanc Study"
     __name__ = 'gnuhealth.orthanc.study'
     _rec_name = 'description'
+    _orthanc_parent = ('gnuhealth.orthanc.patient', 'orthanc_patient_id')
 
     orthanc_patient = fields.Many2One(
         'gnuhealth.orthanc.patient', "Orthanc Patient", readonly=True,
@@ -60,14 +63,9 @@ class OrthancStudy(OrthancResourceMixin, ModelSQL, ModelView):
 
     @classmethod
     def search_rec_name(cls, name, clause):
-        _, operator, *_ = clause
-        bool_op = 'AND' if operator.startswith('!') else 'OR'
-        return [bool_op,
-            ('description',) + tuple(clause[1:]),
-            ('accession_number',) + tuple(clause[1:]),
-            ('patient_id',) + tuple(clause[1:]),
-            ('study_instance_uid',) + tuple(clause[1:]),
-            ]
+        return search_in(clause, [
+                'description', 'accession_number', 'patient_id',
+                'study_instance_uid'])
 
     def get_patient(self, name):
         if self.orthanc_patient and self.orthanc_patient.patient:
@@ -81,13 +79,6 @@ class OrthancStudy(OrthancResourceMixin, ModelSQL, ModelView):
         if self.server and self.server.domain:
             return '%s/app/explorer.html#study?uuid=%s' % (
                 self.server.domain, self.orthanc_id)
-
-    @classmethod
-    def _orthanc_context(cls, server, records):
-        Patient = Pool().get('gnuhealth.orthanc.patient')
-        return Patient.orthanc_ids(
-            server, {r['orthanc_patient_id'] for r in records
-                if r['orthanc_patient_id']})
 
     @classmethod
     def _orthanc_values(cls, server, record, patients):
@@ -110,6 +101,7 @@ class OrthancSeries(OrthancResourceMixin, ModelSQL, ModelView):
     "Orthanc Series"
     __name__ = 'gnuhealth.orthanc.series'
     _rec_name = 'description'
+    _orthanc_parent = ('gnuhealth.orthanc.study', 'orthanc_study_id')
 
     study = fields.Many2One(
         'gnuhealth.orthanc.study', "Study", required=True, readonly=True,
@@ -134,13 +126,6 @@ class OrthancSeries(OrthancResourceMixin, ModelSQL, ModelView):
         return '%s %s %s' % (
             self.series_number if self.series_number is not None else '',
             self.modality or '', self.description or '')
-
-    @classmethod
-    def _orthanc_context(cls, server, records):
-        Study = Pool().get('gnuhealth.orthanc.study')
-        return Study.orthanc_ids(
-            server, {r['orthanc_study_id'] for r in records
-                if r['orthanc_study_id']})
 
     @classmethod
     def _orthanc_values(cls, server, record, studies):
@@ -168,8 +153,7 @@ class OrthancSeries(OrthancResourceMixin, ModelSQL, ModelView):
         """
         pool = Pool()
         Study = pool.get('gnuhealth.orthanc.study')
-        studies = Study.orthanc_ids(
-            server, {r['orthanc_study_id'] for r in records})
+        studies = cls._orthanc_context(server, records)
         created, updated = super().upsert(server, records)
         study_ids = set(Study.orthanc_ids(server, replace_series_of).values())
         if study_ids:
