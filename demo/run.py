@@ -28,10 +28,11 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--reset', action='store_true',
         help="delete the demo database and Orthanc storage, start over")
-    parser.add_argument('--postgresql', metavar='URI',
-        default=os.environ.get('DEMO_DATABASE_URI'),
-        help="a PostgreSQL URI (postgresql://user@host:port/) instead of "
-        "the embedded SQLite database")
+    parser.add_argument('--postgresql', metavar='URI', nargs='?',
+        const='private', default=os.environ.get('DEMO_DATABASE_URI'),
+        help="use PostgreSQL instead of the embedded SQLite database: a "
+        "private cluster in the state directory, or the server of URI "
+        "(postgresql://user@host:port/)")
     parser.add_argument('--port', type=int, default=8000,
         help="port of the web client (default %(default)s)")
     parser.add_argument('--orthanc-port', type=int, default=8042,
@@ -53,6 +54,7 @@ class Demo:
         self.state = os.path.abspath(args.state)
         self.processes = []
         self.orthanc = None
+        self.pg_stop = None
 
     def path(self, *names):
         return os.path.join(self.state, *names)
@@ -72,8 +74,33 @@ class Demo:
         os.chmod(path, 0o600)
         return values
 
+    def start_postgresql(self):
+        "Start the private PostgreSQL cluster; return its URI"
+        script = ('. "$1/bin/lib.sh"; start_postgresql "$2" >&2; '
+            'echo "$PG_URI"; printf "%s\\n" "${PG_STOP[@]}"')
+        output = subprocess.run(
+            ['bash', '-c', script, '_', ROOT, self.path('pg')],
+            check=True, stdout=subprocess.PIPE, text=True).stdout.split('\n')
+        self.pg_stop = [a for a in output[1:] if a]
+        return output[0]
+
+    def create_pg_database(self, uri):
+        import psycopg2
+        connection = psycopg2.connect(uri + 'postgres')
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute(
+                'SELECT 1 FROM pg_database WHERE datname = %s', (DATABASE,))
+            if not cursor.fetchone():
+                cursor.execute('CREATE DATABASE "%s"' % DATABASE)
+        connection.close()
+
     def write_config(self):
         uri = self.args.postgresql or 'sqlite://'
+        if uri == 'private':
+            uri = self.start_postgresql()
+        if uri.startswith('postgresql'):
+            self.create_pg_database(uri)
         config = '\n'.join([
                 '[database]',
                 'uri = %s' % uri,
@@ -188,8 +215,8 @@ class Demo:
     def start_servers(self):
         self.spawn('trytond', '-d', DATABASE)
         if self.args.postgresql:
-            self.spawn('trytond-cron', '-d', DATABASE)
-            self.spawn('trytond-worker', '-d', DATABASE)
+            self.spawn('trytond-cron', '-v', '-d', DATABASE)
+            self.spawn('trytond-worker', '-v', '-d', DATABASE)
         else:
             # trytond-cron runs every job inside a transaction that keeps
             # the write lock of the jobs before: on SQLite a job that writes
@@ -223,6 +250,9 @@ class Demo:
         self.processes.clear()
         if self.orthanc:
             self.orthanc.stop()
+        if self.pg_stop:
+            subprocess.run(self.pg_stop, stdout=subprocess.DEVNULL)
+            self.pg_stop = None
 
     def run(self):
         if self.args.reset and os.path.isdir(self.state):
@@ -230,9 +260,9 @@ class Demo:
             shutil.rmtree(self.state)
         os.makedirs(self.state, exist_ok=True)
         passwords = self.secrets()
-        self.write_config()
         started = time.monotonic()
         try:
+            self.write_config()
             studies = self.start_orthanc(passwords['orthanc'])
             self.create_database(passwords['admin'])
             summary = self.populate()
