@@ -10,5 +10,9 @@ class Cron(metaclass=PoolMeta):
     @classmethod
     def __setup__(cls):
         super().__setup__()
-        cls.method.selection.append(
-            ('gnuhealth.orthanc.config|sync', "Synchronize Orthanc Servers"))
+        cls.method.selection.extend([
+                ('gnuhealth.orthanc.config|sync',
+                    "Synchronize Orthanc Servers"),
+                ('gnuhealth.orthanc.config|reconcile',
+                    "Find Studies Deleted from Orthanc"),
+                ])

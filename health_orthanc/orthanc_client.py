@@ -583,6 +583,18 @@ class OrthancClient:
             {'expand': '', 'since': max(0, int(since)), 'limit': limit})
         return self._expect_list_of_dicts(data, collection)
 
+    def list_ids(self, collection: str) -> list[str]:
+        """Return the IDs of every resource of ``collection``.
+
+        ``collection`` is ``'patients'``, ``'studies'`` or ``'series'``;
+        one request, used to find what was deleted in Orthanc.
+        """
+        data = self._expect(self.get_json(collection), list, collection)
+        if not all(isinstance(i, str) for i in data):
+            raise self._error(OrthancBadAnswer,
+                'Orthanc sent an invalid list of %s' % collection)
+        return data
+
     def list_patients(self, since: int = 0, limit: int = 500) -> list[dict]:
         """Return expanded patients ``since`` (an offset) up to ``limit``.
 

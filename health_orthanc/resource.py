@@ -2,6 +2,8 @@
 # The COPYRIGHT file at the top level of this repository contains the full
 # copyright notices and license terms.
 "What Orthanc patients, studies and series have in common."
+import datetime
+
 from trytond.model import Unique, fields
 from trytond.pool import Pool
 from trytond.tools import grouped_slice
@@ -17,6 +19,11 @@ class OrthancResourceMixin:
         ondelete='CASCADE')
     orthanc_id = fields.Char("Orthanc ID", required=True, readonly=True)
     last_update = fields.DateTime("Last Update in Orthanc", readonly=True)
+    missing = fields.Boolean(
+        "Missing on Server", readonly=True,
+        help="Deleted from Orthanc: GNU Health keeps the record, "
+        "the images are gone.")
+    missing_since = fields.DateTime("Missing Since", readonly=True)
 
     @classmethod
     def __setup__(cls):
@@ -26,6 +33,40 @@ class OrthancResourceMixin:
             ('server_orthanc_id_uniq', Unique(t, t.server, t.orthanc_id),
                 'health_orthanc.msg_resource_unique'),
             ]
+
+    @staticmethod
+    def default_missing():
+        return False
+
+    @classmethod
+    def mark_missing(cls, server, present):
+        """Flag the records whose Orthanc ID is not in present, and clear
+        the flag of those back; return the number newly flagged"""
+        table = cls.__table__()
+        cursor = Transaction().connection.cursor()
+        present = set(present)
+        gone, back = [], []
+        cursor.execute(*table.select(
+                table.id, table.orthanc_id, table.missing,
+                where=table.server == server.id))
+        for id_, orthanc_id, missing in cursor:
+            if orthanc_id in present:
+                if missing:
+                    back.append(cls(id_))
+            elif not missing:
+                gone.append(cls(id_))
+        to_write = []
+        if gone:
+            to_write.extend((gone, {
+                        'missing': True,
+                        'missing_since': datetime.datetime.now(),
+                        }))
+        if back:
+            to_write.extend((back, {'missing': False, 'missing_since': None}))
+        if to_write:
+            with Transaction().set_context(orthanc_sync=True):
+                cls.write(*to_write)
+        return len(gone)
 
     @classmethod
     def orthanc_ids(cls, server, orthanc_ids):
@@ -73,6 +114,8 @@ class OrthancResourceMixin:
             values = cls._orthanc_values(server, record, context)
             if values is None:
                 continue
+            # Sent by Orthanc, so present there
+            values.update(missing=False, missing_since=None)
             id_ = existing.get(record['orthanc_id'])
             if id_ is None:
                 values.update(

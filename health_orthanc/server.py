@@ -117,6 +117,9 @@ class OrthancServer(ConnectionMixin, ModelSQL, ModelView):
                 'check_servers': {
                     'icon': 'tryton-ok',
                     },
+                'do_reconcile': {
+                    'icon': 'tryton-search',
+                    },
                 })
 
     @staticmethod
@@ -254,6 +257,46 @@ class OrthancServer(ConnectionMixin, ModelSQL, ModelView):
         cls.sync(servers)
 
     @classmethod
+    def reconcile(cls, servers=None):
+        """Flag the patients and studies deleted from Orthanc.
+
+        The method of the daily scheduled action and of the Check
+        Deletions button; Orthanc's change log never reports deletions.
+        Nothing is deleted in GNU Health: a result keeps its studies.
+        """
+        if servers is None:
+            servers = cls.search([('validated', '=', True)])
+        for server in servers:
+            cls.__queue__.reconcile_servers([server])
+
+    @classmethod
+    @ModelView.button
+    def do_reconcile(cls, servers):
+        cls.reconcile(servers)
+
+    @classmethod
+    def reconcile_servers(cls, servers):
+        "Reconcile each server now; return {server id: studies flagged}"
+        pool = Pool()
+        Patient = pool.get('gnuhealth.orthanc.patient')
+        Study = pool.get('gnuhealth.orthanc.study')
+        results = {}
+        for server in servers:
+            try:
+                with server.get_client() as client:
+                    patients = client.list_ids('patients')
+                    studies = client.list_ids('studies')
+            except oc.OrthancError as exception:
+                server._record_error(exception)
+                results[server.id] = None
+                continue
+            Patient.mark_missing(server, patients)
+            results[server.id] = Study.mark_missing(server, studies)
+            logger.info("Orthanc server %s: %s studies missing",
+                server.label, results[server.id])
+        return results
+
+    @classmethod
     def sync_servers(cls, servers):
         "Synchronize each server now; return their SyncResult by id"
         results = {}
@@ -323,6 +366,9 @@ class OrthancServer(ConnectionMixin, ModelSQL, ModelView):
                     "Orthanc server %s: skipped %s: %s",
                     self.label, key, reason)
         self._save_state([self], values)
+        if result.full:
+            # What a replaced Orthanc database lost
+            self.reconcile_servers([self])
         logger.info(
             "Orthanc server %s: %s sync, %s patients, %s studies, "
             "%s series, %s requests, cursor %s", self.label,

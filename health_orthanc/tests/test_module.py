@@ -232,6 +232,60 @@ class OrthancSyncTestCase(unittest.TestCase):
         self.assertEqual(server.study_count, 1)
 
     @with_transaction(context=NO_COMMIT)
+    def test_reconcile_deleted_studies(self):
+        "Studies deleted in Orthanc are flagged, never deleted"
+        pool = Pool()
+        Server = pool.get('gnuhealth.orthanc.config')
+        Study = pool.get('gnuhealth.orthanc.study')
+        Patient = pool.get('gnuhealth.orthanc.patient')
+        Test = pool.get('gnuhealth.imaging.test')
+        Result = pool.get('gnuhealth.imaging.test.result')
+        ana = create_patient('Ana', 'Betz', puid='PUID-ANA')
+        upload_study(self.orthanc, 'PUID-ANA', 'BETZ^Ana', seed=1)
+        upload_study(self.orthanc, 'PUID-ANA', 'BETZ^Ana', seed=2)
+        upload_study(self.orthanc, 'GONE', 'GONE^Person', seed=3)
+        server = self.create_server()
+        Server.sync_servers([server])
+        self.assertEqual(Study.search_count([('missing', '=', True)]), 0)
+        first, second = Study.search([('patient', '=', ana.id)])
+        test, = Test.search([], limit=1)
+        result, = Result.create([{
+                    'patient': ana.id, 'requested_test': test.id,
+                    'studies': [('add', [first.id])],
+                    }])
+        gone, = Patient.search([('patient_id', '=', 'GONE')])
+        self.orthanc.request('DELETE', '/studies/' + first.orthanc_id)
+        self.orthanc.request('DELETE', '/patients/' + gone.orthanc_id)
+
+        flagged = Server.reconcile_servers([server])[server.id]
+        self.assertEqual(flagged, 2)
+        self.assertTrue(first.missing)
+        self.assertTrue(first.missing_since)
+        self.assertFalse(second.missing)
+        self.assertTrue(gone.missing)
+        self.assertEqual(result.studies, (first,))
+        self.assertEqual(
+            Server.reconcile_servers([server])[server.id], 0)
+
+        # Back on the server (e.g. restored from a backup)
+        Study.mark_missing(server, [first.orthanc_id, second.orthanc_id])
+        self.assertFalse(first.missing)
+        self.assertIsNone(first.missing_since)
+
+    @with_transaction(context=NO_COMMIT)
+    def test_cron_queues_reconcile(self):
+        pool = Pool()
+        Server = pool.get('gnuhealth.orthanc.config')
+        Queue = pool.get('ir.queue')
+        Cron = pool.get('ir.cron')
+        self.create_server('A')
+        self.assertTrue(Cron.search(
+                [('method', '=', 'gnuhealth.orthanc.config|reconcile')]))
+        Server.reconcile()
+        task, = Queue.search([])
+        self.assertEqual(task.data['method'], 'reconcile_servers')
+
+    @with_transaction(context=NO_COMMIT)
     def test_link_rules(self):
         "Ambiguous or contradicting matches are never linked"
         pool = Pool()
