@@ -23,14 +23,18 @@ ensure_debs() {
     [ ${#missing[@]} -eq 0 ] && return 0
     log "installing Debian packages: ${missing[*]}"
     # The packaged Orthanc must not start a system-wide service.
+    local policy=
     if [ ! -e /usr/sbin/policy-rc.d ]; then
         printf '#!/bin/sh\nexit 101\n' | as_root tee /usr/sbin/policy-rc.d >/dev/null
         as_root chmod +x /usr/sbin/policy-rc.d
-        trap 'as_root rm -f /usr/sbin/policy-rc.d' RETURN
+        policy=1
     fi
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-        --no-install-recommends "${missing[@]}" >/dev/null
+    local status=0
+    { as_root apt-get update -qq \
+        && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+            --no-install-recommends "${missing[@]}" >/dev/null; } || status=$?
+    [ -n "$policy" ] && as_root rm -f /usr/sbin/policy-rc.d
+    [ $status -eq 0 ] || die "apt-get could not install: ${missing[*]}"
 }
 
 # ensure_venv : a virtualenv with the project and its test extras installed

@@ -137,11 +137,11 @@ class ImagingTestRequest(Workflow, ModelSQL, ModelView):
         pool = Pool()
         Sequences = pool.get('gnuhealth.sequences')
         vlist = [v.copy() for v in vlist]
-        missing = [v for v in vlist if not v.get('request')]
-        if missing:
-            number = Sequences.get_imaging_number('imaging_request_sequence')
-            for values in missing:
-                values['request'] = number
+        for values in vlist:
+            # Tests ordered together share the number the wizard gives
+            if not values.get('request'):
+                values['request'] = Sequences.get_imaging_number(
+                    'imaging_request_sequence')
         return super().create(vlist)
 
     @classmethod

@@ -340,6 +340,9 @@ def map_series(orthanc_series_json: dict) -> dict:
         number = int(number) if number is not None else None
     except ValueError:
         number = None
+    if number is not None and not -2 ** 31 <= number < 2 ** 31:
+        # IS is 12 characters: more than a database integer holds
+        number = None
     modality = clean_text(tags.get('Modality'), 16)
     instances = orthanc_series_json.get('Instances')
     return {

@@ -147,18 +147,21 @@ class OrthancPatient(OrthancResourceMixin, ModelSQL, ModelView):
             for p in patients}
         candidates = cls.local_candidates(
             {i for i in identifiers.values() if i})
-        to_write = []
+        changed = defaultdict(list)
         for patient in patients:
             identifier = identifiers[patient.id]
-            local_id, state = linking.choose_patient(
+            decision = linking.choose_patient(
                 candidates.get(identifier, []), patient.birth_date,
                 identifier)
             current = patient.patient.id if patient.patient else None
-            if (current, patient.link_state) != (local_id, state):
-                to_write.extend(([patient], {
-                            'patient': local_id,
-                            'link_state': state,
-                            }))
+            if (current, patient.link_state) != decision:
+                changed[decision].append(patient)
+        to_write = []
+        for (local_id, state), records in changed.items():
+            to_write.extend((records, {
+                        'patient': local_id,
+                        'link_state': state,
+                        }))
         if to_write:
             with Transaction().set_context(orthanc_sync=True):
                 cls.write(*to_write)
@@ -173,18 +176,24 @@ class OrthancPatient(OrthancResourceMixin, ModelSQL, ModelView):
         """
         domain = [
             ('server', '=', server.id),
-            ('patient', '=', None),
             ('link_state', '!=', 'manual'),
             ]
         if since:
-            changed = ['OR',
-                ('create_date', '>=', since),
-                ('write_date', '>=', since),
-                ]
+            changed = ['OR', [
+                    ('patient', '=', None),
+                    ['OR',
+                        ('create_date', '>=', since),
+                        ('write_date', '>=', since),
+                        ],
+                    ]]
+            # Linked or not: a PUID or MRN given to another patient may
+            # make a link wrong (ambiguous) or possible
             for sub_ids in grouped_slice(
                     list(cls.identifiers_changed_since(since))):
                 changed.append(('patient_id', 'in', list(sub_ids)))
             domain.append(changed)
+        else:
+            domain.append(('patient', '=', None))
         for sub_patients in grouped_slice(cls.search(domain)):
             cls.link(list(sub_patients))
 
@@ -198,8 +207,17 @@ class OrthancPatient(OrthancResourceMixin, ModelSQL, ModelView):
             ('create_date', '>=', since),
             ('write_date', '>=', since),
             ]
+        Patient = pool.get('gnuhealth.patient')
         identifiers = {p.ref for p in Party.search([
                     ('ref', '!=', None), ('is_patient', '=', True), recent])}
+        # A patient record created for an existing party
+        for patient in Patient.search([
+                    ('create_date', '>=', since),
+                    ('party.ref', '!=', None)]):
+            identifiers.add(patient.party.ref)
+            identifiers.update(
+                a.code for a in patient.party.alternative_ids
+                if a.alternative_id_type == 'medical_record')
         identifiers.update(a.code for a in AlternativeID.search([
                     ('alternative_id_type', '=', 'medical_record'),
                     recent]))

@@ -112,7 +112,6 @@ class OrthancServer(ConnectionMixin, ModelSQL, ModelView):
         cls._buttons.update({
                 'do_sync': {
                     'icon': 'tryton-refresh',
-                    'depends': ['validated'],
                     },
                 'check_servers': {
                     'icon': 'tryton-ok',
@@ -169,7 +168,12 @@ class OrthancServer(ConnectionMixin, ModelSQL, ModelView):
     @classmethod
     def create(cls, vlist):
         vlist = [cls._normalize(v.copy()) for v in vlist]
-        return super().create(vlist)
+        servers = super().create(vlist)
+        to_check = [s for s in servers if not s.validated]
+        if to_check:
+            # The scheduled sync takes validated servers only
+            cls.__queue__.check_servers(to_check)
+        return servers
 
     @classmethod
     def write(cls, *args):

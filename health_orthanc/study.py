@@ -73,7 +73,8 @@ class OrthancStudy(OrthancResourceMixin, ModelSQL, ModelView):
 
     @classmethod
     def search_patient(cls, name, clause):
-        return [('orthanc_patient.patient',) + tuple(clause[1:])]
+        return [('orthanc_patient.patient' + clause[0][len(name):],)
+            + tuple(clause[1:])]
 
     def get_viewer_url(self, name):
         if self.server and self.server.domain:

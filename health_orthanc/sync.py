@@ -6,8 +6,9 @@
 The first import lists patients, studies and series page by page; later
 syncs follow Orthanc's ``/changes`` feed from a cursor.  Every page is
 handed to a *store* (the Tryton model side) that writes it in one batch,
-together with the cursor it covers, so an interrupted sync resumes where
-the last saved page ended and never loses or duplicates anything.
+together with the cursor it covers, so an interrupted sync never loses or
+duplicates anything: following the feed resumes where the last saved page
+ended; an interrupted first import lists again from the start.
 """
 from __future__ import annotations
 
@@ -165,6 +166,18 @@ class Synchronizer:
             cursor=page.last)
         result.add(patients, studies, series)
 
+    @staticmethod
+    def _skip_or_stop(exception, orthanc_id, result):
+        """Skip an unreadable resource, stop on a server error.
+
+        A server error (HTTP 5xx after the retries) may pass: stopping
+        keeps the cursor before this page, so the next sync reads the
+        resource again instead of losing it.
+        """
+        if exception.status is not None and exception.status >= 500:
+            raise exception
+        result.errors.append((orthanc_id, str(exception)))
+
     def _fetch(self, getter, mapper, orthanc_id, result):
         "Return the mapped resource, None when gone or unreadable"
         try:
@@ -174,7 +187,7 @@ class Synchronizer:
             result.gone += 1
             return None
         except OrthancBadAnswer as exception:
-            result.errors.append((orthanc_id, str(exception)))
+            self._skip_or_stop(exception, orthanc_id, result)
             return None
         # Under the ID asked for: an answer without ID has only an index
         result.errors.extend((orthanc_id, reason) for _, reason in errors)
@@ -191,7 +204,7 @@ class Synchronizer:
             result.gone += 1
             return None
         except OrthancBadAnswer as exception:
-            result.errors.append((study_id, str(exception)))
+            self._skip_or_stop(exception, study_id, result)
             return None
         records, errors = map_many(
             lambda s: map_study(s, series_json), [study])

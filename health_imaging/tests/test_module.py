@@ -130,6 +130,19 @@ class HealthImagingTestCase(CompanyTestMixin, ModuleTestCase):
         self.assertNotEqual(first.request, second.request)
 
     @with_transaction()
+    def test_batch_create_distinct_numbers(self):
+        "Requests created together outside the wizard are separate orders"
+        pool = Pool()
+        Test = pool.get('gnuhealth.imaging.test')
+        Request = pool.get('gnuhealth.imaging.test.request')
+        patient = create_patient()
+        test, = Test.search([('code', '=', 'IMG-DX-CHEST')])
+        requests = Request.create([
+                {'patient': patient.id, 'requested_test': test.id}
+                for _ in range(3)])
+        self.assertEqual(len({r.request for r in requests}), 3)
+
+    @with_transaction()
     def test_workflow(self):
         "draft -> requested -> done through Generate Results"
         Request = Pool().get('gnuhealth.imaging.test.request')

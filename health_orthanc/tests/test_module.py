@@ -313,6 +313,13 @@ class OrthancSyncTestCase(unittest.TestCase):
         later, = OrthancPatient.search([('patient_id', '=', 'LATER')])
         self.assertEqual((later.patient, later.link_state), (lee, 'linked'))
 
+        # The same identifier given to another patient: the link is no
+        # longer certain and is removed
+        create_patient('Lea', 'Late', mrn='LATER')
+        Server.sync_servers([server])
+        self.assertEqual(
+            (later.patient, later.link_state), (None, 'ambiguous'))
+
     @with_transaction(context=NO_COMMIT)
     def test_manual_link_kept(self):
         "A link set by hand is never changed by a sync"
@@ -399,7 +406,12 @@ class OrthancSyncTestCase(unittest.TestCase):
         Server = pool.get('gnuhealth.orthanc.config')
         Queue = pool.get('ir.queue')
         self.create_server('A')
-        self.create_server('B', validated=False)
+        b = self.create_server('B', validated=False)
+        # Created not validated: checked in the background
+        check, = Queue.search([])
+        self.assertEqual(check.data['method'], 'check_servers')
+        self.assertEqual(list(check.data['instances']), [b.id])
+        Queue.delete([check])
         Server.sync()
         tasks = Queue.search([])
         self.assertEqual(len(tasks), 1)

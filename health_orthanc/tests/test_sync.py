@@ -27,7 +27,7 @@ from tests.dicom_samples import make_study
 from tests.fake_orthanc import FakeOrthanc, Reply, orthanc_error
 from tests.orthanc_server import OrthancServer
 from trytond.modules.health_orthanc.orthanc_client import (
-    OrthancClient, OrthancTimeout, OrthancUnauthorized)
+    OrthancBadAnswer, OrthancClient, OrthancTimeout, OrthancUnauthorized)
 from trytond.modules.health_orthanc.sync import (
     CHANGES_PAGE_SIZE, PAGE_SIZE, Synchronizer, SyncResult)
 
@@ -847,7 +847,6 @@ BAD_STUDY = {
             'MainDicomTags': {}}),
     'tags not an object': Reply(200, {'ID': 'study-a',
             'MainDicomTags': 'garbage'}),
-    'server error': Reply(500, orthanc_error(500, 'Internal error')),
     }
 
 
@@ -868,6 +867,18 @@ def test_bad_study_is_reported(fake, reply):
     assert set(store.series) == {'series-b'}
     assert result.cursor == store.cursor == 9
     assert result.gone == 0
+
+
+@pytest.mark.parametrize('path', [
+        '/studies/study-a', '/studies/study-a/series', '/patients/patient'])
+def test_server_error_stops_before_the_page(fake, path):
+    "A 5xx may pass: the page is not saved so nothing is skipped for good"
+    fake.set(path, Reply(500, orthanc_error(500, 'Internal error')))
+    store = MemoryStore()
+    with pytest.raises(OrthancBadAnswer):
+        Synchronizer(fake_client(fake), store).run(5)
+    assert store.cursor is None
+    assert store.studies == {}
 
 
 @pytest.mark.parametrize('reply', [
@@ -898,8 +909,7 @@ def test_bad_series_item_is_reported(fake):
 
 @pytest.mark.parametrize('reply', [
     Reply(200, '{"ID'), Reply(200, {}), Reply(200, []),
-    Reply(502, 'Bad gateway', content_type='text/plain'),
-    ], ids=['truncated', 'empty object', 'list', 'bad gateway'])
+    ], ids=['truncated', 'empty object', 'list'])
 def test_bad_patient_is_reported(fake, reply):
     fake.set('/patients/patient', reply)
     store = MemoryStore()
