@@ -250,10 +250,7 @@ class OrthancServer(ConnectionMixin, ModelSQL, ModelView):
         This is the method of the scheduled action; a failing server never
         stops the others.
         """
-        if servers is None:
-            servers = cls.search([('validated', '=', True)])
-        for server in servers:
-            cls.__queue__.sync_servers([server])
+        cls._queue_each('sync_servers', servers)
 
     @classmethod
     @ModelView.button
@@ -268,10 +265,15 @@ class OrthancServer(ConnectionMixin, ModelSQL, ModelView):
         Deletions button; Orthanc's change log never reports deletions.
         Nothing is deleted in GNU Health: a result keeps its studies.
         """
+        cls._queue_each('reconcile_servers', servers)
+
+    @classmethod
+    def _queue_each(cls, method, servers=None):
+        "Queue method for each server (default: the validated ones)"
         if servers is None:
             servers = cls.search([('validated', '=', True)])
         for server in servers:
-            cls.__queue__.reconcile_servers([server])
+            getattr(cls.__queue__, method)([server])
 
     @classmethod
     @ModelView.button

@@ -12,15 +12,15 @@ it would be committed in production.
 """
 import shutil
 import tempfile
-import unittest
 import warnings
 from unittest import mock
 
 from trytond.pool import Pool
-from trytond.tests.test_tryton import activate_module, with_transaction
+from trytond.tests.test_tryton import with_transaction
 
 from tests.dicom_samples import make_study
 from tests.fake_orthanc import FakeOrthanc, orthanc_error
+from tests.orthanc_case import RealOrthancCase
 from tests.orthanc_server import OrthancServer
 from trytond.modules.health_orthanc.mapping import MAX_LENGTH
 from trytond.modules.health_orthanc.server import ServerStore
@@ -50,22 +50,8 @@ def last_change(orthanc):
         'GET', '/changes', params={'last': ''}).json()['Last']
 
 
-class OrthancFaultsTestCase(unittest.TestCase):
+class OrthancFaultsTestCase(RealOrthancCase):
     "Sync faults with a real Orthanc"
-
-    @classmethod
-    def setUpClass(cls):
-        activate_module('health_orthanc')
-        cls.workdir = tempfile.mkdtemp(prefix='orthanc-faults-')
-        cls.orthanc = OrthancServer(cls.workdir).start()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.orthanc.stop()
-        shutil.rmtree(cls.workdir, ignore_errors=True)
-
-    def setUp(self):
-        self.orthanc.clear()
 
     def own_orthanc(self):
         "Start an Orthanc of this test only, that the test may kill"
@@ -74,18 +60,6 @@ class OrthancFaultsTestCase(unittest.TestCase):
         orthanc = OrthancServer(workdir)
         self.addCleanup(orthanc.stop)
         return orthanc.start()
-
-    def create_server(self, label='Main', orthanc=None, **values):
-        Server = Pool().get('gnuhealth.orthanc.config')
-        orthanc = orthanc or self.orthanc
-        server, = Server.create([dict({
-                        'label': label,
-                        'domain': orthanc.url,
-                        'user': orthanc.user,
-                        'password': orthanc.password,
-                        'validated': True,
-                        }, **values)])
-        return server
 
     def kill_after_saves(self, orthanc, count=1):
         """Kill orthanc (SIGKILL) once the database has saved count pages

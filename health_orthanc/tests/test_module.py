@@ -2,20 +2,17 @@
 # The COPYRIGHT file at the top level of this repository contains the full
 # copyright notices and license terms.
 import datetime
-import shutil
-import tempfile
-import unittest
 
 from trytond.model.exceptions import AccessError
 from trytond.modules.company.tests import CompanyTestMixin
 from trytond.pool import Pool
-from trytond.tests.test_tryton import (
-    ModuleTestCase, activate_module, with_transaction)
+from trytond.tests.test_tryton import ModuleTestCase, with_transaction
 from trytond.transaction import Transaction
 
 from tests.dicom_samples import make_study
 from tests.fake_orthanc import FakeOrthanc
-from tests.orthanc_server import OrthancServer, free_port
+from tests.orthanc_case import RealOrthancCase
+from tests.orthanc_server import free_port
 
 NO_COMMIT = {'orthanc_page_commit': False}
 
@@ -61,33 +58,8 @@ def upload_study(orthanc, patient_id, name, birth_date='19800115',
         orthanc.upload(instance)
 
 
-class OrthancSyncTestCase(unittest.TestCase):
+class OrthancSyncTestCase(RealOrthancCase):
     "Sync with a real Orthanc"
-
-    @classmethod
-    def setUpClass(cls):
-        activate_module('health_orthanc')
-        cls.workdir = tempfile.mkdtemp(prefix='orthanc-test-')
-        cls.orthanc = OrthancServer(cls.workdir).start()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.orthanc.stop()
-        shutil.rmtree(cls.workdir, ignore_errors=True)
-
-    def setUp(self):
-        self.orthanc.clear()
-
-    def create_server(self, label='Main', **values):
-        Server = Pool().get('gnuhealth.orthanc.config')
-        server, = Server.create([dict({
-                        'label': label,
-                        'domain': self.orthanc.url,
-                        'user': self.orthanc.user,
-                        'password': self.orthanc.password,
-                        'validated': True,
-                        }, **values)])
-        return server
 
     def run_wizard(self, label, domain, user, password):
         Wizard = Pool().get('gnuhealth.orthanc.add_server', type='wizard')

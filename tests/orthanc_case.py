@@ -1,0 +1,43 @@
+# This file is part of the GNU Health imaging modules.
+# The COPYRIGHT file at the top level of this repository contains the full
+# copyright notices and license terms.
+"The base of the database tests that sync a real Orthanc."
+import shutil
+import tempfile
+import unittest
+
+from trytond.pool import Pool
+from trytond.tests.test_tryton import activate_module
+
+from .orthanc_server import OrthancServer
+
+
+class RealOrthancCase(unittest.TestCase):
+    "health_orthanc activated and a real Orthanc, emptied before each test"
+
+    @classmethod
+    def setUpClass(cls):
+        activate_module('health_orthanc')
+        cls.workdir = tempfile.mkdtemp(prefix='orthanc-test-')
+        cls.orthanc = OrthancServer(cls.workdir).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.orthanc.stop()
+        shutil.rmtree(cls.workdir, ignore_errors=True)
+
+    def setUp(self):
+        self.orthanc.clear()
+
+    def create_server(self, label='Main', orthanc=None, **values):
+        "Create a validated server record for orthanc (default: the shared)"
+        Server = Pool().get('gnuhealth.orthanc.config')
+        orthanc = orthanc or self.orthanc
+        server, = Server.create([dict({
+                        'label': label,
+                        'domain': orthanc.url,
+                        'user': orthanc.user,
+                        'password': orthanc.password,
+                        'validated': True,
+                        }, **values)])
+        return server
