@@ -38,6 +38,10 @@ ERROR_MESSAGES = [
     ]
 
 
+class SyncTakenOver(Exception):
+    "Another sync of the same server holds its lock"
+
+
 def error_message(exception, domain):
     "Return the user message for an Orthanc client error"
     if isinstance(exception, oc.OrthancUnauthorized) \
@@ -342,6 +346,10 @@ class OrthancServer(ConnectionMixin, ModelSQL, ModelView):
         try:
             with self.get_client() as client:
                 result = Synchronizer(client, store).run(self.last)
+        except SyncTakenOver:
+            logger.info(
+                "Orthanc server %s: another sync took over", self.label)
+            return None
         except oc.OrthancError as exception:
             self._record_error(exception)
             return None
@@ -412,11 +420,16 @@ class ServerStore:
             Patient.orthanc_ids(self.server, orthanc_ids))
 
     def commit(self):
-        "Make the page durable, then take the server's lock again"
+        """Make the page durable, then take the server's lock again.
+
+        The commit releases the lock: when another sync took it meanwhile,
+        this one stops and leaves it the rest, from the committed cursor.
+        """
         transaction = Transaction()
         if transaction.context.get('orthanc_page_commit', True):
             transaction.commit()
-            self.server._lock()
+            if not self.server._lock():
+                raise SyncTakenOver(self.server.label)
 
 
 class AddServerStart(ConnectionMixin, ModelView):

@@ -17,6 +17,7 @@ from unittest import mock
 
 from trytond.pool import Pool
 from trytond.tests.test_tryton import with_transaction
+from trytond.transaction import Transaction
 
 from tests.dicom_samples import make_study
 from tests.fake_orthanc import FakeOrthanc, orthanc_error
@@ -416,3 +417,31 @@ class OrthancFaultsTestCase(RealOrthancCase):
         # The servers in error are not checked again by the sync
         self.assertEqual(
             pool.get('ir.queue').search_count([]), 0)
+
+    @with_transaction()
+    def test_taken_over_between_pages(self):
+        "A sync that loses its server's lock at a commit stops there"
+        pool = Pool()
+        Server = pool.get('gnuhealth.orthanc.config')
+        Study = pool.get('gnuhealth.orthanc.study')
+        for seed in range(4):
+            upload_study(self.orthanc, 'P%s' % seed, 'TAKE^Over', seed=seed)
+        server = self.create_server('Taken over')
+        # The page commits run, but keep the test's transaction isolated;
+        # the lock is held at the start and lost at the first commit
+        with small_pages(2, 2), \
+                mock.patch.object(Transaction(), 'commit'), \
+                mock.patch.object(type(server), '_lock',
+                    side_effect=[True, False]):
+            result = Server.sync_servers([server])[server.id]
+        self.assertIsNone(result)
+        self.assertFalse(server.last_error)
+        self.assertIsNone(server.sync_time)
+        # Only the first page (patients) was saved before the lock was lost
+        self.assertEqual(Study.search_count([('server', '=', server.id)]), 0)
+
+        # The sync that took over (here: the next one) imports everything
+        with small_pages(2, 2):
+            result = Server.sync_servers([server])[server.id]
+        self.assertEqual(result.studies, 4)
+        self.assertEqual(server.study_count, 4)
