@@ -9,7 +9,17 @@ import unittest
 from trytond.pool import Pool
 from trytond.tests.test_tryton import activate_module
 
+from .dicom_samples import make_study
 from .orthanc_server import OrthancServer
+
+
+def upload_study(orthanc, patient_id, name, seed=0, n_series=2, **kwargs):
+    "Upload a study of n_series series of one instance each"
+    kwargs.setdefault('accession', 'ACC-%s-%s' % (patient_id, seed))
+    for instance in make_study(
+            n_series=n_series, n_instances=1, patient_id=patient_id,
+            patient_name=name, seed=seed, **kwargs):
+        orthanc.upload(instance)
 
 
 class RealOrthancCase(unittest.TestCase):

@@ -19,9 +19,8 @@ from trytond.pool import Pool
 from trytond.tests.test_tryton import with_transaction
 from trytond.transaction import Transaction
 
-from tests.dicom_samples import make_study
 from tests.fake_orthanc import FakeOrthanc, orthanc_error
-from tests.orthanc_case import RealOrthancCase
+from tests.orthanc_case import RealOrthancCase, upload_study
 from tests.orthanc_server import OrthancServer
 from trytond.modules.health_orthanc.mapping import MAX_LENGTH
 from trytond.modules.health_orthanc.server import ServerStore
@@ -29,15 +28,6 @@ from trytond.modules.health_orthanc.sync import Synchronizer
 
 NO_COMMIT = {'orthanc_page_commit': False}
 EMPTY_CHANGES = {'Changes': [], 'Done': True, 'Last': 0}
-
-
-def upload_study(orthanc, patient_id, name, seed=0, n_series=2, **kwargs):
-    "Upload a study of n_series series of one instance; return its UID"
-    kwargs.setdefault('accession', 'ACC-%s-%s' % (patient_id, seed))
-    for instance in make_study(
-            n_series=n_series, n_instances=1, patient_id=patient_id,
-            patient_name=name, seed=seed, **kwargs):
-        orthanc.upload(instance)
 
 
 def small_pages(page_size, changes_page_size):

@@ -11,30 +11,13 @@ from trytond.pool import Pool
 from trytond.tests.test_tryton import ModuleTestCase, with_transaction
 from trytond.transaction import Transaction
 
+from .tools import create_patient
+
 # A 1x1 transparent PNG
 PNG = bytes.fromhex(
     '89504e470d0a1a0a0000000d4948445200000001000000010806000000'
     '1f15c4890000000d4944415478da63f8ffff3f0005fe02fea7d6a59f0000'
     '000049454e44ae426082')
-
-
-def create_patient(name='Ana', lastname='Betz', puid=None):
-    "Create a GNU Health patient (parties one per create call)"
-    pool = Pool()
-    Party = pool.get('party.party')
-    Patient = pool.get('gnuhealth.patient')
-    Country = pool.get('country.country')
-    country, = Country.search([('code', '=', 'XX')], limit=1) or (
-        Country.create([{'name': 'Testland', 'code': 'XX'}]))
-    values = {
-        'name': name, 'lastname': lastname, 'is_person': True,
-        'is_patient': True, 'gender': 'f', 'fed_country': country.code,
-        }
-    if puid:
-        values['ref'] = puid
-    party, = Party.create([values])
-    patient, = Patient.create([{'party': party.id}])
-    return patient
 
 
 def create_request(patient, test_code='IMG-DX-CHEST', **values):

@@ -9,10 +9,10 @@ from trytond.pool import Pool
 from trytond.tests.test_tryton import ModuleTestCase, with_transaction
 from trytond.transaction import Transaction
 
-from tests.dicom_samples import make_study
 from tests.fake_orthanc import FakeOrthanc
-from tests.orthanc_case import RealOrthancCase
+from tests.orthanc_case import RealOrthancCase, upload_study
 from tests.orthanc_server import free_port
+from trytond.modules.health_imaging.tests.tools import create_patient
 
 NO_COMMIT = {'orthanc_page_commit': False}
 
@@ -20,42 +20,6 @@ NO_COMMIT = {'orthanc_page_commit': False}
 class HealthOrthancTestCase(CompanyTestMixin, ModuleTestCase):
     "Test health_orthanc module"
     module = 'health_orthanc'
-
-
-def create_patient(name, lastname, puid=None, mrn=None, dob=None):
-    "Create a GNU Health patient (parties one per create call)"
-    pool = Pool()
-    Party = pool.get('party.party')
-    Patient = pool.get('gnuhealth.patient')
-    Country = pool.get('country.country')
-    if not Country.search([('code', '=', 'XX')]):
-        Country.create([{'name': 'Testland', 'code': 'XX'}])
-    values = {
-        'name': name, 'lastname': lastname, 'is_person': True,
-        'is_patient': True, 'gender': 'f', 'fed_country': 'XX', 'dob': dob,
-        }
-    if puid:
-        values['ref'] = puid
-    if mrn:
-        values['alternative_ids'] = [('create', [{
-                            'code': mrn,
-                            'alternative_id_type': 'medical_record',
-                            }])]
-    party, = Party.create([values])
-    patients = Patient.search([('party', '=', party.id)])
-    if not patients:
-        patients = Patient.create([{'party': party.id}])
-    return patients[0]
-
-
-def upload_study(orthanc, patient_id, name, birth_date='19800115',
-        accession=None, seed=0, **kwargs):
-    for instance in make_study(
-            n_series=2, n_instances=1, patient_id=patient_id,
-            patient_name=name, birth_date=birth_date,
-            accession=accession or 'ACC-%s-%s' % (patient_id, seed),
-            seed=seed, **kwargs):
-        orthanc.upload(instance)
 
 
 class OrthancSyncTestCase(RealOrthancCase):
