@@ -53,6 +53,8 @@ IDEMPOTENT_METHODS = {'GET', 'HEAD', 'OPTIONS'}
 SYSTEM_KEYS = ('ApiVersion', 'Version', 'Name')
 MAX_DETAILS = 300
 MAX_BACKOFF = 30
+PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+UPLOAD_BLOCK = 64 * 1024
 
 
 def normalize_domain(url: str) -> str:
@@ -212,6 +214,42 @@ def _short(text: Any, size: int = MAX_DETAILS) -> str:
     return text
 
 
+class _Body:
+    """A file-like body that requests sends in blocks, with its length.
+
+    requests gives a Content-Length to bodies it can measure; a zip
+    member cannot be measured without reading it, and Orthanc's HTTP
+    server does not take chunked request bodies.
+    """
+
+    def __init__(self, stream, size=None):
+        self.stream = stream
+        if size is None:
+            size = _stream_size(stream)
+        self.size = int(size)
+
+    def __len__(self):
+        return self.size
+
+    def read(self, size=-1):
+        return self.stream.read(size)
+
+    def __iter__(self):
+        while True:
+            block = self.stream.read(UPLOAD_BLOCK)
+            if not block:
+                return
+            yield block
+
+
+def _stream_size(stream) -> int:
+    "Return the bytes left to read in a seekable stream"
+    position = stream.tell()
+    end = stream.seek(0, 2)
+    stream.seek(position)
+    return end - position
+
+
 # -- client ------------------------------------------------------------------
 class OrthancClient:
     """Client of the Orthanc REST API.
@@ -285,9 +323,12 @@ class OrthancClient:
             text = self._scrub(text)
         return cls(text, **kwargs)
 
-    def _send(self, method: str, url: str, params=None, auth=True):
+    def _send(self, method: str, url: str, params=None, auth=True,
+            data=None, headers=None):
         kwargs = {
             'params': params,
+            'data': data,
+            'headers': headers,
             'timeout': self.timeout,
             'verify': self.verify,
             'auth': self._auth if auth else None,
@@ -353,7 +394,8 @@ class OrthancClient:
         return 'connection failed'
 
     def request(self, method: str, path: str, params=None,
-            auth: bool = True) -> requests.Response:
+            auth: bool = True, data=None,
+            headers=None) -> requests.Response:
         """Send a request and return the successful response.
 
         Idempotent requests are retried on connection errors (not on
@@ -373,7 +415,8 @@ class OrthancClient:
             logger.debug('%s %s %s (attempt %d)', method, url, params or '',
                 attempt + 1)
             try:
-                response = self._send(method, url, params=params, auth=auth)
+                response = self._send(method, url, params=params, auth=auth,
+                    data=data, headers=headers)
             except OrthancError as exc:
                 if last or not exc.retryable:
                     raise
@@ -666,6 +709,96 @@ class OrthancClient:
         return self._expect(self.get_json(
                 self._path('studies', study_id, 'statistics')), dict,
             'study statistics')
+
+    def get_series_instances(self, series_id: str) -> list[dict]:
+        """Return the instances of a series (``/series/{id}/instances``).
+
+        Each has its ``ID``, ``IndexInSeries`` (may be None) and
+        ``MainDicomTags`` (``InstanceNumber``...).
+        """
+        data = self.get_json(self._path('series', series_id, 'instances'))
+        return self._expect_list_of_dicts(data, 'series instances')
+
+    def instance_preview(self, instance_id: str) -> bytes:
+        """Return the PNG rendering of an instance (its first frame).
+
+        ``GET /instances/{id}/preview`` renders the image with Orthanc's
+        own decoder, scaled to 8 bits.
+
+        Raises
+        ------
+        OrthancBadAnswer
+            If the answer is not a PNG image (e.g. an instance without
+            pixel data that Orthanc cannot render: HTTP 500 or 415).
+        """
+        response = self.request('GET',
+            self._path('instances', instance_id, 'preview'),
+            headers={'Accept': 'image/png'})
+        content = response.content
+        if not content.startswith(PNG_SIGNATURE):
+            raise self._error(OrthancBadAnswer,
+                'Orthanc did not send a PNG image for the preview',
+                status=response.status_code, url=response.url)
+        return content
+
+    def upload_instance(self, stream, size: int | None = None) -> dict:
+        """Store one DICOM file (``POST /instances``) and return the answer.
+
+        Parameters
+        ----------
+        stream : bytes or file-like object
+            The DICOM Part 10 file; a file object is sent in blocks as it
+            is read, never held whole in memory.
+        size : int, optional
+            The length in bytes of ``stream`` when it cannot tell it (e.g.
+            a member of a zip file), so it is sent with a Content-Length.
+
+        Returns
+        -------
+        dict
+            Orthanc's answer: ``ID``, ``ParentStudy``... and ``Status``,
+            ``Success`` or ``AlreadyStored``.
+
+        Raises
+        ------
+        OrthancError
+            With ``status`` 400 when Orthanc cannot parse a DICOM file in
+            ``stream``.  The request is never retried: the stream is
+            consumed.
+        """
+        if not isinstance(stream, (bytes, bytearray)):
+            stream = _Body(stream, size)
+            if not len(stream):
+                # requests would send an empty stream chunked
+                stream = b''
+        response = self.request('POST', 'instances', data=stream,
+            headers={'Content-Type': 'application/dicom'})
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        return self._expect(data, dict, 'instance upload')
+
+    def delete_study(self, study_id: str) -> dict:
+        """Delete a study and its series and instances from Orthanc.
+
+        Returns Orthanc's answer (``RemainingAncestor``: the patient if it
+        has other studies, else None); raises OrthancNotFound if unknown.
+        """
+        response = self.request('DELETE', self._path('studies', study_id))
+        try:
+            return response.json()
+        except ValueError:
+            return {}
+
+    def plugins(self) -> list[str]:
+        """Return the IDs of the plugins Orthanc runs (``GET /plugins``).
+
+        ``explorer.js`` (the extensions of Orthanc Explorer the plugins
+        register) is not a plugin and is left out.
+        """
+        data = self._expect(self.get_json('plugins'), list, 'plugins')
+        return [p for p in data if isinstance(p, str) and p != 'explorer.js']
 
     def exists(self, level: str, resource_id: str) -> bool:
         """Return whether a resource exists.

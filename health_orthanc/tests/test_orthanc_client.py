@@ -609,3 +609,70 @@ def test_server_dicom_and_plugins(tmp_path):
             subprocess.run([echoscu, '-aec', 'ORTHANCTEST', '127.0.0.1',
                     str(server.dicom_port)], check=True, timeout=30)
     assert server.dicom_port  # kept for the log after stop
+
+
+# -- plugins, previews, uploads and deletions ------------------------------
+def test_real_plugins(client):
+    "The shared server runs no plugin; explorer.js is never listed"
+    assert client.plugins() == []
+
+
+def test_real_plugins_listed(tmp_path):
+    with OrthancServer(str(tmp_path), plugins=[plugin_path('WebViewer')]) \
+            as server:
+        client = OrthancClient(server.url, server.user, server.password)
+        assert client.plugins() == ['web-viewer']
+
+
+def test_real_preview(client):
+    series = client.list_series(0, 1)[0]
+    instances = client.get_series_instances(series['ID'])
+    assert len(instances) == N_INSTANCES
+    assert {i['ID'] for i in instances} == set(series['Instances'])
+    png = client.instance_preview(instances[0]['ID'])
+    assert png.startswith(b'\x89PNG\r\n\x1a\n')
+    with pytest.raises(OrthancNotFound):
+        client.instance_preview('no-such-instance')
+
+
+def test_preview_not_png(fake):
+    fake.set('/instances/abc/preview',
+        Reply(200, b'<html>login</html>', content_type='text/html'))
+    with pytest.raises(OrthancBadAnswer) as info:
+        make_client(fake.url).instance_preview('abc')
+    assert 'PNG' in str(info.value)
+
+
+def test_real_upload_and_delete(tmp_path):
+    "Stored, already stored, not DICOM; from bytes, a file and a zip"
+    import zipfile
+    with OrthancServer(str(tmp_path), password=PASSWORD) as server:
+        client = OrthancClient(server.url, server.user, server.password,
+            backoff=0)
+        first, second = make_study(n_series=1, n_instances=2, seed=3)
+        answer = client.upload_instance(first)
+        assert answer['Status'] == 'Success'
+        assert client.upload_instance(io.BytesIO(first))['Status'] == (
+            'AlreadyStored')
+        archive = tmp_path / 'upload.zip'
+        with zipfile.ZipFile(archive, 'w', zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr('a/second.dcm', second)
+        with zipfile.ZipFile(archive) as zf:
+            info = zf.getinfo('a/second.dcm')
+            with zf.open(info) as member:
+                stored = client.upload_instance(member, size=info.file_size)
+        assert stored['Status'] == 'Success'
+        assert stored['ParentStudy'] == answer['ParentStudy']
+        for body in [b'not a DICOM file', io.BytesIO(b'x' * 200), b'']:
+            with pytest.raises(OrthancError) as error:
+                client.upload_instance(body)
+            assert error.value.status == 400
+            assert PASSWORD not in str(error.value)
+        assert client.request_count == 6  # a POST is never retried
+        assert client.statistics()['CountInstances'] == 2
+
+        remaining = client.delete_study(answer['ParentStudy'])
+        assert remaining['RemainingAncestor'] is None
+        assert client.statistics()['CountStudies'] == 0
+        with pytest.raises(OrthancNotFound):
+            client.delete_study(answer['ParentStudy'])
