@@ -85,6 +85,7 @@ class LoggedRequest:
     headers: dict
     user: str | None = None
     password: str | None = None
+    body: bytes = b''
 
 
 def orthanc_error(status: int, message: str, details: str = '') -> dict:
@@ -113,8 +114,7 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.server.fake
         parts = urlsplit(self.path)
         length = int(self.headers.get('Content-Length') or 0)
-        if length:
-            self.rfile.read(length)
+        body = self.rfile.read(length) if length else b''
         user = password = None
         auth = self.headers.get('Authorization', '')
         if auth.startswith('Basic '):
@@ -125,7 +125,7 @@ class _Handler(BaseHTTPRequestHandler):
                 pass
         fake._log(LoggedRequest(self.command, parts.path,
                 parse_qs(parts.query, keep_blank_values=True),
-                dict(self.headers), user, password))
+                dict(self.headers), user, password, body))
         if fake.credentials and (user, password) != fake.credentials:
             reply = Reply(401, b'', headers={
                     'WWW-Authenticate': 'Basic realm="Orthanc Secure Area"'})

@@ -1,0 +1,338 @@
+# This file is part of the health_orthanc module for GNU Health.
+# The COPYRIGHT file at the top level of this repository contains the full
+# copyright notices and license terms.
+"""Tests of the worklist entries: building, files and the REST API."""
+import datetime as dt
+import io
+import json
+import os
+import stat
+
+import pydicom
+import pytest
+
+from tests.fake_orthanc import FakeOrthanc, Reply
+from trytond.modules.health_orthanc import worklist
+from trytond.modules.health_orthanc.orthanc_client import (
+    OrthancBadAnswer, OrthancClient, OrthancError)
+
+ENTRY = {
+    'accession_number': 'IMGREQ2026/00001',
+    'study_instance_uid': '2.25.1234',
+    'patient_id': 'PUID-ANA',
+    'patient_family_name': 'Betz',
+    'patient_given_name': 'Ana',
+    'patient_birth_date': dt.date(1980, 1, 15),
+    'patient_sex': 'f',
+    'modality': 'CT',
+    'procedure': 'CT chest',
+    'procedure_code': 'IMG-CT-CHEST',
+    'scheduled': dt.datetime(2026, 11, 24, 9, 30, 5),
+    'station_aet': 'CT1',
+    'requesting_physician_family_name': 'House',
+    'requesting_physician_given_name': 'Gregory',
+    'urgent': False,
+    'comment': 'Fasting',
+    }
+
+
+def entry(**values):
+    return dict(ENTRY, **values)
+
+
+@pytest.mark.parametrize('family, given, expected', [
+    ('Betz', 'Ana', 'Betz^Ana'),
+    ('Betz', None, 'Betz'),
+    (None, 'Ana', '^Ana'),
+    (None, None, ''),
+    ('de la Cruz', 'Ana María', 'de la Cruz^Ana María'),
+    ('Betz^X', 'A=B\\C', 'Betz X^A B C'),
+    ('  Betz  ', '\tAna\n', 'Betz^Ana'),
+    ('X' * 80, 'Ana', 'X' * 64),
+    ])
+def test_person_name(family, given, expected):
+    assert worklist.person_name(family, given) == expected
+
+
+@pytest.mark.parametrize('gender, expected', [
+    ('m', 'M'), ('f', 'F'), ('nb', 'O'), ('other', 'O'), ('u', 'O'),
+    (None, ''), ('', ''),
+    ])
+def test_dicom_sex(gender, expected):
+    assert worklist.dicom_sex(gender) == expected
+
+
+@pytest.mark.parametrize('values, problem', [
+    ({'accession_number': ''}, 'no accession number'),
+    ({'accession_number': 'A' * 17}, 'longer than 16'),
+    ({'patient_id': None}, 'no PatientID'),
+    ({'patient_id': 'P' * 65}, 'PatientID longer than 64'),
+    ({'modality': None}, 'no modality'),
+    ({'study_instance_uid': ''}, 'no StudyInstanceUID'),
+    ({'station_aet': 'S' * 17}, 'station AE title'),
+    ])
+def test_invalid_entry(values, problem):
+    assert any(problem in p for p in worklist.check_entry(entry(**values)))
+    with pytest.raises(worklist.WorklistError, match=problem):
+        worklist.build_dataset(entry(**values))
+
+
+def test_valid_entry():
+    assert worklist.check_entry(ENTRY) == []
+    minimal = {k: ENTRY[k] for k in [
+            'accession_number', 'study_instance_uid', 'patient_id',
+            'modality']}
+    assert worklist.check_entry(minimal) == []
+    worklist.build_dataset(minimal)
+
+
+@pytest.mark.parametrize('keyword, expected', [
+    ('AccessionNumber', 'IMGREQ2026/00001'),
+    ('PatientID', 'PUID-ANA'),
+    ('PatientName', 'Betz^Ana'),
+    ('PatientBirthDate', '19800115'),
+    ('PatientSex', 'F'),
+    ('StudyInstanceUID', '2.25.1234'),
+    ('RequestingPhysician', 'House^Gregory'),
+    ('ReferringPhysicianName', 'House^Gregory'),
+    ('RequestedProcedureDescription', 'CT chest'),
+    ('RequestedProcedureID', 'IMGREQ2026/00001'),
+    ('RequestedProcedurePriority', 'ROUTINE'),
+    ])
+def test_dataset(keyword, expected):
+    ds = worklist.build_dataset(ENTRY)
+    assert str(ds.data_element(keyword).value) == expected
+    assert 'SpecificCharacterSet' not in ds
+
+
+@pytest.mark.parametrize('keyword, expected', [
+    ('Modality', 'CT'),
+    ('ScheduledStationAETitle', 'CT1'),
+    ('ScheduledProcedureStepStartDate', '20261124'),
+    ('ScheduledProcedureStepStartTime', '093005'),
+    ('ScheduledProcedureStepDescription', 'CT chest'),
+    ('ScheduledProcedureStepID', 'IMGREQ2026/00001'),
+    ('CommentsOnTheScheduledProcedureStep', 'Fasting'),
+    ])
+def test_dataset_step(keyword, expected):
+    step, = worklist.build_dataset(ENTRY).ScheduledProcedureStepSequence
+    assert str(step.data_element(keyword).value) == expected
+    code, = step.ScheduledProtocolCodeSequence
+    assert (code.CodeValue, code.CodeMeaning) == ('IMG-CT-CHEST', 'CT chest')
+
+
+@pytest.mark.parametrize('values, expected', [
+    ({'urgent': True}, 'STAT'),
+    ({'urgent': None}, 'ROUTINE'),
+    ])
+def test_priority(values, expected):
+    ds = worklist.build_dataset(entry(**values))
+    assert ds.RequestedProcedurePriority == expected
+
+
+@pytest.mark.parametrize('values', [
+    {'patient_family_name': 'Müller'},
+    {'requesting_physician_given_name': 'José'},
+    {'procedure': 'Échographie'},
+    {'patient_family_name': '山田', 'patient_given_name': '太郎'},
+    ])
+def test_non_ascii_is_utf8(values, tmp_path):
+    "Non-ASCII names are written in UTF-8 and read back unchanged"
+    name = worklist.write_file(str(tmp_path), entry(**values))
+    ds = pydicom.dcmread(str(tmp_path / name))
+    assert ds.SpecificCharacterSet == 'ISO_IR 192'
+    expected = worklist.build_dataset(entry(**values))
+    assert str(ds.PatientName) == str(expected.PatientName)
+    assert str(ds.RequestingPhysician) == str(expected.RequestingPhysician)
+    assert ds.RequestedProcedureDescription == \
+        expected.RequestedProcedureDescription
+
+
+def test_empty_optional_values():
+    ds = worklist.build_dataset(entry(
+            patient_birth_date=None, patient_sex=None, scheduled=None,
+            station_aet=None, procedure_code=None))
+    assert ds.PatientBirthDate == ''
+    assert ds.PatientSex == ''
+    step, = ds.ScheduledProcedureStepSequence
+    assert step.ScheduledProcedureStepStartDate == ''
+    assert step.ScheduledStationAETitle == ''
+    assert 'ScheduledProtocolCodeSequence' not in step
+
+
+def test_dataset_bytes_part10():
+    data = worklist.dataset_bytes(worklist.build_dataset(ENTRY))
+    assert data[128:132] == b'DICM'
+    ds = pydicom.dcmread(io.BytesIO(data))
+    assert ds.file_meta.MediaStorageSOPClassUID == worklist.MWL_FIND
+    assert ds.AccessionNumber == ENTRY['accession_number']
+
+
+@pytest.mark.parametrize('accession, expected', [
+    ('IMGREQ2026/00001', 'IMGREQ2026_00001.wl'),
+    ('ACC-1.2_3', 'ACC-1.2_3.wl'),
+    ('../x', '_x.wl'),
+    ('A B', 'A_B.wl'),
+    ])
+def test_file_name(accession, expected):
+    assert worklist.file_name(accession) == expected
+
+
+@pytest.mark.parametrize('accession', ['', None, '..'])
+def test_file_name_invalid(accession):
+    with pytest.raises(worklist.WorklistError):
+        worklist.file_name(accession)
+
+
+def test_write_replace_remove(tmp_path):
+    folder = str(tmp_path)
+    name = worklist.write_file(folder, ENTRY)
+    assert os.listdir(folder) == [name]
+    mode = stat.S_IMODE(os.stat(os.path.join(folder, name)).st_mode)
+    assert mode & stat.S_IROTH, "Orthanc, another user, must read it"
+    worklist.write_file(folder, entry(procedure='CT abdomen'))
+    assert os.listdir(folder) == [name]
+    ds = pydicom.dcmread(os.path.join(folder, name))
+    assert ds.RequestedProcedureDescription == 'CT abdomen'
+    assert worklist.remove_file(folder, name) is True
+    assert os.listdir(folder) == []
+    assert worklist.remove_file(folder, name) is False
+
+
+@pytest.mark.parametrize('name', ['../etc/passwd.wl', 'x.dcm', '', None])
+def test_remove_refuses_other_files(tmp_path, name):
+    with pytest.raises(worklist.WorklistError):
+        worklist.remove_file(str(tmp_path), name)
+
+
+def test_write_missing_folder(tmp_path):
+    with pytest.raises(worklist.WorklistError, match='does not exist'):
+        worklist.write_file(str(tmp_path / 'missing'), ENTRY)
+
+
+def test_write_read_only_folder(tmp_path, monkeypatch):
+    "A folder GNU Health may not write in (as root, chmod is not enough)"
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, 'Permission denied')
+    monkeypatch.setattr(worklist.tempfile, 'mkstemp', refuse)
+    with pytest.raises(worklist.WorklistError,
+            match='cannot write in .*Permission denied'):
+        worklist.write_file(str(tmp_path), ENTRY)
+
+
+def test_write_failure_leaves_nothing(tmp_path, monkeypatch):
+    "A failed write leaves neither the entry nor a temporary file"
+    def fail(*args):
+        raise OSError(28, 'No space left on device')
+    monkeypatch.setattr(worklist.os, 'replace', fail)
+    with pytest.raises(worklist.WorklistError, match='No space left'):
+        worklist.write_file(str(tmp_path), ENTRY)
+    assert os.listdir(tmp_path) == []
+
+
+def test_write_invalid_entry_leaves_nothing(tmp_path):
+    with pytest.raises(worklist.WorklistError):
+        worklist.write_file(str(tmp_path), entry(modality=''))
+    assert os.listdir(tmp_path) == []
+
+
+def test_rest_tags():
+    tags = worklist.rest_tags(ENTRY)['Tags']
+    assert tags['AccessionNumber'] == 'IMGREQ2026/00001'
+    assert tags['PatientName'] == 'Betz^Ana'
+    assert tags['PatientBirthDate'] == '19800115'
+    step, = tags['ScheduledProcedureStepSequence']
+    assert step['Modality'] == 'CT'
+    assert step['ScheduledProcedureStepStartDate'] == '20261124'
+    code, = step['ScheduledProtocolCodeSequence']
+    assert code['CodeValue'] == 'IMG-CT-CHEST'
+    assert 'SpecificCharacterSet' not in worklist.rest_tags(
+        entry(patient_family_name='Müller'))['Tags']
+    json.dumps(tags)
+
+
+@pytest.fixture
+def fake():
+    with FakeOrthanc() as fake:
+        yield fake
+
+
+@pytest.mark.parametrize('routes, expected', [
+    ({'/plugins': ['explorer.js'],
+        '/worklists': []}, False),
+    ({'/plugins': ['explorer.js', 'worklists']}, False),
+    ({'/plugins': ['explorer.js', 'worklists'], '/worklists': []}, True),
+    ({'/plugins': ['worklists'], '/worklists': ['5fdc7404']}, True),
+    ({'/plugins': ['worklists'], '/worklists': {'x': 1}}, False),
+    ({'/plugins': {}}, False),
+    ])
+def test_rest_available(fake, routes, expected):
+    "Orthanc 1.10's plugin is 'worklists' too but has no /worklists"
+    for path, body in routes.items():
+        fake.set_json(path, body)
+    with OrthancClient(fake.url, backoff=0) as client:
+        assert worklist.rest_available(client) is expected
+
+
+def test_rest_available_server_error(fake):
+    fake.set('/plugins', status=500)
+    with OrthancClient(fake.url, backoff=0, retries=0) as client:
+        with pytest.raises(OrthancError):
+            worklist.rest_available(client)
+
+
+def test_rest_create(fake):
+    fake.set_json('/worklists/create', {
+            'ID': '5fdc7404-f9dc', 'Path': '/worklists/5fdc7404-f9dc'})
+    with OrthancClient(fake.url, 'u', 'p', backoff=0) as client:
+        assert worklist.rest_create(client, ENTRY) == '5fdc7404-f9dc'
+    request, = [r for r in fake.requests if r.path == '/worklists/create']
+    assert request.method == 'POST'
+    assert request.headers['Content-Type'] == 'application/json'
+    body = json.loads(request.body)
+    assert body == worklist.rest_tags(ENTRY)
+
+
+@pytest.mark.parametrize('reply', [
+    Reply(200, {'Path': '/worklists/x'}),
+    Reply(200, 'not json', content_type='text/plain'),
+    Reply(200, ['x']),
+    ])
+def test_rest_create_bad_answer(fake, reply):
+    fake.set('/worklists/create', reply)
+    with OrthancClient(fake.url, backoff=0) as client:
+        with pytest.raises(OrthancBadAnswer):
+            worklist.rest_create(client, ENTRY)
+
+
+def test_rest_create_not_retried(fake):
+    "A POST is sent once: it may have created the worklist"
+    fake.set('/worklists/create', status=503)
+    with OrthancClient(fake.url, backoff=0) as client:
+        with pytest.raises(OrthancError):
+            worklist.rest_create(client, ENTRY)
+    assert fake.count('/worklists/create') == 1
+
+
+def test_rest_create_invalid_entry_sends_nothing(fake):
+    with OrthancClient(fake.url, backoff=0) as client:
+        with pytest.raises(worklist.WorklistError):
+            worklist.rest_create(client, entry(patient_id=''))
+    assert fake.count('/worklists/create') == 0
+
+
+def test_rest_delete(fake):
+    fake.set_json('/worklists/5fdc7404-f9dc', {})
+    with OrthancClient(fake.url, backoff=0) as client:
+        assert worklist.rest_delete(client, '5fdc7404-f9dc') is True
+        assert worklist.rest_delete(client, 'gone') is False
+    methods = [(r.method, r.path) for r in fake.requests]
+    assert ('DELETE', '/worklists/5fdc7404-f9dc') in methods
+    assert ('DELETE', '/worklists/gone') in methods
+
+
+def test_rest_delete_error(fake):
+    fake.set('/worklists/x', status=500)
+    with OrthancClient(fake.url, backoff=0, retries=0) as client:
+        with pytest.raises(OrthancError):
+            worklist.rest_delete(client, 'x')
