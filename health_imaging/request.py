@@ -64,6 +64,10 @@ class ImagingTestRequest(Workflow, ModelSQL, ModelView):
     request = fields.Char(
         "Order", readonly=True,
         help="The order number, shared by all the tests ordered together.")
+    request_line = fields.Char(
+        "Order Line", readonly=True,
+        help="The order number, the number of tests in the order and the "
+        "position of this test in it.")
     urgent = fields.Boolean("Urgent", states=_draft)
     comment = fields.Text("Comment", states={
             'readonly': Eval('state').in_(['done', 'cancelled']),
@@ -141,7 +145,7 @@ class ImagingTestRequest(Workflow, ModelSQL, ModelView):
             # Tests ordered together share the number the wizard gives
             if not values.get('request'):
                 values['request'] = Sequences.get_imaging_number(
-                    'imaging_request_sequence')
+                    'imaging_req_seq')
         return super().create(vlist)
 
     @classmethod
@@ -160,6 +164,7 @@ class ImagingTestRequest(Workflow, ModelSQL, ModelView):
     def copy(cls, requests, default=None):
         default = default.copy() if default is not None else {}
         default.setdefault('request')
+        default.setdefault('request_line')
         default.setdefault('results')
         default.setdefault('state', 'draft')
         return super().copy(requests, default=default)
@@ -291,7 +296,7 @@ class RequestPatientImagingTest(Wizard):
 
     def generate_code(self, **pattern):
         Sequences = Pool().get('gnuhealth.sequences')
-        return Sequences.get_imaging_number('imaging_request_sequence')
+        return Sequences.get_imaging_number('imaging_req_seq')
 
     def _request_values(self, test, number):
         "Return the values of the request of one test of the order"
@@ -309,7 +314,12 @@ class RequestPatientImagingTest(Wizard):
     def transition_request(self):
         Request = Pool().get('gnuhealth.imaging.test.request')
         number = self.generate_code()
-        Request.create([
-                self._request_values(test, number)
-                for test in self.start.tests])
+        tests = self.start.tests
+        vlist = []
+        for position, test in enumerate(tests, 1):
+            values = self._request_values(test, number)
+            values['request_line'] = '%s-%02d-%02d' % (
+                number, len(tests), position)
+            vlist.append(values)
+        Request.create(vlist)
         return 'end'

@@ -9,7 +9,9 @@ from trytond.pyson import Id
 
 from .exceptions import ImagingSequenceError
 
-imaging_request_sequence = fields.Many2One(
+# The field names of GNU Health's own imaging package: modules written for
+# it, like health_services_imaging, read imaging_req_seq
+imaging_req_seq = fields.Many2One(
     'ir.sequence', "Imaging Request Sequence", required=True,
     domain=[('sequence_type', '=', Id(
                 'health_imaging', 'seq_type_gnuhealth_imaging_test_request'))])
@@ -22,11 +24,11 @@ imaging_sequence = fields.Many2One(
 class GnuHealthSequences(metaclass=PoolMeta):
     __name__ = 'gnuhealth.sequences'
 
-    imaging_request_sequence = fields.MultiValue(imaging_request_sequence)
+    imaging_req_seq = fields.MultiValue(imaging_req_seq)
     imaging_sequence = fields.MultiValue(imaging_sequence)
 
     @classmethod
-    def default_imaging_request_sequence(cls, **pattern):
+    def default_imaging_req_seq(cls, **pattern):
         return cls._default_imaging_sequence(
             'seq_gnuhealth_imaging_test_request')
 
@@ -56,8 +58,8 @@ class GnuHealthSequences(metaclass=PoolMeta):
 
 class ImagingRequestSequence(ModelSQL, ValueMixin):
     "Imaging Request Sequence Setup"
-    __name__ = 'gnuhealth.sequences.imaging_request_sequence'
-    imaging_request_sequence = imaging_request_sequence
+    __name__ = 'gnuhealth.sequences.imaging_req_seq'
+    imaging_req_seq = imaging_req_seq
 
 
 class ImagingSequence(ModelSQL, ValueMixin):

@@ -99,6 +99,10 @@ class HealthImagingTestCase(CompanyTestMixin, ModuleTestCase):
         self.assertEqual(len(requests), 2)
         self.assertEqual(len({r.request for r in requests}), 1)
         self.assertTrue(requests[0].request)
+        number = requests[0].request
+        self.assertEqual(
+            sorted(r.request_line for r in requests),
+            ['%s-02-01' % number, '%s-02-02' % number])
         self.assertEqual({r.state for r in requests}, {'draft'})
         self.assertTrue(all(r.urgent for r in requests))
         self.assertEqual(
@@ -193,12 +197,13 @@ class HealthImagingTestCase(CompanyTestMixin, ModuleTestCase):
     def test_copy_request(self):
         "A copy is a new draft order"
         Request = Pool().get('gnuhealth.imaging.test.request')
-        request = create_request(create_patient())
+        request = create_request(create_patient(), request_line='X-01-01')
         Request.requested([request])
         Request.create_results([request])
         copy, = Request.copy([request])
         self.assertEqual(copy.state, 'draft')
         self.assertNotEqual(copy.request, request.request)
+        self.assertIsNone(copy.request_line)
         self.assertEqual(copy.results, ())
 
     @with_transaction()
