@@ -3,9 +3,11 @@
 # copyright notices and license terms.
 "Imaging test requests (orders) and the wizard that creates them."
 import datetime
+import uuid
+from collections import defaultdict
 
 from trytond.i18n import gettext
-from trytond.model import ModelSQL, ModelView, Workflow, fields
+from trytond.model import ModelSQL, ModelView, Unique, Workflow, fields
 from trytond.modules.health.core import get_health_professional
 from trytond.pool import Pool
 from trytond.pyson import Eval, If
@@ -30,6 +32,27 @@ def current_health_professional():
     administrator, a clerk entering paper orders): they pick one by hand.
     """
     return get_health_professional(required=False)
+
+
+#: DICOM SH, the value representation of the AccessionNumber
+ACCESSION_SIZE = 16
+
+
+def accession_number(order, position):
+    """Return the accession number of the test at position (from 1) of
+    an order.
+
+    The first test of an order takes the order number, the next ones the
+    order number followed by "-2", "-3"...; the beginning of the order
+    number (its constant prefix) is cut to fit DICOM's 16 characters.
+    """
+    suffix = '-%d' % position if position > 1 else ''
+    return (order or '')[-(ACCESSION_SIZE - len(suffix)):] + suffix
+
+
+def new_study_instance_uid():
+    "Return a new StudyInstanceUID (a UUID-derived 2.25 UID)"
+    return '2.25.%d' % uuid.uuid4().int
 
 
 # What a clinician ordered: frozen once the request left draft
@@ -74,11 +97,30 @@ class ImagingTestRequest(Workflow, ModelSQL, ModelView):
             })
     results = fields.One2Many(
         'gnuhealth.imaging.test.result', 'request', "Results", readonly=True)
+    accession_number = fields.Char(
+        "Accession Number", readonly=True, size=ACCESSION_SIZE,
+        help="The number of this test for the imaging devices, given when "
+        "it is requested: the order number, followed by the position of "
+        "the test when the order has several.")
+    study_instance_uid = fields.Char(
+        "StudyInstanceUID", readonly=True,
+        help="The DICOM identifier given to the study of this test when "
+        "it is requested.")
+    performed_date = fields.DateTime(
+        "Performed", readonly=True,
+        help="When the study was performed, from the images received.")
     del _draft
 
     @classmethod
     def __setup__(cls):
         super().__setup__()
+        t = cls.__table__()
+        cls._sql_constraints += [
+            ('accession_number_uniq', Unique(t, t.accession_number),
+                'health_imaging.msg_request_accession_unique'),
+            ('study_instance_uid_uniq', Unique(t, t.study_instance_uid),
+                'health_imaging.msg_request_study_uid_unique'),
+            ]
         cls._order = [
             ('date', 'DESC'),
             ('request', 'DESC'),
@@ -167,6 +209,9 @@ class ImagingTestRequest(Workflow, ModelSQL, ModelView):
         default.setdefault('request_line')
         default.setdefault('results')
         default.setdefault('state', 'draft')
+        default.setdefault('accession_number')
+        default.setdefault('study_instance_uid')
+        default.setdefault('performed_date')
         return super().copy(requests, default=default)
 
     @classmethod
@@ -188,7 +233,46 @@ class ImagingTestRequest(Workflow, ModelSQL, ModelView):
     @ModelView.button
     @Workflow.transition('requested')
     def requested(cls, requests):
-        pass
+        cls.set_dicom_identifiers(requests)
+
+    @classmethod
+    def set_dicom_identifiers(cls, requests):
+        """Give an accession number and a StudyInstanceUID to the requests
+        that have none, in one batch.
+
+        The position of a test in its order is its rank, by creation, among
+        the requests of the same order number.
+        """
+        requests = [r for r in requests if not r.accession_number]
+        if not requests:
+            return
+        orders = defaultdict(list)
+        for sibling in cls.search(
+                [('request', 'in', list({r.request for r in requests}))],
+                order=[('id', 'ASC')]):
+            orders[sibling.request].append(sibling.id)
+        candidates = {}
+        for request in requests:
+            siblings = orders[request.request]
+            position = siblings.index(request.id) + 1
+            candidates[request] = [
+                accession_number(request.request, position + n * len(siblings))
+                for n in range(10)]
+        used = {r.accession_number for r in cls.search([
+                    ('accession_number', 'in',
+                        [c for cs in candidates.values() for c in cs]),
+                    ])}
+        to_write = []
+        for request, numbers in candidates.items():
+            # A number made from another order's (custom sequences can make
+            # two orders end alike) is skipped; the SQL constraint guards
+            number = next((n for n in numbers if n not in used), numbers[0])
+            used.add(number)
+            to_write.extend(([request], {
+                        'accession_number': number,
+                        'study_instance_uid': new_study_instance_uid(),
+                        }))
+        cls.write(*to_write)
 
     @classmethod
     @ModelView.button

@@ -283,5 +283,74 @@ class HealthImagingTestCase(CompanyTestMixin, ModuleTestCase):
         self.assertIn(result.patient.rec_name, text)
         self.assertEqual(text.count('xlink:href="Pictures/'), 1)
 
+    @with_transaction()
+    def test_dicom_identifiers_on_request(self):
+        "Requesting gives each test its accession number and study UID"
+        pool = Pool()
+        Request = pool.get('gnuhealth.imaging.test.request')
+        patient = create_patient()
+        first = create_request(patient, request='IMGREQ2026/00042')
+        second = create_request(patient, request='IMGREQ2026/00042')
+        other = create_request(patient)
+        self.assertIsNone(first.accession_number)
+        self.assertIsNone(first.study_instance_uid)
+        # The second test is requested first: positions follow the order
+        Request.requested([second])
+        Request.requested([first, other])
+        self.assertEqual(first.accession_number, 'IMGREQ2026/00042')
+        self.assertEqual(second.accession_number, 'GREQ2026/00042-2')
+        self.assertEqual(other.accession_number, other.request[-16:])
+        for request in [first, second, other]:
+            self.assertLessEqual(len(request.accession_number), 16)
+            self.assertTrue(request.study_instance_uid.startswith('2.25.'))
+            self.assertLessEqual(len(request.study_instance_uid), 64)
+        self.assertEqual(len({
+                    r.study_instance_uid for r in [first, second, other]}), 3)
+
+        # Cancelled and requested again: the identifiers stay
+        uid = first.study_instance_uid
+        Request.cancel([first])
+        Request.draft([first])
+        Request.requested([first])
+        self.assertEqual(
+            (first.accession_number, first.study_instance_uid),
+            ('IMGREQ2026/00042', uid))
+
+        copy, = Request.copy([first])
+        self.assertIsNone(copy.accession_number)
+        self.assertIsNone(copy.study_instance_uid)
+
+    @with_transaction()
+    def test_accession_number_unique(self):
+        "An accession number already taken is never given twice"
+        Request = Pool().get('gnuhealth.imaging.test.request')
+        patient = create_patient()
+        # Two orders whose numbers end alike (a custom sequence)
+        first = create_request(patient, request='A-LONG-PREFIX/0001')
+        second = create_request(patient, request='B-LONG-PREFIX/0001')
+        Request.requested([first])
+        Request.requested([second])
+        self.assertEqual(first.accession_number, 'LONG-PREFIX/0001')
+        self.assertNotEqual(second.accession_number, first.accession_number)
+        with self.assertRaises(UserError):
+            Request.write([second], {
+                    'accession_number': first.accession_number})
+
+    def test_accession_number_table(self):
+        "The accession number of the n-th test fits DICOM's 16 characters"
+        from ..request import accession_number
+        for order, position, expected in [
+                ('IMG0001', 1, 'IMG0001'),
+                ('IMG0001', 2, 'IMG0001-2'),
+                ('IMGREQ2026/00001', 1, 'IMGREQ2026/00001'),
+                ('IMGREQ2026/00001', 2, 'GREQ2026/00001-2'),
+                ('IMGREQ2026/00001', 12, 'REQ2026/00001-12'),
+                ('IMGREQ2026/000001', 1, 'MGREQ2026/000001'),
+                ('', 1, ''),
+                ]:
+            with self.subTest(order=order, position=position):
+                self.assertEqual(accession_number(order, position), expected)
+                self.assertLessEqual(len(expected), 16)
+
 
 del ModuleTestCase
