@@ -3,7 +3,9 @@
 # copyright notices and license terms.
 "What Orthanc patients, studies and series have in common."
 import datetime
+from collections import defaultdict
 
+from sql import Column
 from trytond.model import Unique, fields
 from trytond.pool import Pool
 from trytond.tools import grouped_slice
@@ -101,30 +103,84 @@ class OrthancResourceMixin:
             server, {r[key] for r in records if r[key]})
 
     @classmethod
-    def upsert(cls, server, records):
+    def upsert(cls, server, records, context=None):
         """Create or update the records of an Orthanc page in one batch.
 
-        Returns the created and the updated record ids.
+        The stored values of the existing records are read in the same
+        query that finds them: only the records whose values changed are
+        written, grouped by the values written, so that an unchanged
+        record keeps its write date and a page read again costs one query.
+        context is what _orthanc_context returns, when the caller has it.
+
+        Returns the ids of the created and of the changed records.
         """
         records = list({r['orthanc_id']: r for r in records}.values())
-        existing = cls.orthanc_ids(server, [r['orthanc_id'] for r in records])
-        context = cls._orthanc_context(server, records)
-        to_create, to_write = [], []
+        if context is None:
+            context = cls._orthanc_context(server, records)
+        to_create, new_values = [], {}
         for record in records:
             values = cls._orthanc_values(server, record, context)
             if values is None:
                 continue
             # Sent by Orthanc, so present there
             values.update(missing=False, missing_since=None)
-            id_ = existing.get(record['orthanc_id'])
-            if id_ is None:
-                values.update(
-                    server=server.id, orthanc_id=record['orthanc_id'])
+            new_values[record['orthanc_id']] = values
+        names = sorted({n for v in new_values.values() for n in v})
+        stored = cls._orthanc_stored(server, new_values, names)
+        changed = defaultdict(list)
+        for orthanc_id, values in new_values.items():
+            if orthanc_id not in stored:
+                values.update(server=server.id, orthanc_id=orthanc_id)
                 to_create.append(values)
-            else:
-                to_write.extend(([cls(id_)], values))
+                continue
+            id_, current = stored[orthanc_id]
+            diff = tuple((n, values[n]) for n in names
+                if n in values and not cls._orthanc_same(
+                    n, current[n], values[n]))
+            if diff:
+                changed[diff].append(cls(id_))
+        to_write = []
+        for diff, group in changed.items():
+            to_write.extend((group, dict(diff)))
         with Transaction().set_context(orthanc_sync=True):
             created = cls.create(to_create) if to_create else []
             if to_write:
                 cls.write(*to_write)
-        return [r.id for r in created], [r[0].id for r in to_write[::2]]
+        return ([r.id for r in created],
+            [r.id for group in changed.values() for r in group])
+
+    @classmethod
+    def _orthanc_stored(cls, server, orthanc_ids, names):
+        """Return {Orthanc ID: (id, {name: stored value})} of the records
+        of server among orthanc_ids, read in one query per slice"""
+        table = cls.__table__()
+        cursor = Transaction().connection.cursor()
+        columns = [Column(table, n) for n in names]
+        result = {}
+        for sub_ids in grouped_slice(list(orthanc_ids)):
+            cursor.execute(*table.select(table.orthanc_id, table.id, *columns,
+                    where=(table.server == server.id)
+                    & table.orthanc_id.in_(list(sub_ids))))
+            for row in cursor:
+                result[row[0]] = (row[1], dict(zip(names, row[2:])))
+        return result
+
+    @classmethod
+    def _orthanc_same(cls, name, stored, value):
+        "Tell if the stored column value is the value to write"
+        value = cls._fields[name].sql_format(value)
+        if stored is None or value is None:
+            return stored is None and value is None
+        if isinstance(value, bool):
+            return bool(stored) == value
+        if isinstance(value, datetime.datetime):
+            if isinstance(stored, str):
+                stored = datetime.datetime.fromisoformat(stored)
+            return stored.replace(microsecond=0) == value
+        if isinstance(value, datetime.date):
+            if isinstance(stored, str):
+                stored = datetime.date.fromisoformat(stored)
+            elif isinstance(stored, datetime.datetime):
+                stored = stored.date()
+            return stored == value
+        return stored == value

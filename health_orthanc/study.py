@@ -154,19 +154,27 @@ class OrthancSeries(OrthancResourceMixin, ModelSQL, ModelView):
         """
         pool = Pool()
         Study = pool.get('gnuhealth.orthanc.study')
-        studies = cls._orthanc_context(server, records)
-        created, updated = super().upsert(server, records)
-        study_ids = set(Study.orthanc_ids(server, replace_series_of).values())
-        if study_ids:
-            kept = set(created) | set(updated)
-            stale = [s for s in cls.search([
-                        ('study', 'in', list(study_ids)),
-                        ]) if s.id not in kept]
+        # One lookup for the parents and the studies read whole
+        studies = Study.orthanc_ids(server,
+            {r['orthanc_study_id'] for r in records
+                if r['orthanc_study_id']} | set(replace_series_of))
+        created, changed = super().upsert(server, records, context=studies)
+        replaced = {studies[i] for i in replace_series_of if i in studies}
+        if replaced:
+            # Unchanged series are kept too: compare Orthanc IDs
+            kept = {r['orthanc_id'] for r in records}
+            table = cls.__table__()
+            cursor = Transaction().connection.cursor()
+            stale = []
+            for sub_ids in grouped_slice(list(replaced)):
+                cursor.execute(*table.select(table.id, table.orthanc_id,
+                        where=table.study.in_(list(sub_ids))))
+                stale.extend(cls(id_) for id_, orthanc_id in cursor
+                    if orthanc_id not in kept)
             if stale:
                 cls.delete(stale)
-        study_ids.update(studies.values())
-        cls.update_studies(list(study_ids))
-        return created, updated
+        cls.update_studies(list(set(studies.values())))
+        return created, changed
 
     @classmethod
     def update_studies(cls, study_ids):

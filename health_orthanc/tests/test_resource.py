@@ -1,0 +1,186 @@
+# This file is part of the health_orthanc module for GNU Health.
+# The COPYRIGHT file at the top level of this repository contains the full
+# copyright notices and license terms.
+"""The batched upsert of Orthanc resources: what a page read again writes.
+
+No Orthanc here: the pages are mapped records, as ``mapping`` returns them.
+"""
+import datetime
+import unittest
+from unittest import mock
+
+from trytond.pool import Pool
+from trytond.tests.test_tryton import activate_module, with_transaction
+
+
+def patient(orthanc_id, name='DOE, John', **values):
+    return dict({
+            'orthanc_id': orthanc_id,
+            'patient_id': 'PID-' + orthanc_id,
+            'name': name,
+            'birth_date': datetime.date(1980, 1, 15),
+            'sex': 'm',
+            'last_update': datetime.datetime(2024, 1, 1, 12, 0, 0),
+            }, **values)
+
+
+def study(orthanc_id, patient_id, **values):
+    return dict({
+            'orthanc_id': orthanc_id,
+            'orthanc_patient_id': patient_id,
+            'patient_id': 'PID-' + patient_id,
+            'study_instance_uid': '1.2.3.' + orthanc_id,
+            'study_datetime': datetime.datetime(2024, 1, 1, 9, 30),
+            'study_date': datetime.date(2024, 1, 1),
+            'description': 'CT head',
+            'accession_number': 'ACC-' + orthanc_id,
+            'referring_physician': None,
+            'institution': 'Hospital',
+            'study_id': '1',
+            'last_update': datetime.datetime(2024, 1, 1, 12, 0, 0),
+            }, **values)
+
+
+def series(orthanc_id, study_id, **values):
+    return dict({
+            'orthanc_id': orthanc_id,
+            'orthanc_study_id': study_id,
+            'series_instance_uid': '1.2.4.' + orthanc_id,
+            'modality': 'CT',
+            'series_number': 1,
+            'description': None,
+            'body_part': 'HEAD',
+            'number_of_instances': 2,
+            'last_update': datetime.datetime(2024, 1, 1, 12, 0, 0),
+            }, **values)
+
+
+class OrthancUpsertTestCase(unittest.TestCase):
+    "Upsert of Orthanc pages"
+
+    @classmethod
+    def setUpClass(cls):
+        activate_module('health_orthanc')
+
+    def server(self):
+        Server = Pool().get('gnuhealth.orthanc.config')
+        server, = Server.create([{
+                    'label': 'Upsert',
+                    'domain': 'http://127.0.0.1:1',
+                    'validated': True,
+                    }])
+        return server
+
+    def written(self, Model):
+        "Patch Model.write to record its calls (it still writes)"
+        patcher = mock.patch.object(Model, 'write', wraps=Model.write)
+        self.addCleanup(patcher.stop)
+        return patcher.start()
+
+    @with_transaction()
+    def test_unchanged_records_are_not_written(self):
+        "A page read again writes nothing and keeps the write dates"
+        Patient = Pool().get('gnuhealth.orthanc.patient')
+        server = self.server()
+        page = [patient('a'), patient('b', birth_date=None, sex=None),
+            patient('c', last_update=datetime.datetime(
+                    2024, 1, 1, 12, 0, 0, 123456))]
+        created, changed = Patient.upsert(server, page)
+        self.assertEqual(len(created), 3)
+        self.assertEqual(changed, [])
+
+        write = self.written(Patient)
+        self.assertEqual(Patient.upsert(server, page), ([], []))
+        # Dates, datetimes (stored without microseconds), None: the same
+        self.assertEqual(write.call_count, 0)
+        patients = Patient.search([('server', '=', server.id)])
+        self.assertEqual([p.write_date for p in patients], [None] * 3)
+
+    @with_transaction()
+    def test_changed_records_only(self):
+        "Only the changed records are written, grouped by the values"
+        Patient = Pool().get('gnuhealth.orthanc.patient')
+        server = self.server()
+        created, _ = Patient.upsert(server,
+            [patient(i) for i in 'abcd'])
+        a, b, c, d = [Patient(i) for i in created]
+
+        write = self.written(Patient)
+        created, changed = Patient.upsert(server, [
+                patient('a', name='DOE, Jane'),
+                patient('b', name='DOE, Jane'),
+                patient('c', birth_date=datetime.date(1980, 1, 16)),
+                patient('d'),
+                patient('e'),
+                ])
+        self.assertEqual(len(created), 1)
+        self.assertEqual(sorted(changed), sorted([a.id, b.id, c.id]))
+        # One call: a and b together, c apart; only the changed columns
+        write.assert_called_once()
+        args = write.call_args[0]
+        groups = {tuple(sorted(r.id for r in records)): values
+            for records, values in zip(args[::2], args[1::2])}
+        self.assertEqual(groups, {
+                tuple(sorted([a.id, b.id])): {'name': 'DOE, Jane'},
+                (c.id,): {'birth_date': datetime.date(1980, 1, 16)},
+                })
+        self.assertEqual(a.name, 'DOE, Jane')
+        self.assertIsNone(d.write_date)
+        self.assertTrue(a.write_date)
+
+    @with_transaction()
+    def test_missing_record_sent_again(self):
+        "A record flagged missing and sent again is unflagged"
+        Patient = Pool().get('gnuhealth.orthanc.patient')
+        server = self.server()
+        created, _ = Patient.upsert(server, [patient('a'), patient('b')])
+        self.assertEqual(Patient.mark_missing(server, ['a']), 1)
+        b = Patient(created[1])
+        self.assertTrue(b.missing)
+
+        created, changed = Patient.upsert(server, [patient('a'),
+                patient('b')])
+        self.assertEqual((created, changed), ([], [b.id]))
+        b = Patient(b.id)
+        self.assertFalse(b.missing)
+        self.assertIsNone(b.missing_since)
+
+    @with_transaction()
+    def test_series_read_again(self):
+        """Unchanged series of a study read whole are kept, the others
+        are deleted, and the summary follows"""
+        pool = Pool()
+        Patient = pool.get('gnuhealth.orthanc.patient')
+        Study = pool.get('gnuhealth.orthanc.study')
+        Series = pool.get('gnuhealth.orthanc.series')
+        server = self.server()
+        Patient.upsert(server, [patient('p')])
+        (study_id,), _ = Study.upsert(server, [study('s', 'p')])
+        page = [series('x', 's'), series('y', 's', modality='MR')]
+        created, _ = Series.upsert(server, page, ['s'])
+        x, y = [Series(i) for i in created]
+        record = Study(study_id)
+        self.assertEqual(record.modalities, 'CT, MR')
+        self.assertEqual(record.number_of_series, 2)
+        self.assertEqual(record.number_of_instances, 4)
+
+        # Read again whole: nothing written, nothing deleted
+        write = self.written(Series)
+        self.assertEqual(Series.upsert(server, page, ['s']), ([], []))
+        self.assertEqual(write.call_count, 0)
+        self.assertEqual(len(Series.search([('study', '=', study_id)])), 2)
+
+        # y is gone from Orthanc, x unchanged: x is kept, y deleted
+        self.assertEqual(
+            Series.upsert(server, [series('x', 's')], ['s']), ([], []))
+        self.assertEqual(Series.search([('study', '=', study_id)]), [x])
+        record = Study(study_id)
+        self.assertEqual(record.modalities, 'CT')
+        self.assertEqual(record.number_of_series, 1)
+        self.assertEqual(record.number_of_instances, 2)
+
+        # A series of a study not stored is left out
+        self.assertEqual(
+            Series.upsert(server, [series('z', 'unknown')], ['unknown']),
+            ([], []))
+        self.assertEqual(Series.search_count([]), 1)
