@@ -61,7 +61,10 @@ setup(
         ],
     extras_require={
         'test': [
-            'proteus >= 7.0, < 7.1', 'pytest', 'flake8', 'isort', 'sphinx'],
+            'proteus >= 7.0, < 7.1', 'pytest', 'flake8', 'isort', 'sphinx',
+            # health_services_imaging is installed by bin/lib.sh, without
+            # its dependency on GNU Health's imaging package
+            'gnuhealth-services >= 5.0, < 5.1'],
         'postgresql': ['psycopg2 >= 2.7'],
         },
     entry_points={

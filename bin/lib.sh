@@ -37,6 +37,12 @@ ensure_debs() {
     [ $status -eq 0 ] || die "apt-get could not install: ${missing[*]}"
 }
 
+# GNU Health's billing of imaging orders, tested on top of our modules
+# (tests/test_services_imaging.py). Installed without its dependencies: it
+# requires GNU Health's own imaging package, whose modules have our names.
+# Its other dependency, gnuhealth-services, is in the test extra.
+SERVICES_IMAGING='gnuhealth-services-imaging >= 5.0, < 5.1'
+
 # ensure_venv : a virtualenv with the project and its test extras installed
 ensure_venv() {
     if [ ! -x "$PY" ]; then
@@ -44,11 +50,13 @@ ensure_venv() {
         python3 -m venv "$VENV"
     fi
     local stamp="$VENV/.installed" want
-    want="$(cat "$ROOT/setup.py" | sha1sum | cut -c1-16)"
+    want="$( { cat "$ROOT/setup.py"; echo "$SERVICES_IMAGING"; } \
+        | sha1sum | cut -c1-16)"
     if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
         log "installing the project and its dependencies (pip)"
         "$PY" -m pip install -q --upgrade pip >/dev/null
         "$PY" -m pip install -q -e "$ROOT[test,postgresql]"
+        "$PY" -m pip install -q --no-deps "$SERVICES_IMAGING"
         echo "$want" > "$stamp"
     fi
 }

@@ -32,7 +32,7 @@ def create_service(patient):
     return service
 
 
-def order(patient, codes, service=None, ungroup=False):
+def order(patient, codes, service=None, ungroup=False, comment=None):
     "Order the tests through the Dx Imaging - New wizard; return requests"
     pool = Pool()
     Test = pool.get('gnuhealth.imaging.test')
@@ -47,7 +47,7 @@ def order(patient, codes, service=None, ungroup=False):
     wizard.start.urgent = False
     wizard.start.doctor = None
     wizard.start.context = None
-    wizard.start.comment = None
+    wizard.start.comment = comment
     wizard.start.date = DATE
     wizard.start.service = service
     wizard.start.ungroup_tests = ungroup
@@ -96,7 +96,8 @@ class HealthServicesImagingTestCase(ModuleTestCase):
         patient = create_patient()
         service = create_service(patient)
         requests = order(
-            patient, ['IMG-CT-HEAD', 'IMG-DX-CHEST'], service=service)
+            patient, ['IMG-CT-HEAD', 'IMG-DX-CHEST'], service=service,
+            comment="Rule out fracture")
         tests = Test.search(
             [('code', 'in', ['IMG-CT-HEAD', 'IMG-DX-CHEST'])])
 
@@ -108,6 +109,9 @@ class HealthServicesImagingTestCase(ModuleTestCase):
             ['%s-02-01' % number, '%s-02-02' % number])
         self.assertEqual({r.request for r in requests}, {number})
         self.assertEqual({r.state for r in requests}, {'draft'})
+        # Its request step replaces ours and drops the order's comment
+        # (doc/imaging/administration.rst says so)
+        self.assertEqual({r.comment for r in requests}, {None})
         self.assertEqual({r.service for r in requests}, {service})
         self.assertEqual({r.service_updated for r in requests}, {'yes'})
         self.assertEqual(products(service), sorted(
