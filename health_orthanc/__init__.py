@@ -3,7 +3,7 @@
 # copyright notices and license terms.
 from trytond.pool import Pool
 
-from . import ir, patient, server, study
+from . import ir, patient, server, study, upload
 
 __all__ = ['register']
 
@@ -20,7 +20,12 @@ def register():
         study.ImagingTestResultStudy,
         study.ImagingTestResult,
         ir.Cron,
+        upload.UploadStart,
+        upload.UploadFile,
+        upload.UploadResult,
+        upload.UploadResultLine,
         module='health_orthanc', type_='model')
     Pool.register(
         server.AddServer,
+        upload.Upload,
         module='health_orthanc', type_='wizard')

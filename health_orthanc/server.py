@@ -19,6 +19,7 @@ from trytond.wizard import Button, StateTransition, StateView, Wizard
 from . import orthanc_client as oc
 from .exceptions import OrthancDomainError
 from .sync import Synchronizer
+from .viewer import format_plugins
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +105,15 @@ class OrthancServer(ConnectionMixin, ModelSQL, ModelView):
     study_count = fields.Function(fields.Integer("Studies"), 'get_counts')
     explorer_url = fields.Function(
         fields.Char("Orthanc Explorer"), 'get_explorer_url')
+    public_url = fields.Char(
+        "Public URL",
+        help="The base URL of Orthanc that the users' browsers reach, "
+        "when it differs from the domain (e.g. a reverse proxy); "
+        "the viewer links are built on it.")
+    plugins = fields.Char(
+        "Plugins", readonly=True,
+        help="The plugins Orthanc runs, read when the connection is "
+        "checked; the viewer links of the missing ones are hidden.")
 
     @classmethod
     def __setup__(cls):
@@ -154,19 +164,28 @@ class OrthancServer(ConnectionMixin, ModelSQL, ModelView):
         return result
 
     def get_explorer_url(self, name):
-        if self.domain:
-            return self.domain + '/app/explorer.html'
+        if self.base_url:
+            return self.base_url + '/app/explorer.html'
+
+    @property
+    def base_url(self):
+        "The URL of Orthanc for the browsers: the public URL or the domain"
+        return self.public_url or self.domain
 
     @classmethod
     def _normalize(cls, values):
-        if values.get('domain'):
+        for name in ['domain', 'public_url']:
+            if not values.get(name):
+                continue
             try:
-                values['domain'] = oc.normalize_domain(values['domain'])
+                values[name] = oc.normalize_domain(values[name])
             except ValueError as exception:
                 raise OrthancDomainError(gettext(
                         'health_orthanc.msg_server_domain_invalid',
-                        domain=values['domain'],
+                        domain=values[name],
                         reason=str(exception))) from exception
+        if 'public_url' in values and not values['public_url']:
+            values['public_url'] = None
         return values
 
     @classmethod
@@ -198,7 +217,7 @@ class OrthancServer(ConnectionMixin, ModelSQL, ModelView):
     def copy(cls, servers, default=None):
         default = default.copy() if default is not None else {}
         for name in ['validated', 'last', 'sync_time', 'last_error',
-                'last_error_time', 'patients', 'studies']:
+                'last_error_time', 'patients', 'studies', 'plugins']:
             default.setdefault(name)
         default['label'] = lambda data: data['label'] + ' (copy)'
         return super().copy(servers, default=default)
@@ -219,12 +238,14 @@ class OrthancServer(ConnectionMixin, ModelSQL, ModelView):
             try:
                 with server.get_client() as client:
                     client.check()
+                    plugins = format_plugins(client.plugins())
             except oc.OrthancError as exception:
                 server._record_error(exception)
                 cls.write([server], {'validated': False})
             else:
                 cls._save_state([server], {
                         'validated': True,
+                        'plugins': plugins,
                         'last_error': None,
                         'last_error_time': None,
                         })
@@ -509,6 +530,7 @@ class AddServer(Wizard):
         try:
             with server.get_client() as client:
                 client.check()
+                server.plugins = format_plugins(client.plugins())
         except oc.OrthancError as exception:
             return self._fail(error_message(exception, domain))
         server.validated = True

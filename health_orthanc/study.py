@@ -2,10 +2,12 @@
 # The COPYRIGHT file at the top level of this repository contains the full
 # copyright notices and license terms.
 "Orthanc studies and series, and the studies of an imaging result."
+import logging
 from collections import defaultdict
 
 from sql import Literal
 from sql.aggregate import Count, Sum
+from trytond.i18n import gettext
 from trytond.model import ModelSQL, ModelView, fields
 from trytond.pool import Pool, PoolMeta
 from trytond.pyson import Eval
@@ -14,7 +16,33 @@ from trytond.transaction import Transaction
 
 from trytond.modules.health_imaging.tools import search_in
 
+from . import orthanc_client as oc
+from .exceptions import OrthancResourceError
 from .resource import OrthancResourceMixin
+from .server import error_message
+from .viewer import middle_instance, series_urls, study_urls
+
+logger = logging.getLogger(__name__)
+VIEWER_FIELDS = {
+    'explorer_url': 'explorer',
+    'web_viewer_url': 'web_viewer',
+    'stone_url': 'stone',
+    'ohif_url': 'ohif',
+    }
+
+
+def viewer_field(name, string, help):
+    "A function field of a viewer URL, hidden when the server has none"
+    return fields.Function(fields.Char(
+            string, help=help, states={'invisible': ~Eval(name)}),
+        'get_viewer_urls')
+
+
+def record_error(server, exception):
+    "Return the user message of an Orthanc error of server, logged"
+    logger.warning("Orthanc server %s (%s): %s",
+        server.label, server.domain, exception)
+    return error_message(exception, server.domain)
 
 
 class OrthancStudy(OrthancResourceMixin, ModelSQL, ModelView):
@@ -44,8 +72,15 @@ class OrthancStudy(OrthancResourceMixin, ModelSQL, ModelView):
     number_of_instances = fields.Integer("Instances", readonly=True)
     series = fields.One2Many(
         'gnuhealth.orthanc.series', 'study', "Series", readonly=True)
-    viewer_url = fields.Function(
-        fields.Char("Open in Orthanc"), 'get_viewer_url')
+    explorer_url = viewer_field(
+        'explorer_url', "Orthanc Explorer",
+        "The study in Orthanc's own web interface.")
+    stone_url = viewer_field(
+        'stone_url', "Stone Web Viewer",
+        "The study in the Stone Web Viewer (if Orthanc has the plugin).")
+    ohif_url = viewer_field(
+        'ohif_url', "OHIF Viewer",
+        "The study in the OHIF viewer (if Orthanc has the plugin).")
 
     @classmethod
     def __setup__(cls):
@@ -54,6 +89,11 @@ class OrthancStudy(OrthancResourceMixin, ModelSQL, ModelView):
             ('study_datetime', 'DESC NULLS LAST'),
             ('id', 'DESC'),
             ]
+        cls._buttons.update({
+                'delete_from_orthanc': {
+                    'icon': 'tryton-delete',
+                    },
+                })
 
     def get_rec_name(self, name):
         date = self.study_date.isoformat() if self.study_date else '?'
@@ -76,10 +116,56 @@ class OrthancStudy(OrthancResourceMixin, ModelSQL, ModelView):
         return [('orthanc_patient.patient' + clause[0][len(name):],)
             + tuple(clause[1:])]
 
-    def get_viewer_url(self, name):
-        if self.server and self.server.domain:
-            return '%s/app/explorer.html#study?uuid=%s' % (
-                self.server.domain, self.orthanc_id)
+    @classmethod
+    def get_viewer_urls(cls, studies, names):
+        "Build the viewer URLs from the stored plugins: no network call"
+        result = {n: {} for n in names}
+        for study in studies:
+            urls = study_urls(study.server.base_url, study.server.plugins,
+                study.orthanc_id, study.study_instance_uid)
+            for name in names:
+                result[name][study.id] = urls.get(VIEWER_FIELDS[name])
+        return result
+
+    @classmethod
+    @ModelView.button
+    def delete_from_orthanc(cls, studies):
+        """Delete the studies from their Orthanc server, then here.
+
+        Refused while a study is read by an imaging result; a study
+        already gone from Orthanc is only removed here.
+        """
+        pool = Pool()
+        ResultStudy = pool.get(
+            'gnuhealth.imaging.test.result-gnuhealth.orthanc.study')
+        links = ResultStudy.search([
+                ('study', 'in', [s.id for s in studies]),
+                ], order=[('id', 'ASC')])
+        if links:
+            study = links[0].study
+            raise OrthancResourceError(gettext(
+                    'health_orthanc.msg_study_delete_linked',
+                    study=study.rec_name,
+                    results=', '.join(sorted({
+                                l.result.rec_name for l in links
+                                if l.study == study}))))
+        by_server = defaultdict(list)
+        for study in studies:
+            by_server[study.server].append(study)
+        for server, server_studies in by_server.items():
+            with server.get_client() as client:
+                for study in server_studies:
+                    try:
+                        client.delete_study(study.orthanc_id)
+                    except oc.OrthancNotFound:
+                        pass
+                    except oc.OrthancError as exception:
+                        raise OrthancResourceError(gettext(
+                                'health_orthanc.msg_study_delete_failed',
+                                study=study.rec_name,
+                                error=record_error(server, exception))
+                            ) from exception
+        cls.delete(studies)
 
     @classmethod
     def _orthanc_values(cls, server, record, patients):
@@ -113,6 +199,26 @@ class OrthancSeries(OrthancResourceMixin, ModelSQL, ModelView):
     description = fields.Char("Description", readonly=True)
     body_part = fields.Char("Body Part", readonly=True)
     number_of_instances = fields.Integer("Instances", readonly=True)
+    explorer_url = viewer_field(
+        'explorer_url', "Orthanc Explorer",
+        "The series in Orthanc's own web interface.")
+    web_viewer_url = viewer_field(
+        'web_viewer_url', "Orthanc Web Viewer",
+        "The series in Orthanc's Web Viewer (if Orthanc has the plugin).")
+    stone_url = viewer_field(
+        'stone_url', "Stone Web Viewer",
+        "The series in the Stone Web Viewer (if Orthanc has the plugin).")
+    ohif_url = viewer_field(
+        'ohif_url', "OHIF Viewer",
+        "The study of the series in the OHIF viewer "
+        "(if Orthanc has the plugin).")
+    preview = fields.Binary(
+        "Preview", readonly=True,
+        help="The image in the middle of the series, rendered by Orthanc "
+        "when asked with the Show Preview button.")
+    preview_instance = fields.Char(
+        "Preview Instance", readonly=True,
+        help="The Orthanc ID of the instance of the preview.")
 
     @classmethod
     def __setup__(cls):
@@ -122,6 +228,129 @@ class OrthancSeries(OrthancResourceMixin, ModelSQL, ModelView):
             ('series_number', 'ASC NULLS LAST'),
             ('id', 'ASC'),
             ]
+        cls._buttons.update({
+                'fetch_preview': {
+                    'icon': 'tryton-refresh',
+                    'depends': ['missing'],
+                    'invisible': Eval('missing', False),
+                    },
+                'attach_preview': {
+                    'icon': 'tryton-attach',
+                    'depends': ['missing', 'preview_instance'],
+                    'invisible': (Eval('missing', False)
+                        & ~Eval('preview_instance')),
+                    },
+                })
+
+    @classmethod
+    def get_viewer_urls(cls, series, names):
+        "Build the viewer URLs from the stored plugins: no network call"
+        result = {n: {} for n in names}
+        for record in series:
+            study = record.study
+            urls = series_urls(record.server.base_url, record.server.plugins,
+                record.orthanc_id, study.orthanc_id,
+                study.study_instance_uid, record.series_instance_uid)
+            for name in names:
+                result[name][record.id] = urls.get(VIEWER_FIELDS[name])
+        return result
+
+    @classmethod
+    @ModelView.button
+    def fetch_preview(cls, series):
+        """Render the middle instance of each series in Orthanc and store
+        the PNG: two requests per series, only when asked."""
+        to_write = []
+        by_server = defaultdict(list)
+        for record in series:
+            by_server[record.server].append(record)
+        for server, records in by_server.items():
+            with server.get_client() as client:
+                for record in records:
+                    try:
+                        instance = middle_instance(
+                            client.get_series_instances(record.orthanc_id))
+                        if instance is None:
+                            raise OrthancResourceError(gettext(
+                                    'health_orthanc.msg_series_no_instance',
+                                    series=record.rec_name))
+                        png = client.instance_preview(instance['ID'])
+                    except oc.OrthancError as exception:
+                        raise OrthancResourceError(gettext(
+                                'health_orthanc.msg_series_preview_failed',
+                                series=record.rec_name,
+                                error=record_error(server, exception))
+                            ) from exception
+                    to_write.extend(([record], {
+                                'preview': png,
+                                'preview_instance': instance['ID'],
+                                }))
+        if to_write:
+            # Readers of the series may ask for its preview
+            with Transaction().set_context(_check_access=False):
+                cls.write(*to_write)
+
+    def preview_name(self):
+        "Return the file name of the preview attached to a result"
+        study = self.study
+        date = study.study_date.isoformat() if study.study_date else ''
+        parts = [date, self.modality or '',
+            'series %s' % (self.series_number
+                if self.series_number is not None else '?'),
+            self.description or '']
+        name = ' '.join(p for p in parts if p).replace('/', '-')
+        return '%s (%s).png' % (name, (self.preview_instance or '')[:8])
+
+    @classmethod
+    @ModelView.button
+    def attach_preview(cls, series):
+        """Attach the preview of each series to the images of the imaging
+        results that read its study, for the printed report.
+
+        The preview is fetched first when there is none; a result that
+        already has it is left as is.
+        """
+        pool = Pool()
+        ResultStudy = pool.get(
+            'gnuhealth.imaging.test.result-gnuhealth.orthanc.study')
+        Attachment = pool.get('ir.attachment')
+        links = defaultdict(list)
+        for link in ResultStudy.search([
+                    ('study', 'in', list({s.study.id for s in series})),
+                    ]):
+            links[link.study.id].append(link.result)
+        for record in series:
+            if not links[record.study.id]:
+                raise OrthancResourceError(gettext(
+                        'health_orthanc.msg_series_no_result',
+                        series=record.rec_name, study=record.study.rec_name))
+        to_fetch = [s for s in series if not s.preview_instance]
+        if to_fetch:
+            cls.fetch_preview(to_fetch)
+            series = cls.browse([s.id for s in series])
+        resources = {str(r) for rs in links.values() for r in rs}
+        existing = {(str(a.resource), a.name) for a in Attachment.search([
+                    ('resource', 'in', list(resources)),
+                    ])}
+        to_create = []
+        for record in series:
+            name = record.preview_name()
+            for result in links[record.study.id]:
+                if (str(result), name) in existing:
+                    continue
+                existing.add((str(result), name))
+                to_create.append({
+                        'resource': str(result),
+                        'name': name,
+                        'type': 'data',
+                        'data': record.preview,
+                        'description': gettext(
+                            'health_orthanc.msg_preview_description',
+                            series=record.rec_name,
+                            instance=record.preview_instance),
+                        })
+        if to_create:
+            Attachment.create(to_create)
 
     def get_rec_name(self, name):
         return '%s %s %s' % (

@@ -34,7 +34,7 @@ from urllib.parse import quote
 from .orthanc_client import normalize_domain
 
 __all__ = ['VIEWERS', 'PLUGINS', 'parse_plugins', 'format_plugins',
-    'study_urls', 'series_urls']
+    'study_urls', 'series_urls', 'middle_instance']
 
 #: The viewers, in the order they are shown
 VIEWERS = ('explorer', 'web_viewer', 'stone', 'ohif')
@@ -145,3 +145,30 @@ def _ohif(base, plugins, study_orthanc_id, study_uid):
         return None
     return '%s/ohif/viewer?url=../studies/%s/ohif-dicom-json' % (
         base, _id(study_orthanc_id))
+
+
+def _int(value):
+    try:
+        return int(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+
+
+def middle_instance(instances: list[dict]) -> dict | None:
+    """Return the instance in the middle of a series, None if empty.
+
+    ``instances`` is the answer of ``GET /series/{id}/instances``; they
+    are ordered by ``IndexInSeries``, then by the InstanceNumber tag,
+    then by ID (instances without a number come last), so the choice
+    does not depend on the order Orthanc lists them in.
+    """
+    def key(instance):
+        index = _int(instance.get('IndexInSeries'))
+        number = _int((instance.get('MainDicomTags') or {}).get(
+                'InstanceNumber'))
+        return (index is None, index or 0, number is None, number or 0,
+            str(instance.get('ID', '')))
+    instances = sorted(instances, key=key)
+    if not instances:
+        return None
+    return instances[len(instances) // 2]

@@ -78,7 +78,7 @@ class OrthancSyncTestCase(RealOrthancCase):
         self.assertEqual(study.number_of_series, 2)
         self.assertEqual(study.number_of_instances, 2)
         self.assertEqual(study.orthanc_patient.name, 'BETZ, Ana')
-        self.assertTrue(study.viewer_url.startswith(self.orthanc.url))
+        self.assertTrue(study.explorer_url.startswith(self.orthanc.url))
 
     @with_transaction(context=NO_COMMIT)
     def test_wizard_errors_create_nothing(self):

@@ -9,7 +9,8 @@ from tests.dicom_samples import make_study
 from tests.orthanc_server import OrthancServer, plugin_path
 from trytond.modules.health_orthanc.orthanc_client import OrthancClient
 from trytond.modules.health_orthanc.viewer import (
-    VIEWERS, format_plugins, parse_plugins, series_urls, study_urls)
+    VIEWERS, format_plugins, middle_instance, parse_plugins, series_urls,
+    study_urls)
 
 BASE = 'https://pacs.example.org/orthanc'
 STUDY = '6b9e19d9-62094390-5f9ddb01-4a191ae7-9766b715'
@@ -149,3 +150,27 @@ def test_real_orthanc_viewers(tmp_path):
         assert 'Orthanc Explorer' in response.text
         assert 'id="study"' in response.text
         assert 'id="series"' in response.text
+
+
+def _instance(id_, index=None, number=None):
+    tags = {} if number is None else {'InstanceNumber': number}
+    return {'ID': id_, 'IndexInSeries': index, 'MainDicomTags': tags}
+
+
+@pytest.mark.parametrize('instances, expected', [
+    ([], None),
+    ([_instance('a', 1)], 'a'),
+    ([_instance('a', 1), _instance('b', 2)], 'b'),
+    ([_instance('c', 3), _instance('a', 1), _instance('b', 2)], 'b'),
+    # no IndexInSeries: the InstanceNumber tag, even as text
+    ([_instance('x', None, '10'), _instance('y', None, '2'),
+        _instance('z', None, '1')], 'y'),
+    # neither: by ID
+    ([_instance('3'), _instance('1'), _instance('2')], '2'),
+    # unnumbered ones last
+    ([_instance('n'), _instance('a', 1), _instance('b', 2)], 'b'),
+    ([_instance('a', 'bad', 'bad'), _instance('b', 1)], 'a'),
+    ])
+def test_middle_instance(instances, expected):
+    middle = middle_instance(instances)
+    assert (middle and middle['ID']) == expected

@@ -1,0 +1,298 @@
+# This file is part of the health_orthanc module for GNU Health.
+# The COPYRIGHT file at the top level of this repository contains the full
+# copyright notices and license terms.
+"""Viewers, previews attached to results, uploads and deletions, against a
+real Orthanc running the Web Viewer and DICOMweb plugins."""
+import io
+import shutil
+import tempfile
+import zipfile
+
+from trytond.exceptions import UserError
+from trytond.model.exceptions import AccessError, ValidationError
+from trytond.model.modelview import AccessButtonError
+from trytond.pool import Pool
+from trytond.tests.test_tryton import activate_module, with_transaction
+from trytond.transaction import Transaction
+
+from tests.dicom_samples import make_study
+from tests.orthanc_case import RealOrthancCase, upload_study
+from tests.orthanc_server import OrthancServer, plugin_path
+from trytond.modules.health_imaging.tests.tools import create_patient
+
+NO_COMMIT = {'orthanc_page_commit': False}
+PNG = b'\x89PNG\r\n\x1a\n'
+
+
+class OrthancImagesTestCase(RealOrthancCase):
+    "What clinicians and administrators do with the images of a study"
+
+    @classmethod
+    def setUpClass(cls):
+        activate_module('health_orthanc')
+        cls.workdir = tempfile.mkdtemp(prefix='orthanc-test-')
+        cls.orthanc = OrthancServer(cls.workdir, plugins=[
+                plugin_path('WebViewer'), plugin_path('DicomWeb')]).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.orthanc.stop()
+        shutil.rmtree(cls.workdir, ignore_errors=True)
+
+    def synced_server(self):
+        Server = Pool().get('gnuhealth.orthanc.config')
+        server = self.create_server()
+        Server.check_servers([server])
+        Server.sync_servers([server])
+        return server
+
+    def create_result(self, patient, studies):
+        pool = Pool()
+        Test = pool.get('gnuhealth.imaging.test')
+        Result = pool.get('gnuhealth.imaging.test.result')
+        test, = Test.search([], limit=1)
+        result, = Result.create([{
+                    'patient': patient.id,
+                    'requested_test': test.id,
+                    'studies': [('add', [s.id for s in studies])],
+                    }])
+        return result
+
+    def create_user(self, login, *groups):
+        pool = Pool()
+        User = pool.get('res.user')
+        ModelData = pool.get('ir.model.data')
+        user, = User.create([{
+                    'name': login, 'login': login,
+                    'groups': [('add', [
+                                ModelData.get_id(*g.split('.'))
+                                for g in groups])],
+                    }])
+        return user
+
+    @with_transaction(context=NO_COMMIT)
+    def test_plugins_and_viewer_urls(self):
+        "Viewer links follow the plugins detected and the public URL"
+        pool = Pool()
+        Server = pool.get('gnuhealth.orthanc.config')
+        Study = pool.get('gnuhealth.orthanc.study')
+        Queue = pool.get('ir.queue')
+        upload_study(self.orthanc, 'P1', 'ONE^Patient')
+        server = self.synced_server()
+        self.assertEqual(server.plugins, 'dicom-web, web-viewer')
+        study, = Study.search([('server', '=', server.id)])
+        self.assertEqual(study.explorer_url,
+            '%s/app/explorer.html#study?uuid=%s' % (
+                self.orthanc.url, study.orthanc_id))
+        # No Stone nor OHIF plugin: no link
+        self.assertIsNone(study.stone_url)
+        self.assertIsNone(study.ohif_url)
+        series = study.series[0]
+        self.assertEqual(series.web_viewer_url,
+            '%s/web-viewer/app/viewer.html?series=%s' % (
+                self.orthanc.url, series.orthanc_id))
+        response = self.orthanc.session().get(series.web_viewer_url)
+        self.assertEqual(response.status_code, 200)
+
+        # Behind a reverse proxy: links for the browsers, API unchanged
+        Queue.delete(Queue.search([]))
+        Server.write([server], {
+                'public_url': ' HTTPS://PACS.example.org/orthanc/ '})
+        self.assertEqual(server.public_url, 'https://pacs.example.org/orthanc')
+        self.assertTrue(server.validated)
+        self.assertEqual(Queue.search_count([]), 0)
+        self.assertEqual(server.explorer_url,
+            'https://pacs.example.org/orthanc/app/explorer.html')
+        study = Study(study.id)
+        self.assertTrue(study.explorer_url.startswith(
+                'https://pacs.example.org/orthanc/app/explorer.html#study'))
+        self.assertTrue(study.series[0].web_viewer_url.startswith(
+                'https://pacs.example.org/orthanc/web-viewer/'))
+        with self.assertRaises(ValidationError):
+            Server.write([server], {'public_url': 'pacs.example.org'})
+        Server.write([server], {'public_url': ''})
+        self.assertIsNone(server.public_url)
+
+        # Plugins gone (detected at the next check): links hidden
+        Server._save_state([server], {'plugins': None})
+        self.assertIsNone(Study(study.id).series[0].web_viewer_url)
+
+    @with_transaction(context=NO_COMMIT)
+    def test_preview_attached_to_result(self):
+        "The preview of a series goes to the images of the result"
+        pool = Pool()
+        Study = pool.get('gnuhealth.orthanc.study')
+        Series = pool.get('gnuhealth.orthanc.series')
+        ana = create_patient('Ana', 'Betz', puid='PUID-ANA')
+        for data in make_study(n_series=1, n_instances=3, seed=4,
+                patient_id='PUID-ANA', patient_name='BETZ^Ana'):
+            self.orthanc.upload(data)
+        self.synced_server()
+        study, = Study.search([('patient', '=', ana.id)])
+        series, = study.series
+        self.assertIsNone(series.preview)
+        result = self.create_result(ana, [study])
+
+        Series.fetch_preview([series])
+        self.assertTrue(series.preview.startswith(PNG))
+        instances = self.orthanc.request(
+            'GET', '/series/%s/instances' % series.orthanc_id).json()
+        middle = [i['ID'] for i in sorted(
+                instances, key=lambda i: i['IndexInSeries'])][1]
+        self.assertEqual(series.preview_instance, middle)
+
+        Series.attach_preview([series])
+        image, = result.images
+        self.assertTrue(image.name.endswith('.png'))
+        self.assertEqual(result.get_images(),
+            [(bytes(series.preview), 'image/png')])
+        # Twice: not duplicated
+        Series.attach_preview([series])
+        self.assertEqual(len(result.get_images()), 1)
+
+    @with_transaction(context=NO_COMMIT)
+    def test_attach_needs_result(self):
+        "A series whose study no result reads cannot be attached"
+        pool = Pool()
+        Study = pool.get('gnuhealth.orthanc.study')
+        Series = pool.get('gnuhealth.orthanc.series')
+        Attachment = pool.get('ir.attachment')
+        upload_study(self.orthanc, 'P2', 'TWO^Patient', n_series=1)
+        self.synced_server()
+        study, = Study.search([])
+        with self.assertRaises(UserError) as error:
+            Series.attach_preview(list(study.series))
+        self.assertIn('not read by any imaging result', str(error.exception))
+        self.assertEqual(Attachment.search_count([]), 0)
+
+    @with_transaction(context=NO_COMMIT)
+    def test_upload_wizard(self):
+        "2 DICOM files, a duplicate and a text file in a zip, then synced"
+        pool = Pool()
+        Study = pool.get('gnuhealth.orthanc.study')
+        Upload = pool.get('gnuhealth.orthanc.upload', type='wizard')
+        UploadFile = pool.get('gnuhealth.orthanc.upload.file')
+        server = self.synced_server()
+        self.assertEqual(Study.search_count([]), 0)
+        first, second = make_study(n_series=2, n_instances=1, seed=8,
+            patient_id='UP-1', patient_name='UPLOAD^Ann')
+        archive = io.BytesIO()
+        with zipfile.ZipFile(archive, 'w', zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr('study/1.dcm', first)
+            zf.writestr('study/2.dcm', second)
+            zf.writestr('copy/1.dcm', first)
+            zf.writestr('README.txt', 'Images of Ann')
+
+        session_id, _, _ = Upload.create()
+        wizard = Upload(session_id)
+        wizard.start.server = server
+        wizard.start.files = [
+            UploadFile(file_name='ann.zip', data=archive.getvalue())]
+        self.assertEqual(wizard.transition_upload(), 'result')
+        result = wizard.default_result(None)
+        self.assertEqual(
+            (result['stored'], result['already_stored'], result['rejected'],
+                result['failed']), (2, 1, 1, 0))
+        self.assertEqual([(l['file_name'], l['status'])
+                for l in result['lines']], [
+                ('ann.zip/study/1.dcm', 'stored'),
+                ('ann.zip/study/2.dcm', 'stored'),
+                ('ann.zip/copy/1.dcm', 'already_stored'),
+                ('ann.zip/README.txt', 'rejected'),
+                ])
+        self.assertIn('2 stored', result['message'])
+        # The sync brought the study
+        study, = Study.search([('server', '=', server.id)])
+        self.assertEqual(result['studies'], [study.id])
+        self.assertEqual(study.patient_id, 'UP-1')
+        self.assertEqual(study.number_of_series, 2)
+        self.assertFalse(wizard.start.files)  # not kept in the session
+
+    @with_transaction(context=NO_COMMIT)
+    def test_upload_wrong_password(self):
+        "A refused upload is reported per file, without the password"
+        pool = Pool()
+        Server = pool.get('gnuhealth.orthanc.config')
+        Upload = pool.get('gnuhealth.orthanc.upload', type='wizard')
+        UploadFile = pool.get('gnuhealth.orthanc.upload.file')
+        server = self.create_server(password='Wrong-Secret-42')
+        Server._save_state([server], {'validated': True})
+        session_id, _, _ = Upload.create()
+        wizard = Upload(session_id)
+        wizard.start.server = server
+        wizard.start.files = [UploadFile(
+                file_name='a.dcm', data=make_study(1, 1, seed=9)[0])]
+        wizard.transition_upload()
+        result = wizard.default_result(None)
+        self.assertEqual(result['failed'], 1)
+        line, = result['lines']
+        self.assertIn('refused', line['detail'])
+        for text in [result['message'], line['detail']]:
+            self.assertNotIn('Wrong-Secret-42', text)
+            self.assertNotIn(self.orthanc.password, text)
+
+    @with_transaction(context=NO_COMMIT)
+    def test_delete_study(self):
+        "Refused while a result reads it; otherwise gone in both places"
+        pool = Pool()
+        Study = pool.get('gnuhealth.orthanc.study')
+        Series = pool.get('gnuhealth.orthanc.series')
+        ResultStudy = pool.get(
+            'gnuhealth.imaging.test.result-gnuhealth.orthanc.study')
+        ana = create_patient('Ana', 'Betz', puid='PUID-ANA')
+        upload_study(self.orthanc, 'PUID-ANA', 'BETZ^Ana', seed=1)
+        upload_study(self.orthanc, 'PUID-ANA', 'BETZ^Ana', seed=2)
+        self.synced_server()
+        kept, gone = Study.search([('patient', '=', ana.id)])
+        result = self.create_result(ana, [kept])
+
+        with self.assertRaises(UserError) as error:
+            Study.delete_from_orthanc([kept, gone])
+        self.assertIn(result.rec_name, str(error.exception))
+        self.assertEqual(self.orthanc.session().get(
+                self.orthanc.url + '/studies/' + gone.orthanc_id
+                ).status_code, 200)
+
+        orthanc_id = gone.orthanc_id
+        Study.delete_from_orthanc([gone])
+        self.assertEqual(self.orthanc.session().get(
+                self.orthanc.url + '/studies/' + orthanc_id).status_code, 404)
+        self.assertEqual(Study.search([('orthanc_id', '=', orthanc_id)]), [])
+        self.assertEqual(Series.search_count([('study', '=', kept.id)]), 2)
+        self.assertEqual(Series.search_count([]), 2)
+
+        # Already deleted in Orthanc (e.g. by hand): removed here only
+        ResultStudy.delete(ResultStudy.search([]))
+        self.orthanc.request('DELETE', '/studies/' + kept.orthanc_id)
+        Study.delete_from_orthanc([kept])
+        self.assertEqual(Study.search_count([]), 0)
+
+    @with_transaction(context=NO_COMMIT)
+    def test_access(self):
+        "Only Orthanc administrators delete; clinicians preview"
+        pool = Pool()
+        Study = pool.get('gnuhealth.orthanc.study')
+        Series = pool.get('gnuhealth.orthanc.series')
+        Server = pool.get('gnuhealth.orthanc.config')
+        upload_study(self.orthanc, 'P3', 'THREE^Patient', n_series=1)
+        server = self.synced_server()
+        study, = Study.search([])
+        doctor = self.create_user('doctor', 'health.group_health_doctor')
+        imaging = self.create_user(
+            'imaging', 'health_imaging.group_health_imaging')
+        admin = self.create_user(
+            'orthanc', 'health_orthanc.group_orthanc_admin')
+        for user in [doctor, imaging]:
+            with Transaction().set_user(user.id), \
+                    Transaction().set_context(_check_access=True):
+                with self.assertRaises(AccessButtonError):
+                    Study.delete_from_orthanc([study])
+                Series.fetch_preview(list(study.series))
+                values, = Server.read([server.id], ['plugins', 'label'])
+                with self.assertRaises(AccessError):
+                    Server.read([server.id], ['password'])
+        self.assertTrue(Series(study.series[0].id).preview.startswith(PNG))
+        with Transaction().set_user(admin.id), \
+                Transaction().set_context(_check_access=True):
+            Study.delete_from_orthanc([study])
+        self.assertEqual(Study.search_count([]), 0)
