@@ -149,6 +149,9 @@ class HealthServicesImagingTestCase(ModuleTestCase):
 
         # Our workflow goes on: the request is requested and done
         Request.requested([first])
+        first = Request(first.id)
+        self.assertTrue(first.accession_number)
+        self.assertTrue(first.study_instance_uid)
         Request.create_results([first])
         self.assertEqual(Request(first.id).state, 'done')
         self.assertEqual(len(type(service)(service.id).service_line), 1)
