@@ -3,7 +3,7 @@
 # copyright notices and license terms.
 from trytond.pool import Pool
 
-from . import ir, patient, server, study, upload
+from . import ir, patient, request, server, study, upload
 
 __all__ = ['register']
 
@@ -19,6 +19,8 @@ def register():
         study.OrthancSeries,
         study.ImagingTestResultStudy,
         study.ImagingTestResult,
+        request.ImagingTestRequest,
+        request.OrthancStudy,
         ir.Cron,
         upload.UploadStart,
         upload.UploadFile,

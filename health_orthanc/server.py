@@ -96,6 +96,29 @@ class OrthancServer(ConnectionMixin, ModelSQL, ModelView):
         fields.TimeDelta("Since Last Sync"), 'get_since_sync')
     last_error = fields.Text("Last Error", readonly=True)
     last_error_time = fields.DateTime("Last Error Time", readonly=True)
+    publish_worklists = fields.Boolean(
+        "Publish Worklists",
+        help="Publish the requested imaging tests on this server as DICOM "
+        "Modality Worklist entries, for the modalities to query.")
+    worklist_folder = fields.Char(
+        "Worklist Folder", states={'invisible': ~Eval('publish_worklists')},
+        help="The folder served by Orthanc's ModalityWorklists plugin "
+        "(its Worklists > Database setting): GNU Health writes the entries "
+        "there, so it must be on a disk shared by the Tryton server and "
+        "Orthanc. Empty: the worklists REST API of Orthanc 1.12.10 or "
+        "later is used.")
+    worklist_station_aet = fields.Char(
+        "Scheduled Station AE Title", size=16,
+        states={'invisible': ~Eval('publish_worklists')},
+        help="The AE title of the modality that performs the tests, "
+        "written in each entry; empty for any modality.")
+    worklist_modalities = fields.Char(
+        "Worklist Modalities",
+        states={'invisible': ~Eval('publish_worklists')},
+        help="The DICOM modality codes of the tests published on this "
+        "server, separated by spaces (e.g. \"CT MR\"); empty for every "
+        "modality. A server listing the modality is preferred to one "
+        "taking every modality.")
     patients = fields.One2Many(
         'gnuhealth.orthanc.patient', 'server', "Patients", readonly=True)
     studies = fields.One2Many(

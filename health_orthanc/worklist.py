@@ -34,6 +34,7 @@ __all__ = [
     'WorklistError', 'build_dataset', 'dataset_bytes', 'file_name',
     'write_file', 'remove_file', 'rest_tags', 'rest_available',
     'rest_create', 'rest_delete', 'person_name', 'dicom_sex',
+    'parse_modalities', 'choose_server', 'check_entry',
     ]
 
 #: The SOP class of the Modality Worklist information model (C-FIND)
@@ -90,6 +91,35 @@ def _time(value: dt.datetime | None) -> str:
 
 def _needs_utf8(*values: str) -> bool:
     return any(not v.isascii() for v in values if v)
+
+
+def parse_modalities(text: str | None) -> set[str]:
+    "Return the modality codes of a text like ``CT, MR`` (upper case)"
+    return {m.upper() for m in re.split(r'[\s,;]+', text or '') if m}
+
+
+def choose_server(servers, modality: str | None):
+    """Return the key of the server that publishes the modality, or None.
+
+    Parameters
+    ----------
+    servers : iterable of (key, modalities text)
+        The servers that publish worklists, in order of preference.
+    modality : str
+        The DICOM modality of the test.
+
+    A server listing the modality wins over one that takes every modality
+    (an empty list); among equals the first one wins.
+    """
+    modality = (modality or '').strip().upper()
+    catch_all = None
+    for key, text in servers:
+        modalities = parse_modalities(text)
+        if modality and modality in modalities:
+            return key
+        if not modalities and catch_all is None:
+            catch_all = key
+    return catch_all
 
 
 def check_entry(entry: dict) -> list[str]:

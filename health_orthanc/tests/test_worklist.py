@@ -62,6 +62,33 @@ def test_dicom_sex(gender, expected):
     assert worklist.dicom_sex(gender) == expected
 
 
+@pytest.mark.parametrize('text, expected', [
+    ('CT MR', {'CT', 'MR'}),
+    ('ct, mr;US', {'CT', 'MR', 'US'}),
+    ('  ', set()),
+    (None, set()),
+    ])
+def test_parse_modalities(text, expected):
+    assert worklist.parse_modalities(text) == expected
+
+
+RADIOLOGY = [('ct-mr', 'CT MR'), ('all', ''), ('us', 'US'), ('all2', None)]
+
+
+@pytest.mark.parametrize('servers, modality, expected', [
+    (RADIOLOGY, 'CT', 'ct-mr'),
+    (RADIOLOGY, 'mr', 'ct-mr'),
+    (RADIOLOGY, 'US', 'us'),
+    (RADIOLOGY, 'DX', 'all'),
+    (RADIOLOGY, None, 'all'),
+    ([('ct', 'CT')], 'MR', None),
+    ([], 'CT', None),
+    ([('a', 'CT'), ('b', 'CT')], 'CT', 'a'),
+    ])
+def test_choose_server(servers, modality, expected):
+    assert worklist.choose_server(servers, modality) == expected
+
+
 @pytest.mark.parametrize('values, problem', [
     ({'accession_number': ''}, 'no accession number'),
     ({'accession_number': 'A' * 17}, 'longer than 16'),

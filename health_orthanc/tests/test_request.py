@@ -1,0 +1,512 @@
+# This file is part of the health_orthanc module for GNU Health.
+# The COPYRIGHT file at the top level of this repository contains the full
+# copyright notices and license terms.
+"""Imaging requests on a real Orthanc: worklist entries seen by a modality
+(dcmtk's findscu), studies coming back to their request (storescu and REST
+uploads), conflicts left for review; the worklists REST API of Orthanc
+1.12.10+, that no installed Orthanc offers, against the fake.
+
+Like the other database tests, a missing Orthanc or dcmtk is an error, not
+a skip.
+"""
+import datetime
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
+import unittest
+
+import pydicom
+from trytond.pool import Pool
+from trytond.tests.test_tryton import activate_module, with_transaction
+
+from tests.dicom_samples import make_study
+from tests.fake_orthanc import FakeOrthanc
+from tests.orthanc_case import RealOrthancCase
+from tests.orthanc_server import OrthancServer, free_port, plugin_path
+from trytond.modules.health_imaging.tests.tools import create_patient
+
+NO_COMMIT = {'orthanc_page_commit': False}
+MODALITY_AET = 'CT1'
+
+
+def create_request(patient, test_code='IMG-CT-HEAD', **values):
+    pool = Pool()
+    Test = pool.get('gnuhealth.imaging.test')
+    Request = pool.get('gnuhealth.imaging.test.request')
+    test, = Test.search([('code', '=', test_code)])
+    request, = Request.create([dict({
+                    'patient': patient.id,
+                    'requested_test': test.id,
+                    'date': datetime.datetime(2026, 11, 24, 9, 30),
+                    }, **values)])
+    return request
+
+
+class WorklistOrthancCase(RealOrthancCase):
+    """A real Orthanc 1.10 with the ModalityWorklists plugin serving a
+    folder, and a modality (AE title CT1) declared"""
+
+    @classmethod
+    def setUpClass(cls):
+        activate_module('health_orthanc')
+        cls.workdir = tempfile.mkdtemp(prefix='orthanc-worklist-')
+        cls.folder = os.path.join(cls.workdir, 'worklists')
+        os.makedirs(cls.folder)
+        cls.orthanc = OrthancServer(
+            cls.workdir, plugins=[plugin_path('ModalityWorklists')],
+            dicom=True, extra_config={
+                'Worklists': {'Enable': True, 'Database': cls.folder},
+                'DicomModalities': {
+                    'ct1': [MODALITY_AET, '127.0.0.1', free_port()]},
+                }).start()
+
+    def setUp(self):
+        super().setUp()
+        for name in os.listdir(self.folder):
+            os.unlink(os.path.join(self.folder, name))
+
+    def create_server(self, label='Main', orthanc=None, **values):
+        values.setdefault('publish_worklists', True)
+        values.setdefault('worklist_folder', self.folder)
+        values.setdefault('worklist_station_aet', MODALITY_AET)
+        return super().create_server(label, orthanc, **values)
+
+    def find_worklist(self, **keys):
+        """Query the worklist as the modality does; return the answers.
+
+        keys are matching keys (PatientID='X'); the usual return keys are
+        always asked.
+        """
+        query = dict.fromkeys([
+                'AccessionNumber', 'PatientName', 'PatientID',
+                'PatientBirthDate', 'PatientSex', 'StudyInstanceUID',
+                'RequestedProcedureDescription', 'RequestingPhysician',
+                'ScheduledProcedureStepSequence[0].Modality',
+                'ScheduledProcedureStepSequence[0].ScheduledStationAETitle',
+                'ScheduledProcedureStepSequence[0]'
+                '.ScheduledProcedureStepStartDate',
+                ], '')
+        query.update(keys)
+        output = tempfile.mkdtemp(dir=self.workdir)
+        arguments = ['findscu', '-W', '-X', '-od', output,
+            '-aet', MODALITY_AET, '-aec', self.orthanc.aet]
+        for key, value in query.items():
+            arguments += ['-k', '%s=%s' % (key, value) if value else key]
+        arguments += ['127.0.0.1', str(self.orthanc.dicom_port)]
+        process = subprocess.run(
+            arguments, capture_output=True, text=True, errors='replace')
+        self.assertEqual(process.returncode, 0, process.stderr)
+        self.assertNotIn('Find Failed', process.stderr)
+        answers = [pydicom.dcmread(f)
+            for f in sorted(glob.glob(os.path.join(output, 'rsp*.dcm')))]
+        shutil.rmtree(output)
+        return answers
+
+    def store(self, **kwargs):
+        "Send a study to Orthanc with storescu, as the modality does"
+        directory = tempfile.mkdtemp(dir=self.workdir)
+        paths = []
+        for i, data in enumerate(make_study(n_series=1, n_instances=1,
+                    modalities=['CT'], **kwargs)):
+            path = os.path.join(directory, '%s.dcm' % i)
+            with open(path, 'wb') as fp:
+                fp.write(data)
+            paths.append(path)
+        process = subprocess.run(['storescu', '-aet', MODALITY_AET,
+                '-aec', self.orthanc.aet, '127.0.0.1',
+                str(self.orthanc.dicom_port)] + paths,
+            capture_output=True, text=True, errors='replace')
+        shutil.rmtree(directory)
+        self.assertEqual(process.returncode, 0, process.stderr)
+
+    def upload(self, **kwargs):
+        "Upload a study through the REST API"
+        for data in make_study(n_series=1, n_instances=1, modalities=['CT'],
+                **kwargs):
+            self.orthanc.upload(data)
+
+    def sync(self, server):
+        Server = Pool().get('gnuhealth.orthanc.config')
+        result = Server.sync_servers([server])[server.id]
+        self.assertIsNotNone(result, Server(server.id).last_error)
+        return result
+
+
+class WorklistTestCase(WorklistOrthancCase):
+    "Requests become worklist entries that the modality sees"
+
+    @with_transaction(context=NO_COMMIT)
+    def test_request_publishes_cancel_removes(self):
+        "Request publishes the entry, Cancel removes it"
+        Request = Pool().get('gnuhealth.imaging.test.request')
+        server = self.create_server()
+        ana = create_patient('Ana', 'Müller', puid='PUID-ANA',
+            dob=datetime.date(1980, 1, 15))
+        request = create_request(ana, urgent=True)
+        self.assertEqual(self.find_worklist(PatientID='PUID-ANA'), [])
+
+        Request.requested([request])
+        self.assertEqual(request.worklist_state, 'published')
+        self.assertEqual(request.worklist_server, server)
+        self.assertFalse(request.worklist_error)
+        self.assertEqual(os.listdir(self.folder), [request.worklist_entry])
+        answer, = self.find_worklist(PatientID='PUID-ANA')
+        self.assertEqual(answer.AccessionNumber, request.accession_number)
+        self.assertEqual(answer.StudyInstanceUID, request.study_instance_uid)
+        self.assertEqual(str(answer.PatientName), 'Müller^Ana')
+        self.assertEqual(answer.PatientBirthDate, '19800115')
+        self.assertEqual(answer.PatientSex, 'F')
+        self.assertEqual(answer.RequestedProcedureDescription,
+            request.requested_test.name)
+        step, = answer.ScheduledProcedureStepSequence
+        self.assertEqual(step.Modality, 'CT')
+        self.assertEqual(step.ScheduledStationAETitle, MODALITY_AET)
+        self.assertEqual(step.ScheduledProcedureStepStartDate, '20261124')
+        # The modality filters on its modality and its AE title
+        self.assertEqual(len(self.find_worklist(**{
+                        'ScheduledProcedureStepSequence[0].Modality': 'CT',
+                        })), 1)
+        self.assertEqual(self.find_worklist(**{
+                    'ScheduledProcedureStepSequence[0].Modality': 'MR',
+                    }), [])
+
+        Request.cancel([request])
+        self.assertEqual(request.state, 'cancelled')
+        self.assertEqual(request.worklist_state, 'removed')
+        self.assertEqual(os.listdir(self.folder), [])
+        self.assertEqual(self.find_worklist(PatientID='PUID-ANA'), [])
+
+        # Requested again: the same accession number comes back
+        Request.draft([request])
+        Request.requested([request])
+        answer, = self.find_worklist(PatientID='PUID-ANA')
+        self.assertEqual(answer.AccessionNumber, request.accession_number)
+
+    @with_transaction(context=NO_COMMIT)
+    def test_order_of_two_tests(self):
+        "Two tests ordered together are two entries with their own numbers"
+        Request = Pool().get('gnuhealth.imaging.test.request')
+        self.create_server()
+        ana = create_patient('Ana', 'Betz', puid='PUID-ANA')
+        head = create_request(ana, request='IMGREQ2026/00007')
+        chest = create_request(
+            ana, 'IMG-CT-ABD', request='IMGREQ2026/00007')
+        Request.requested([head, chest])
+        answers = self.find_worklist(PatientID='PUID-ANA')
+        self.assertEqual(
+            sorted(a.AccessionNumber for a in answers),
+            ['GREQ2026/00007-2', 'IMGREQ2026/00007'])
+        self.assertEqual(len({a.StudyInstanceUID for a in answers}), 2)
+
+    @with_transaction(context=NO_COMMIT)
+    def test_publication_failures_keep_the_request(self):
+        "A worklist that cannot be published never stops the request"
+        pool = Pool()
+        Request = pool.get('gnuhealth.imaging.test.request')
+        Server = pool.get('gnuhealth.orthanc.config')
+        ana = create_patient('Ana', 'Betz', puid='PUID-ANA')
+
+        # No server publishes worklists: nothing is recorded
+        request = create_request(ana)
+        Request.requested([request])
+        self.assertEqual(request.state, 'requested')
+        self.assertIsNone(request.worklist_state)
+
+        missing = os.path.join(self.folder, 'missing')
+        server = self.create_server(worklist_folder=missing)
+        request = create_request(ana)
+        Request.requested([request])
+        self.assertEqual(request.state, 'requested')
+        self.assertEqual(request.worklist_state, 'failed')
+        self.assertIn(missing, request.worklist_error)
+        self.assertIn('Update Worklist', request.worklist_error)
+        self.assertEqual(Request.search([
+                    ('worklist_state', 'in', ['failed', 'stale'])]),
+            [request])
+
+        # The administrator fixes the folder; Update Worklist publishes
+        Server.write([server], {'worklist_folder': self.folder})
+        Request.update_worklist([request])
+        self.assertEqual(request.worklist_state, 'published')
+        self.assertFalse(request.worklist_error)
+        self.assertEqual(len(self.find_worklist(PatientID='PUID-ANA')), 1)
+
+        # A modality no server takes
+        Server.write([server], {'worklist_modalities': 'MR US'})
+        request = create_request(ana)
+        Request.requested([request])
+        self.assertEqual(request.worklist_state, 'failed')
+        self.assertIn('"CT"', request.worklist_error)
+
+        # A patient without PUID cannot be on a worklist
+        Server.write([server], {'worklist_modalities': None})
+        nobody = create_patient('No', 'Puid')
+        Pool().get('party.party').write([nobody.party], {'ref': None})
+        request = create_request(nobody)
+        Request.requested([request])
+        self.assertEqual(request.worklist_state, 'failed')
+        self.assertIn('PUID', request.worklist_error)
+
+    @with_transaction(context=NO_COMMIT)
+    def test_server_by_modality(self):
+        "The server listing the modality wins over the one taking all"
+        Request = Pool().get('gnuhealth.imaging.test.request')
+        other_folder = tempfile.mkdtemp(dir=self.workdir)
+        self.create_server('All', worklist_folder=other_folder)
+        ct = self.create_server(
+            'CT', worklist_modalities='CT', orthanc=self.orthanc)
+        ana = create_patient('Ana', 'Betz', puid='PUID-ANA')
+        ct_request = create_request(ana)
+        dx_request = create_request(ana, 'IMG-DX-CHEST')
+        Request.requested([ct_request, dx_request])
+        self.assertEqual(ct_request.worklist_server, ct)
+        self.assertEqual(dx_request.worklist_server.label, 'All')
+        self.assertEqual(os.listdir(other_folder),
+            [dx_request.worklist_entry])
+
+    @with_transaction(context=NO_COMMIT)
+    def test_orthanc_1_10_has_no_rest_api(self):
+        "Without a folder, Orthanc 1.10's plugin cannot take the entry"
+        Request = Pool().get('gnuhealth.imaging.test.request')
+        self.create_server(worklist_folder=None)
+        ana = create_patient('Ana', 'Betz', puid='PUID-ANA')
+        request = create_request(ana)
+        Request.requested([request])
+        self.assertEqual(request.worklist_state, 'failed')
+        self.assertIn('1.12.10', request.worklist_error)
+        self.assertNotIn(self.orthanc.password, request.worklist_error)
+
+
+class StudyLinkTestCase(WorklistOrthancCase):
+    "Studies come back to their request"
+
+    def setUp(self):
+        super().setUp()
+        self.ana = None
+
+    def requested(self, **values):
+        Request = Pool().get('gnuhealth.imaging.test.request')
+        self.server = self.create_server()
+        self.ana = create_patient('Ana', 'Betz', puid='PUID-ANA',
+            dob=datetime.date(1980, 1, 15))
+        request = create_request(self.ana, **values)
+        Request.requested([request])
+        self.assertEqual(request.worklist_state, 'published')
+        return request
+
+    @with_transaction(context=NO_COMMIT)
+    def test_study_from_modality_performs_request(self):
+        "The modality's study (storescu) is linked; the result is created"
+        pool = Pool()
+        Study = pool.get('gnuhealth.orthanc.study')
+        request = self.requested()
+        self.store(patient_id='PUID-ANA', patient_name='BETZ^Ana',
+            study_uid=request.study_instance_uid,
+            accession=request.accession_number,
+            study_date='20261124', study_time='094500')
+        self.sync(self.server)
+
+        study, = Study.search([])
+        self.assertEqual(study.request, request)
+        self.assertEqual(study.request_link, 'linked')
+        self.assertEqual(request.state, 'done')
+        self.assertEqual(request.performed_date,
+            datetime.datetime(2026, 11, 24, 9, 45))
+        result, = request.results
+        self.assertEqual(list(result.studies), [study])
+        self.assertEqual(result.date, datetime.datetime(2026, 11, 24, 9, 45))
+        self.assertEqual(list(request.studies), [study])
+        # Performed: the modality no longer lists it
+        self.assertEqual(request.worklist_state, 'removed')
+        self.assertEqual(self.find_worklist(PatientID='PUID-ANA'), [])
+
+        # Synced again (no change, then a second study of the same UID
+        # by REST): nothing is duplicated
+        self.upload(patient_id='PUID-ANA', patient_name='BETZ^Ana',
+            study_uid=request.study_instance_uid, seed=3,
+            accession=request.accession_number)
+        self.sync(self.server)
+        self.assertEqual(len(request.results), 1)
+        self.assertEqual(len(result.studies), 1)
+
+    @with_transaction(context=NO_COMMIT)
+    def test_study_by_accession_number(self):
+        "A study with another UID but the accession number is linked too"
+        pool = Pool()
+        Study = pool.get('gnuhealth.orthanc.study')
+        Result = pool.get('gnuhealth.imaging.test.result')
+        Request = pool.get('gnuhealth.imaging.test.request')
+        request = self.requested()
+        # Results generated by hand before the images came
+        existing, = Request.create_results([request])
+        self.upload(patient_id='PUID-ANA', patient_name='BETZ^Ana',
+            accession=request.accession_number)
+        self.sync(self.server)
+        study, = Study.search([])
+        self.assertNotEqual(study.study_instance_uid,
+            request.study_instance_uid)
+        self.assertEqual(study.request, request)
+        self.assertEqual(Result.search([]), [existing])
+        self.assertEqual(list(existing.studies), [study])
+
+    @with_transaction(context=NO_COMMIT)
+    def test_uid_wins_over_accession(self):
+        "The StudyInstanceUID decides when the two identifiers disagree"
+        pool = Pool()
+        Study = pool.get('gnuhealth.orthanc.study')
+        first = self.requested()
+        second = create_request(self.ana)
+        Pool().get('gnuhealth.imaging.test.request').requested([second])
+        self.upload(patient_id='PUID-ANA', patient_name='BETZ^Ana',
+            study_uid=second.study_instance_uid,
+            accession=first.accession_number)
+        self.sync(self.server)
+        study, = Study.search([])
+        self.assertEqual(study.request, second)
+        self.assertEqual(first.state, 'requested')
+
+    @with_transaction(context=NO_COMMIT)
+    def test_conflicts_listed_for_review(self):
+        "Another patient's study is never linked; it is listed for review"
+        pool = Pool()
+        Study = pool.get('gnuhealth.orthanc.study')
+        OrthancPatient = pool.get('gnuhealth.orthanc.patient')
+        request = self.requested()
+        create_patient('Bob', 'Cruz', puid='PUID-BOB')
+        # The modality picked Bob, but typed Ana's accession number
+        self.upload(patient_id='PUID-BOB', patient_name='CRUZ^Bob', seed=1,
+            accession=request.accession_number)
+        # An unknown PatientID with Ana's StudyInstanceUID
+        self.upload(patient_id='TYPO-ANA', patient_name='BETZ^Ana', seed=2,
+            study_uid=request.study_instance_uid, accession=None)
+        self.sync(self.server)
+
+        review = Study.search([
+                ('request_link', 'in', ['patient_differs', 'patient_unknown']),
+                ], order=[('patient_id', 'ASC')])
+        self.assertEqual(
+            [(s.patient_id, s.request_link, s.request_candidate)
+                for s in review],
+            [('PUID-BOB', 'patient_differs', request),
+                ('TYPO-ANA', 'patient_unknown', request)])
+        self.assertTrue(all(s.request is None for s in review))
+        self.assertEqual(request.state, 'requested')
+        self.assertEqual(list(request.results), [])
+        self.assertEqual(request.worklist_state, 'published')
+
+        # A clinician checks the images and links the Orthanc patient by
+        # hand; Link to Request links the study
+        typo, = OrthancPatient.search([('patient_id', '=', 'TYPO-ANA')])
+        OrthancPatient.write([typo], {'patient': self.ana.id})
+        study = review[1]
+        Study.link_request([study])
+        self.assertEqual(study.request, request)
+        self.assertEqual(study.request_link, 'linked')
+        self.assertIsNone(study.request_candidate)
+        self.assertEqual(request.state, 'done')
+        self.assertEqual(
+            Study.search([('request_link', '=', 'patient_differs')]),
+            [review[0]])
+
+        # Still Bob's: pressing the button changes nothing
+        Study.link_request([review[0]])
+        self.assertIsNone(review[0].request)
+
+    @with_transaction(context=NO_COMMIT)
+    def test_cancelled_request_not_linked(self):
+        "A cancelled request takes no study"
+        pool = Pool()
+        Study = pool.get('gnuhealth.orthanc.study')
+        Request = pool.get('gnuhealth.imaging.test.request')
+        request = self.requested()
+        Request.cancel([request])
+        self.upload(patient_id='PUID-ANA', patient_name='BETZ^Ana',
+            study_uid=request.study_instance_uid)
+        self.sync(self.server)
+        study, = Study.search([])
+        self.assertIsNone(study.request)
+        self.assertIsNone(study.request_link)
+
+
+class WorklistRestTestCase(unittest.TestCase):
+    """The worklists REST API of Orthanc 1.12.10+ (POST /worklists/create,
+    DELETE /worklists/{id}), against the fake: no installed Orthanc has
+    it"""
+
+    @classmethod
+    def setUpClass(cls):
+        activate_module('health_orthanc')
+
+    def rest_server(self, fake):
+        Server = Pool().get('gnuhealth.orthanc.config')
+        server, = Server.create([{
+                    'label': 'REST', 'domain': fake.url, 'user': 'u',
+                    'password': 'secret-pw', 'validated': True,
+                    'publish_worklists': True,
+                    }])
+        return server
+
+    @with_transaction(context=NO_COMMIT)
+    def test_rest_publish_and_remove(self):
+        Request = Pool().get('gnuhealth.imaging.test.request')
+        with FakeOrthanc() as fake:
+            fake.set_json('/plugins', ['explorer.js', 'worklists'])
+            fake.set_json('/worklists', [])
+            fake.set_json('/worklists/create', {
+                    'ID': 'wl-1', 'Path': '/worklists/wl-1'})
+            fake.set_json('/worklists/wl-1', {})
+            server = self.rest_server(fake)
+            ana = create_patient('Ana', 'Betz', puid='PUID-ANA')
+            request = create_request(ana)
+            Request.requested([request])
+            self.assertEqual(request.worklist_state, 'published')
+            self.assertEqual(request.worklist_entry, 'wl-1')
+            self.assertEqual(request.worklist_server, server)
+            post, = [r for r in fake.requests if r.method == 'POST']
+            self.assertIn(request.accession_number.encode(), post.body)
+
+            Request.cancel([request])
+            self.assertEqual(request.worklist_state, 'removed')
+            self.assertIn(('DELETE', '/worklists/wl-1'),
+                [(r.method, r.path) for r in fake.requests])
+
+    @with_transaction(context=NO_COMMIT)
+    def test_rest_faults(self):
+        "Orthanc errors are recorded on the request, password never shown"
+        Request = Pool().get('gnuhealth.imaging.test.request')
+        with FakeOrthanc() as fake:
+            fake.set_json('/plugins', ['worklists'])
+            fake.set_json('/worklists', [])
+            fake.set('/worklists/create', status=500)
+            self.rest_server(fake)
+            ana = create_patient('Ana', 'Betz', puid='PUID-ANA')
+            request = create_request(ana)
+            Request.requested([request])
+            self.assertEqual(request.state, 'requested')
+            self.assertEqual(request.worklist_state, 'failed')
+            self.assertIn('HTTP 500', request.worklist_error)
+
+            # Published, then the server fails when it must be removed
+            fake.set_json('/worklists/create', {'ID': 'wl-2'})
+            Request.update_worklist([request])
+            self.assertEqual(request.worklist_state, 'published')
+            fake.set('/worklists/wl-2', status=500)
+            Request.cancel([request])
+            self.assertEqual(request.state, 'cancelled')
+            self.assertEqual(request.worklist_state, 'stale')
+            self.assertIn('could not be removed', request.worklist_error)
+            # Orthanc is back: Update Worklist removes it
+            fake.set_json('/worklists/wl-2', {})
+            Request.update_worklist([request])
+            self.assertEqual(request.worklist_state, 'removed')
+            for text in [request.worklist_error or '']:
+                self.assertNotIn('secret-pw', text)
+
+        # The server is gone
+        request = create_request(ana)
+        Request.requested([request])
+        self.assertEqual(request.worklist_state, 'failed')
+        self.assertIn('Cannot reach', request.worklist_error)
+        self.assertNotIn('secret-pw', request.worklist_error)
