@@ -292,7 +292,23 @@ class OrthancImagesTestCase(RealOrthancCase):
                 with self.assertRaises(AccessError):
                     Server.read([server.id], ['password'])
         self.assertTrue(Series(study.series[0].id).preview.startswith(PNG))
+
+        # Imaging technicians upload, and the sync writes what they cannot
+        Upload = pool.get('gnuhealth.orthanc.upload', type='wizard')
+        UploadFile = pool.get('gnuhealth.orthanc.upload.file')
+        with Transaction().set_user(imaging.id), \
+                Transaction().set_context(_check_access=True):
+            session_id, _, _ = Upload.create()
+            wizard = Upload(session_id)
+            self.assertEqual(wizard.default_start(None),
+                {'server': server.id})
+            wizard.start.server = server
+            wizard.start.files = [UploadFile(file_name='new.dcm',
+                    data=make_study(1, 1, seed=21, patient_id='P4')[0])]
+            wizard.transition_upload()
+            self.assertEqual(wizard.default_result(None)['stored'], 1)
+        self.assertEqual(Study.search_count([]), 2)
         with Transaction().set_user(admin.id), \
                 Transaction().set_context(_check_access=True):
             Study.delete_from_orthanc([study])
-        self.assertEqual(Study.search_count([]), 0)
+        self.assertEqual(Study.search_count([]), 1)
