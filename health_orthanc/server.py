@@ -18,7 +18,7 @@ from trytond.wizard import Button, StateTransition, StateView, Wizard
 
 from . import orthanc_client as oc
 from .exceptions import OrthancDomainError
-from .sync import Synchronizer
+from .sync import ImportProgress, Synchronizer, SyncResult
 from .viewer import format_plugins
 
 logger = logging.getLogger(__name__)
@@ -91,6 +91,21 @@ class OrthancServer(ConnectionMixin, ModelSQL, ModelView):
         "Change Cursor", readonly=True,
         help="The last change of the Orthanc change log already imported; "
         "empty until the first import.")
+    import_cursor = fields.Integer(
+        "Import Cursor", readonly=True,
+        help="The change cursor at which the first import in progress "
+        "started: it becomes the change cursor when the import ends.")
+    import_phase = fields.Selection([
+            (None, ''),
+            ('patients', "Patients"),
+            ('studies', "Studies"),
+            ('series', "Series"),
+            ], "Import Phase", readonly=True,
+        help="The list that the first import in progress reached; "
+        "an interrupted import continues there.")
+    import_offset = fields.Integer(
+        "Import Offset", readonly=True,
+        help="The number of items of that list already imported.")
     sync_time = fields.DateTime("Last Sync", readonly=True)
     since_sync = fields.Function(
         fields.TimeDelta("Since Last Sync"), 'get_since_sync')
@@ -242,6 +257,8 @@ class OrthancServer(ConnectionMixin, ModelSQL, ModelView):
         for name in ['validated', 'last', 'sync_time', 'last_error',
                 'last_error_time', 'patients', 'studies', 'plugins']:
             default.setdefault(name)
+        for name in ['import_cursor', 'import_phase', 'import_offset']:
+            default.setdefault(name)
         default['label'] = lambda data: data['label'] + ' (copy)'
         return super().copy(servers, default=default)
 
@@ -330,25 +347,64 @@ class OrthancServer(ConnectionMixin, ModelSQL, ModelView):
 
     @classmethod
     def reconcile_servers(cls, servers):
-        "Reconcile each server now; return {server id: studies flagged}"
+        """Reconcile each server now: import what GNU Health lacks and
+        flag what Orthanc lost; return {server id: studies flagged}"""
+        results = {}
+        for server in servers:
+            results[server.id] = server._reconcile()
+        return results
+
+    def _reconcile(self):
+        if not self._lock():
+            logger.info("Orthanc server %s: syncing, not reconciled",
+                self.label)
+            return None
+        try:
+            with self.get_client() as client:
+                if self.last is None:
+                    # The first import ends with the same import
+                    result = SyncResult(present={
+                            k: client.list_ids(k)
+                            for k in ['patients', 'studies']})
+                else:
+                    result = Synchronizer(
+                        client, ServerStore(self)).reconcile()
+        except SyncTakenOver:
+            logger.info(
+                "Orthanc server %s: a sync took over", self.label)
+            return None
+        except oc.OrthancError as exception:
+            self._record_error(exception)
+            return None
+        if result.errors:
+            now = datetime.datetime.now()
+            self._save_state([self], {
+                    'last_error': gettext(
+                        'health_orthanc.msg_sync_item_errors',
+                        count=len(result.errors),
+                        errors='\n'.join(
+                            '%s: %s' % e for e in result.errors[:20])),
+                    'last_error_time': now,
+                    })
+            for key, reason in result.errors:
+                logger.warning("Orthanc server %s: skipped %s: %s",
+                    self.label, key, reason)
+        if result.studies or result.patients:
+            logger.info("Orthanc server %s: imported %s patients, "
+                "%s studies, %s series missing in GNU Health", self.label,
+                result.patients, result.studies, result.series)
+        return self._mark_missing(result.present)
+
+    def _mark_missing(self, present):
+        "Flag the patients and studies not in present; return the studies"
         pool = Pool()
         Patient = pool.get('gnuhealth.orthanc.patient')
         Study = pool.get('gnuhealth.orthanc.study')
-        results = {}
-        for server in servers:
-            try:
-                with server.get_client() as client:
-                    patients = client.list_ids('patients')
-                    studies = client.list_ids('studies')
-            except oc.OrthancError as exception:
-                server._record_error(exception)
-                results[server.id] = None
-                continue
-            Patient.mark_missing(server, patients)
-            results[server.id] = Study.mark_missing(server, studies)
-            logger.info("Orthanc server %s: %s studies missing",
-                server.label, results[server.id])
-        return results
+        Patient.mark_missing(self, present['patients'])
+        flagged = Study.mark_missing(self, present['studies'])
+        logger.info("Orthanc server %s: %s studies missing",
+            self.label, flagged)
+        return flagged
 
     @classmethod
     def sync_servers(cls, servers):
@@ -380,6 +436,13 @@ class OrthancServer(ConnectionMixin, ModelSQL, ModelView):
         cursor.execute('RELEASE SAVEPOINT orthanc_lock')
         return True
 
+    def _import_progress(self):
+        "Return the progress of an interrupted first import, if any"
+        if (self.last is None and self.import_phase
+                and self.import_cursor is not None):
+            return ImportProgress(self.import_cursor, self.import_phase,
+                self.import_offset or 0)
+
     def _sync(self):
         pool = Pool()
         Patient = pool.get('gnuhealth.orthanc.patient')
@@ -389,7 +452,8 @@ class OrthancServer(ConnectionMixin, ModelSQL, ModelView):
         store = ServerStore(self)
         try:
             with self.get_client() as client:
-                result = Synchronizer(client, store).run(self.last)
+                result = Synchronizer(client, store).run(
+                    self.last, self._import_progress())
         except SyncTakenOver:
             logger.info(
                 "Orthanc server %s: another sync took over", self.label)
@@ -425,14 +489,22 @@ class OrthancServer(ConnectionMixin, ModelSQL, ModelView):
                     self.label, key, reason)
         self._save_state([self], values)
         if result.full:
-            # What a replaced Orthanc database lost
-            self.reconcile_servers([self])
+            # What a replaced Orthanc database lost, from the lists of IDs
+            # that the import ends with
+            self._mark_missing(result.present)
         logger.info(
             "Orthanc server %s: %s sync, %s patients, %s studies, "
             "%s series, %s requests, cursor %s", self.label,
             'full' if result.full else 'incremental', result.patients,
             result.studies, result.series, result.requests, result.cursor)
         return result
+
+
+STORE_MODELS = {
+    'patients': 'gnuhealth.orthanc.patient',
+    'studies': 'gnuhealth.orthanc.study',
+    'series': 'gnuhealth.orthanc.series',
+    }
 
 
 class ServerStore:
@@ -442,7 +514,7 @@ class ServerStore:
         self.server = server
 
     def save(self, patients=(), studies=(), series=(), replace_series_of=(),
-            cursor=None):
+            cursor=None, progress=None):
         pool = Pool()
         Patient = pool.get('gnuhealth.orthanc.patient')
         Study = pool.get('gnuhealth.orthanc.study')
@@ -455,13 +527,53 @@ class ServerStore:
         if series or replace_series_of:
             Series.upsert(self.server, series, replace_series_of)
         if cursor is not None:
-            Server._save_state([self.server], {'last': cursor})
+            Server._save_state([self.server], {
+                    'last': cursor,
+                    'import_cursor': None,
+                    'import_phase': None,
+                    'import_offset': None,
+                    })
+        elif progress is not None:
+            # The cursor stays empty until the import ends
+            Server._save_state([self.server], {
+                    'last': None,
+                    'import_cursor': progress.cursor,
+                    'import_phase': progress.phase,
+                    'import_offset': progress.offset,
+                    })
         self.commit()
 
     def missing_patients(self, orthanc_ids):
         Patient = Pool().get('gnuhealth.orthanc.patient')
         return set(orthanc_ids) - set(
             Patient.orthanc_ids(self.server, orthanc_ids))
+
+    def missing_ids(self, kind, orthanc_ids):
+        "Compare with every Orthanc ID of the server: one query"
+        Model = Pool().get(STORE_MODELS[kind])
+        table = Model.__table__()
+        cursor = Transaction().connection.cursor()
+        orthanc_ids = set(orthanc_ids)
+        if orthanc_ids:
+            cursor.execute(*table.select(table.orthanc_id,
+                    where=table.server == self.server.id))
+            orthanc_ids.difference_update(r for r, in cursor)
+        return orthanc_ids
+
+    def series_studies(self, orthanc_ids):
+        pool = Pool()
+        series = pool.get('gnuhealth.orthanc.series').__table__()
+        study = pool.get('gnuhealth.orthanc.study').__table__()
+        cursor = Transaction().connection.cursor()
+        result = {}
+        for sub_ids in grouped_slice(list(orthanc_ids)):
+            cursor.execute(*series.join(study,
+                    condition=series.study == study.id
+                    ).select(series.orthanc_id, study.orthanc_id,
+                    where=(series.server == self.server.id)
+                    & series.orthanc_id.in_(list(sub_ids))))
+            result.update(cursor)
+        return result
 
     def commit(self):
         """Make the page durable, then take the server's lock again.

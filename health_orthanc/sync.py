@@ -8,7 +8,10 @@ syncs follow Orthanc's ``/changes`` feed from a cursor.  Every page is
 handed to a *store* (the Tryton model side) that writes it in one batch,
 together with the cursor it covers, so an interrupted sync never loses or
 duplicates anything: following the feed resumes where the last saved page
-ended; an interrupted first import lists again from the start.
+ended; an interrupted first import resumes from the progress saved with its
+last page.  The first import ends by comparing the lists of IDs of Orthanc
+with the store and importing what is missing (offsets shift when something
+is deleted while listing).
 """
 from __future__ import annotations
 
@@ -23,6 +26,19 @@ logger = logging.getLogger(__name__)
 
 PAGE_SIZE = 500
 CHANGES_PAGE_SIZE = 1000
+#: The listings of a first import, in their order
+PHASES = ('patients', 'studies', 'series')
+
+
+@dataclass(frozen=True)
+class ImportProgress:
+    "How far a first import went, saved with each of its pages"
+    #: Orthanc's last change when the import started: the cursor it ends at
+    cursor: int
+    #: The listing in progress: 'patients', 'studies' or 'series'
+    phase: str
+    #: The number of items of that listing already read
+    offset: int = 0
 
 
 class Store(Protocol):
@@ -30,11 +46,28 @@ class Store(Protocol):
 
     def save(self, patients: list[dict] = (), studies: list[dict] = (),
             series: list[dict] = (), replace_series_of: Iterable[str] = (),
-            cursor: int | None = None) -> None:
+            cursor: int | None = None,
+            progress: ImportProgress | None = None) -> None:
+        """Write a page at once.
+
+        cursor ends a first import (its progress is forgotten); progress
+        is how far a first import went (the cursor is emptied until it
+        ends).
+        """
         ...
 
     def missing_patients(self, orthanc_ids: Iterable[str]) -> set[str]:
         "Return the Orthanc patient ids that the store does not have"
+        ...
+
+    def missing_ids(self, kind: str, orthanc_ids: Iterable[str]) -> set[str]:
+        """Return the Orthanc ids of kind ('patients', 'studies' or
+        'series') that the store does not have"""
+        ...
+
+    def series_studies(self, orthanc_ids: Iterable[str]) -> dict[str, str]:
+        """Return {series Orthanc id: study Orthanc id} of the series
+        that the store has"""
         ...
 
 
@@ -49,6 +82,11 @@ class SyncResult:
     cursor: int = 0
     requests: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)
+    #: A first import continued from its saved progress
+    resumed: bool = False
+    #: The Orthanc IDs listed by a reconciliation (first import included):
+    #: {'patients': [...], 'studies': [...], 'series': [...]}
+    present: dict[str, list[str]] | None = None
 
     def add(self, patients=(), studies=(), series=()):
         self.patients += len(patients)
@@ -67,19 +105,22 @@ class Synchronizer:
         self.page_size = page_size
         self.changes_page_size = changes_page_size
 
-    def run(self, cursor: int | None) -> SyncResult:
+    def run(self, cursor: int | None,
+            progress: ImportProgress | None = None) -> SyncResult:
         """Synchronize from cursor (None: first import).
 
         Cursor 0 is a server that had no change when it was imported: it
         is followed like any other.
 
-        A cursor beyond the server's last change means the Orthanc
-        database was replaced: everything is imported again.
+        A first import interrupted after saving progress continues from
+        there.  A cursor (or the cursor of the progress) beyond the
+        server's last change means the Orthanc database was replaced:
+        everything is imported again.
         """
         start = self.client.request_count
         result = SyncResult()
         if cursor is None:
-            self._full_import(result)
+            self._full_import(result, progress)
         else:
             page = self.client.get_changes(cursor, self.changes_page_size)
             if not page.changes and page.last < cursor:
@@ -93,35 +134,105 @@ class Synchronizer:
         result.requests = self.client.request_count - start
         return result
 
-    def _pages(self, lister):
-        since = 0
+    def reconcile(self) -> SyncResult:
+        """Import what Orthanc has and the store has not.
+
+        Lists the IDs of the patients, studies and series (three
+        requests, in ``present`` of the result) and imports the missing
+        ones by ID; the cursor is not changed.
+        """
+        start = self.client.request_count
+        result = SyncResult()
+        self._reconcile(result)
+        result.requests = self.client.request_count - start
+        return result
+
+    def _pages(self, lister, since=0):
+        "Yield each non-empty page and the offset after it"
         while True:
             items = lister(since=since, limit=self.page_size)
+            since += len(items)
             if items:
-                yield items
+                yield items, since
             if len(items) < self.page_size:
                 break
-            since += len(items)
 
-    def _full_import(self, result: SyncResult):
+    def _full_import(self, result: SyncResult,
+            progress: ImportProgress | None = None):
         result.full = True
         # Taken before listing: what changes while listing is in the feed
         last = self.client.last_change()
-        for kind, lister, mapper in [
-                ('patients', self.client.list_patients, map_patient),
-                ('studies', self.client.list_studies, map_study),
-                ('series', self.client.list_series, map_series),
-                ]:
-            for items in self._pages(lister):
+        if progress is not None:
+            if last < progress.cursor:
+                logger.warning(
+                    "%s: first import started at change %s beyond the "
+                    "server's last change %s, its database was replaced: "
+                    "importing again", self.client, progress.cursor, last)
+                progress = None
+            else:
+                result.resumed = True
+                logger.info("%s: resuming the first import at %s %s",
+                    self.client, progress.phase, progress.offset)
+        if progress is None:
+            progress = ImportProgress(last, PHASES[0])
+        last = progress.cursor
+        listers = {
+            'patients': (self.client.list_patients, map_patient),
+            'studies': (self.client.list_studies, map_study),
+            'series': (self.client.list_series, map_series),
+            }
+        for kind in PHASES[PHASES.index(progress.phase):]:
+            lister, mapper = listers[kind]
+            offset = progress.offset if kind == progress.phase else 0
+            for items, offset in self._pages(lister, offset):
                 records, errors = map_many(mapper, items)
                 result.errors.extend(errors)
-                self.store.save(**{kind: records})
+                self.store.save(**{kind: records},
+                    progress=ImportProgress(last, kind, offset))
                 result.add(**{kind: records})
         self.store.save(cursor=last)
         result.cursor = last
         # Catch up with what arrived during the listing
         page = self.client.get_changes(last, self.changes_page_size)
         self._follow_changes(page, last, result)
+        # What the offsets skipped when something was deleted meanwhile
+        self._reconcile(result)
+
+    def _reconcile(self, result: SyncResult):
+        result.present = {
+            kind: self.client.list_ids(kind) for kind in PHASES}
+        # Not again what this sync reported
+        reported = {key for key, _ in result.errors}
+        self.import_ids(result=result, **{
+                kind: self.store.missing_ids(kind, ids) - reported
+                for kind, ids in result.present.items()})
+
+    def import_ids(self, patients: Iterable[str] = (),
+            studies: Iterable[str] = (), series: Iterable[str] = (),
+            result: SyncResult | None = None) -> SyncResult:
+        """Import resources by Orthanc ID, a page at a time.
+
+        A study comes with its series and, when the store does not have
+        it, its patient; a series comes with its whole study.  The cursor
+        is not changed.
+        """
+        if result is None:
+            result = SyncResult()
+        patients, studies = sorted(patients), sorted(studies)
+        for index in range(0, len(patients), self.page_size):
+            self._import(patients[index:index + self.page_size], (), {},
+                result)
+        for index in range(0, len(studies), self.page_size):
+            self._import((), studies[index:index + self.page_size], {},
+                result)
+        if series:
+            # Most came with their study
+            series = sorted(self.store.missing_ids('series', series))
+        for index in range(0, len(series), self.page_size):
+            self._import((), (), {
+                    i: () for i in series[index:index + self.page_size]},
+                result)
+        return result
 
     def _follow_changes(self, page, cursor: int, result: SyncResult):
         result.cursor = cursor
@@ -135,23 +246,40 @@ class Synchronizer:
                 result.cursor, self.changes_page_size)
 
     def _apply_changes(self, page, result: SyncResult):
-        patient_ids, study_ids = {}, {}
+        patient_ids, study_ids, series_ids = {}, {}, {}
         for change in page.changes:
             if change.resource_type == 'Patient':
                 patient_ids[change.resource_id] = None
             elif change.resource_type == 'Study':
                 study_ids[change.resource_id] = None
-        studies, series = [], []
-        parents = set()
-        for study_id in study_ids:
-            fetched = self._fetch_study(study_id, result)
-            if fetched:
-                study, study_series = fetched
-                studies.append(study)
-                series.extend(study_series)
-                if study['orthanc_patient_id']:
-                    parents.add(study['orthanc_patient_id'])
-        parents -= set(patient_ids)
+            elif change.resource_type == 'Series':
+                series_ids.setdefault(change.resource_id, set()).add(
+                    change.change_type)
+        self._import(patient_ids, study_ids, series_ids, result,
+            cursor=page.last)
+
+    def _import(self, patient_ids, study_ids, series_changes, result,
+            cursor=None):
+        """Read the patients, the studies and the studies of the series
+        changes, and save them in one page with cursor
+
+        series_changes is {series Orthanc id: change types}.
+        """
+        studies, series, read = [], [], set()
+        self._read_studies(study_ids, studies, series, read, result)
+        if series_changes:
+            # A series that came after its study was read: read the study
+            # again, unless it is in this page already
+            covered = {s['orthanc_id'] for s in series}
+            parents = self._series_parents(
+                {k: v for k, v in series_changes.items()
+                    if k not in covered}, result)
+            self._read_studies(
+                [i for i in parents if i not in read], studies, series,
+                read, result)
+        patient_ids = dict.fromkeys(patient_ids)
+        parents = {s['orthanc_patient_id'] for s in studies
+            if s['orthanc_patient_id']} - set(patient_ids)
         for patient_id in self.store.missing_patients(parents):
             patient_ids[patient_id] = None
         patients = []
@@ -160,11 +288,43 @@ class Synchronizer:
                 self.client.get_patient, map_patient, patient_id, result)
             if patient:
                 patients.append(patient)
+        if cursor is None and not (patients or studies):
+            return
         self.store.save(
             patients=patients, studies=studies, series=series,
             replace_series_of=[s['orthanc_id'] for s in studies],
-            cursor=page.last)
+            cursor=cursor)
         result.add(patients, studies, series)
+
+    def _read_studies(self, study_ids, studies, series, read, result):
+        for study_id in study_ids:
+            read.add(study_id)
+            fetched = self._fetch_study(study_id, result)
+            if fetched:
+                study, study_series = fetched
+                studies.append(study)
+                series.extend(study_series)
+
+    def _series_parents(self, series_changes, result):
+        """Return the Orthanc IDs of the studies to read for the series
+        changes, in order
+
+        A series the store has tells its study; a NewSeries of such a
+        series is already imported.  The others are read for their
+        ParentStudy.
+        """
+        known = self.store.series_studies(list(series_changes))
+        parents = {}
+        for series_id, change_types in series_changes.items():
+            if series_id in known:
+                if set(change_types) != {'NewSeries'}:
+                    parents[known[series_id]] = None
+                continue
+            record = self._fetch(
+                self.client.get_series, map_series, series_id, result)
+            if record and record['orthanc_study_id']:
+                parents[record['orthanc_study_id']] = None
+        return list(parents)
 
     @staticmethod
     def _skip_or_stop(exception, orthanc_id, result):

@@ -12,8 +12,6 @@ fixture): ``base`` is never modified (exact counts); ``mutable`` receives
 the uploads and deletions of the incremental tests, which therefore only
 count what they add.
 
-Two known limitations of the synchronizer are marked ``xfail(strict)``:
-remove the mark when fixing one.
 """
 import copy
 import itertools
@@ -29,7 +27,8 @@ from tests.orthanc_server import OrthancServer
 from trytond.modules.health_orthanc.orthanc_client import (
     OrthancBadAnswer, OrthancClient, OrthancTimeout, OrthancUnauthorized)
 from trytond.modules.health_orthanc.sync import (
-    CHANGES_PAGE_SIZE, PAGE_SIZE, Synchronizer, SyncResult)
+    CHANGES_PAGE_SIZE, PAGE_SIZE, PHASES, ImportProgress, Synchronizer,
+    SyncResult)
 
 PASSWORD = 'Sync-S3cr3t!'
 STABLE_TIMEOUT = 20
@@ -57,7 +56,8 @@ class MemoryStore:
 
     Each ``save`` is atomic (all or nothing), like the database page of
     the Tryton store; the calls are recorded in ``saves`` (those that
-    failed too) and the ``missing_patients`` questions in ``lookups``.
+    failed too), the ``missing_patients`` questions in ``lookups`` and the
+    ``series_studies`` ones in ``series_lookups``.
     ``fail_on`` holds the numbers (1-based) of the save calls that raise
     StoreFailure without writing anything.
     """
@@ -67,19 +67,23 @@ class MemoryStore:
         self.studies = {}
         self.series = {}
         self.cursor = None
+        self.progress = None
         self.saves = []
         self.lookups = []
+        self.series_lookups = []
         self.fail_on = set(fail_on)
 
     def save(self, patients=(), studies=(), series=(), replace_series_of=(),
-            cursor=None):
+            cursor=None, progress=None):
         call = {
             'patients': list(patients),
             'studies': list(studies),
             'series': list(series),
             'replace_series_of': list(replace_series_of),
             'cursor': cursor,
+            'progress': progress,
             }
+        assert cursor is None or progress is None
         self.saves.append(call)
         for kind in ['patients', 'studies', 'series']:
             ids = [r['orthanc_id'] for r in call[kind]]
@@ -100,13 +104,24 @@ class MemoryStore:
         for record in call['series']:
             self.series[record['orthanc_id']] = record
         if cursor is not None:
-            self.cursor = cursor
+            self.cursor, self.progress = cursor, None
+        elif progress is not None:
+            self.cursor, self.progress = None, progress
 
     def missing_patients(self, orthanc_ids):
         orthanc_ids = set(orthanc_ids)
         missing = orthanc_ids - set(self.patients)
         self.lookups.append((orthanc_ids, missing))
         return missing
+
+    def missing_ids(self, kind, orthanc_ids):
+        return set(orthanc_ids) - set(getattr(self, kind))
+
+    def series_studies(self, orthanc_ids):
+        orthanc_ids = set(orthanc_ids)
+        self.series_lookups.append(orthanc_ids)
+        return {i: self.series[i]['orthanc_study_id']
+            for i in orthanc_ids if i in self.series}
 
     # -- test helpers -------------------------------------------------------
     def content(self):
@@ -120,7 +135,7 @@ class MemoryStore:
         "Return a store with the same content and cursor, no history"
         other = MemoryStore()
         other.patients, other.studies, other.series = self.content()
-        other.cursor = self.cursor
+        other.cursor, other.progress = self.cursor, self.progress
         return other
 
     def check_integrity(self):
@@ -153,6 +168,8 @@ def test_memory_store():
         series=[{'orthanc_id': 'a', 'orthanc_study_id': 's'},
             {'orthanc_id': 'b', 'orthanc_study_id': 's'}], cursor=5)
     assert store.missing_patients(['p', 'q']) == {'q'}
+    assert store.missing_ids('studies', ['s', 't']) == {'t'}
+    assert store.series_studies(['a', 'c']) == {'a': 's'}
     with pytest.raises(StoreFailure):
         store.save(patients=[{'orthanc_id': 'q'}], cursor=6)
     assert store.cursor == 5 and 'q' not in store.patients
@@ -161,6 +178,11 @@ def test_memory_store():
     assert set(store.series) == {'b'}
     assert store.cursor == 5
     store.check_integrity()
+    progress = ImportProgress(7, 'studies', 3)
+    store.save(progress=progress)
+    assert (store.cursor, store.progress) == (None, progress)
+    store.save(cursor=7)
+    assert (store.cursor, store.progress) == (7, None)
     with pytest.raises(AssertionError):
         store.save(patients=[{'orthanc_id': 'p'}, {'orthanc_id': 'p'}])
 
@@ -321,13 +343,30 @@ def listing_requests(count, page_size):
     return count // page_size + 1
 
 
+#: The lists of IDs that end a first import: patients, studies, series
+RECONCILE_REQUESTS = 3
+
+
+def count_listings(client):
+    """Record the listing requests of client: [(collection, since)]"""
+    listings = []
+    list_ = client._list
+
+    def recorded(collection, since, limit):
+        listings.append((collection, since))
+        return list_(collection, since, limit)
+    client._list = recorded
+    return listings
+
+
 # -- first import ------------------------------------------------------------
 def test_defaults():
     assert PAGE_SIZE > 0 and CHANGES_PAGE_SIZE > 0
     result = SyncResult()
     assert (result.full, result.patients, result.studies, result.series,
-        result.gone, result.cursor, result.requests, result.errors) == (
-        False, 0, 0, 0, 0, 0, 0, [])
+        result.gone, result.cursor, result.requests, result.errors,
+        result.resumed, result.present) == (
+        False, 0, 0, 0, 0, 0, 0, [], False, None)
     assert SyncResult().errors is not result.errors
 
 
@@ -343,20 +382,29 @@ def test_first_import(base, connect, page_size, cursor=None):
         N_PATIENTS, N_STUDIES, N_ALL_SERIES)
     assert (result.gone, result.errors) == (0, [])
     assert result.cursor == store.cursor == last
+    assert store.progress is None and not result.resumed
     assert store.ids() == orthanc_ids(base)
+    assert {k: set(v) for k, v in result.present.items()} == dict(
+        zip(PHASES, store.ids()))
     store.check_integrity()
-    # last change, three listings, then the feed since the last change
+    # last change, three listings, the feed since the last change, then
+    # the lists of IDs (nothing missing)
     expected = (1 + listing_requests(N_PATIENTS, page_size)
         + listing_requests(N_STUDIES, page_size)
-        + listing_requests(N_ALL_SERIES, page_size) + 1)
+        + listing_requests(N_ALL_SERIES, page_size) + 1
+        + RECONCILE_REQUESTS)
     assert result.requests == client.request_count == expected
 
-    # one save per non-empty page, in order, then the cursor alone
+    # one save per non-empty page, in order, with the progress, then the
+    # cursor alone
     kinds = []
+    offsets = dict.fromkeys(PHASES, 0)
     for call in store.saves[:-1]:
-        kind, = [k for k in ['patients', 'studies', 'series'] if call[k]]
+        kind, = [k for k in PHASES if call[k]]
         assert 0 < len(call[kind]) <= page_size
         assert call['cursor'] is None
+        offsets[kind] += len(call[kind])
+        assert call['progress'] == ImportProgress(last, kind, offsets[kind])
         kinds.append(kind)
     assert kinds == sorted(kinds, key=['patients', 'studies',
             'series'].index)
@@ -364,7 +412,7 @@ def test_first_import(base, connect, page_size, cursor=None):
     assert kinds.count('studies') == math.ceil(N_STUDIES / page_size)
     assert kinds.count('series') == math.ceil(N_ALL_SERIES / page_size)
     assert store.saves[-1] == {'patients': [], 'studies': [], 'series': [],
-        'replace_series_of': [], 'cursor': last}
+        'replace_series_of': [], 'cursor': last, 'progress': None}
 
 
 def test_first_import_values(base, connect):
@@ -410,9 +458,17 @@ def test_wrong_password_on_real_orthanc(base):
 
 # -- interrupted syncs -------------------------------------------------------
 # 11 saves with page_size 2: 2 of patients, 3 of studies, 5 of series and
-# the cursor
-@pytest.mark.parametrize('fail_on', [1, 2, 3, 6, 11])
-def test_interrupted_first_import(base, connect, fail_on):
+# the cursor; 12 listing requests: 3 of patients (the last one empty), 3
+# of studies, 6 of series (the last one empty).  The resumed import lists
+# from the offset saved with the last page that went through.
+@pytest.mark.parametrize('fail_on, listings', [
+    (1, [('patients', 0), ('patients', 2)]),  # nothing saved: from 0
+    (2, [('patients', 2)]),
+    (3, [('patients', 4)]),  # the patients done: an empty page says so
+    (6, [('studies', 5)]),
+    (11, [('series', 10)]),  # only the cursor was missing
+    ])
+def test_interrupted_first_import(base, connect, fail_on, listings):
     reference, _ = full_import(connect, base, page_size=2)
     assert len(reference.saves) == 11
     store = MemoryStore(fail_on={fail_on})
@@ -420,14 +476,46 @@ def test_interrupted_first_import(base, connect, fail_on):
         Synchronizer(connect(base), store, page_size=2).run(None)
     assert len(store.saves) == fail_on
     assert store.cursor is None  # the cursor comes with the last save
-    # resumed (nothing fails any more): imports everything again
-    result = Synchronizer(connect(base), store, page_size=2).run(
-        store.cursor)
+    if fail_on > 1:
+        assert store.progress == store.saves[fail_on - 2]['progress']
+    else:
+        assert store.progress is None
+
+    # resumed (nothing fails any more) where the last page ended
+    client = connect(base)
+    listed = count_listings(client)
+    result = Synchronizer(client, store, page_size=2).run(
+        store.cursor, store.progress)
     assert result.full
+    assert result.resumed == (fail_on > 1)
+    assert listed[:len(listings)] == listings
+    expected = {1: 12, 2: 11, 3: 10, 6: 7, 11: 1}[fail_on]
+    assert len(listed) == expected
+    # the last change, the listings, the feed, the lists of IDs
+    assert result.requests == 1 + expected + 1 + RECONCILE_REQUESTS
     assert store.content() == reference.content()
     assert store.cursor == reference.cursor
+    assert store.progress is None
     assert store.ids() == orthanc_ids(base)
     store.check_integrity()
+    # nothing is read twice when resumed: each page once
+    pages = [c for c in store.saves if c['progress']]
+    assert len(pages) == 10 + (fail_on < 11)
+
+
+def test_resume_on_replaced_orthanc(base, connect):
+    """The progress of an import started at a change beyond the server's
+    last one (its database was replaced since): import from the start"""
+    reference, _ = full_import(connect, base)
+    store = MemoryStore()
+    store.save(progress=ImportProgress(reference.cursor + 1000, 'series', 3))
+    client = connect(base)
+    listed = count_listings(client)
+    result = Synchronizer(client, store).run(store.cursor, store.progress)
+    assert result.full and not result.resumed
+    assert [c for c, _ in listed] == list(PHASES)
+    assert store.content() == reference.content()
+    assert store.cursor == reference.cursor and store.progress is None
 
 
 def test_interrupted_incremental(mutable, connect):
@@ -439,8 +527,11 @@ def test_interrupted_incremental(mutable, connect):
     reference = start.copy()
     complete = Synchronizer(connect(mutable), reference,
         changes_page_size=4).run(reference.cursor)
+    # 18 changes (per study: NewInstance, NewSeries, NewStudy, NewPatient,
+    # NewInstance, NewSeries) in pages of 4: the second study's first
+    # NewSeries is on the page before its NewStudy, so it is read twice
     assert (complete.patients, complete.studies, complete.series) == (
-        3, 3, 6)
+        4, 4, 8)
     assert reference.touched() == new_ids
 
     store = start.copy()
@@ -558,23 +649,32 @@ def test_study_added_to_existing_patient(mutable, connect):
     assert store.ids() == orthanc_ids(mutable)
 
 
-@pytest.mark.parametrize('changes_page_size, split', [
-    (1, True), (2, False), (3, True), (5, False), (1000, False)])
+# NewInstance, NewSeries, NewStudy, NewPatient cut in pages: how many
+# times the study and the patient are read, and whether the first page
+# reading the study has the patient's change
+@pytest.mark.parametrize('changes_page_size, study_reads, patient_reads, '
+    'split', [
+        (1, 2, 2, True),  # the NewSeries page reads its study
+        (2, 2, 2, True),  # idem
+        (3, 1, 2, True),  # the study with its series, then NewPatient
+        (5, 1, 1, False),
+        (1000, 1, 1, False),
+        ])
 def test_new_patient_over_change_pages(mutable, connect, changes_page_size,
-        split):
-    """Orthanc logs NewStudy before NewPatient: a page may hold the study
-    without its patient, who must then be saved with it."""
+        study_reads, patient_reads, split):
+    """Orthanc logs NewSeries and NewStudy before NewPatient: a page may
+    hold the series or the study without its patient, who must then be
+    saved with it."""
     store, _ = full_import(connect, mutable)
-    # NewInstance, NewSeries, NewStudy, NewPatient
     new = upload_study(mutable)
     saves = len(store.saves)
     result = Synchronizer(connect(mutable), store,
         changes_page_size=changes_page_size).run(store.cursor)
     calls = store.saves[saves:]
     assert len(calls) == math.ceil(4 / changes_page_size)
-    assert result.studies == 1
-    assert result.patients == 1 + split  # read again with NewPatient
-    first, = [c for c in calls if c['studies']]
+    assert (result.studies, result.patients) == (study_reads, patient_reads)
+    assert result.series == study_reads
+    first = [c for c in calls if c['studies']][0]
     assert [p['orthanc_id'] for p in first['patients']] == [new['patient']]
     # one question per page; the study's page asks for its patient
     asked = store.lookups[-len(calls):][calls.index(first)]
@@ -613,10 +713,10 @@ def test_study_uploaded_during_first_import(mutable, connect):
     store.check_integrity()
 
 
-@pytest.mark.xfail(strict=True, reason="the first import lists by offset: "
-    "a deletion while listing shifts the next pages and skips a resource "
-    "that the changes feed never brings back")
 def test_deletion_during_first_import(mutable, connect):
+    """The first import lists by offset: a deletion while listing shifts
+    the next pages and skips a resource that the changes feed never brings
+    back; the lists of IDs that end the import bring it"""
     client = connect(mutable)
     list_patients = client.list_patients
 
@@ -634,8 +734,63 @@ def test_deletion_during_first_import(mutable, connect):
     finally:
         upload_base(mutable)  # put back what was deleted
     # Deletions are not synchronized, but everything still in Orthanc must
-    # be in the store: the patient after the deleted one is not.
-    assert present[0] <= set(store.patients)
+    # be in the store, the patient after the deleted one included
+    for ids, kept in zip(present, store.ids()):
+        assert ids <= kept
+    store.check_integrity()
+
+
+def test_reconcile_imports_what_is_missing(base, connect):
+    "The lists of IDs bring back what the store lacks, nothing else"
+    reference, _ = full_import(connect, base)
+    store = reference.copy()
+    by_patient_id = {p['patient_id']: p['orthanc_id']
+        for p in store.patients.values()}
+    # P-001 (two studies) is lost whole, a series of P-002's study alone
+    lost = by_patient_id['P-001']
+    del store.patients[lost]
+    lost_studies = {k for k, v in store.studies.items()
+        if v['orthanc_patient_id'] == lost}
+    for study_id in lost_studies:
+        del store.studies[study_id]
+    for series_id, series in list(store.series.items()):
+        if series['orthanc_study_id'] in lost_studies:
+            del store.series[series_id]
+    other, = [k for k, v in store.studies.items()
+        if v['orthanc_patient_id'] == by_patient_id['P-002']]
+    lone = sorted(k for k, v in store.series.items()
+        if v['orthanc_study_id'] == other)[0]
+    del store.series[lone]
+    assert len(lost_studies) == 2
+
+    client = connect(base)
+    result = Synchronizer(client, store).reconcile()
+    assert not result.full
+    assert (result.patients, result.studies, result.series) == (1, 3, 6)
+    assert (result.errors, result.gone) == ([], 0)
+    # three lists of IDs, the patient, the two studies with their series,
+    # the lone series (for its study) and its study with its series
+    assert result.requests == client.request_count == 3 + 1 + 2 * 2 + 3
+    assert {k: set(v) for k, v in result.present.items()} == dict(
+        zip(PHASES, store.ids()))
+    # a study read by ID has its summary: the listing's has not
+    for records in [store.studies, reference.studies]:
+        for record in records.values():
+            for key in ['modalities', 'number_of_series',
+                    'number_of_instances']:
+                record.pop(key, None)
+    assert store.content() == reference.content()
+    assert store.cursor == reference.cursor
+    assert all(c['cursor'] is None and c['progress'] is None
+        for c in store.saves)
+    store.check_integrity()
+
+    # nothing missing: the lists only, nothing written
+    saves = len(store.saves)
+    client = connect(base)
+    result = Synchronizer(client, store).reconcile()
+    assert result.requests == client.request_count == 3
+    assert len(store.saves) == saves
 
 
 # -- a replaced Orthanc database ---------------------------------------------
@@ -648,7 +803,8 @@ def test_cursor_beyond_last_change(base, connect):
     assert store.content() == reference.content()
     assert result.cursor == store.cursor == reference.cursor
     # the page of changes that revealed it, then a whole first import
-    assert result.requests == client.request_count == 1 + (1 + 3 + 1)
+    assert result.requests == client.request_count == 1 + (
+        1 + 3 + 1 + RECONCILE_REQUESTS)
 
 
 def test_replaced_orthanc(base, replacement, connect):
@@ -682,12 +838,13 @@ def test_replaced_orthanc(base, replacement, connect):
 
 # -- resources deleted before they are read ----------------------------------
 @pytest.mark.parametrize('method, deleted, gone', [
-    # between the change and the study
-    ('get_changes', 'study', 1),
+    # between the change and the study: the study, then its series (read
+    # for its NewSeries change, the study being gone)
+    ('get_changes', 'study', 2),
     # between the study and its series
-    ('get_study', 'study', 1),
-    # the patient, with both studies
-    ('get_changes', 'patient', 3),
+    ('get_study', 'study', 2),
+    # the patient, with both studies and their three series
+    ('get_changes', 'patient', 6),
     ])
 def test_deleted_before_fetch(mutable, connect, monkeypatch, method,
         deleted, gone):
@@ -729,11 +886,11 @@ def test_deleted_before_fetch(mutable, connect, monkeypatch, method,
     assert result.cursor >= store.saves[-1]['cursor'] > 0
 
 
-@pytest.mark.xfail(strict=True, reason="Series and Instance changes are "
-    "ignored: a study read while it was arriving is completed only by "
-    "Orthanc's StableStudy change, which never comes if Orthanc restarts "
-    "within StableAge (the mutable server is never stable)")
 def test_series_arriving_after_its_study(mutable, connect):
+    """A series added to a stored study reads the study again at once,
+    without waiting for Orthanc's StableStudy change (which never comes if
+    Orthanc restarts within StableAge; the mutable server is never
+    stable)"""
     number = next(_unique)
     first, second = make_study(2, 1, patient_id='PART-%03d' % number,
         accession='PART-%03d' % number, seed=11)
@@ -741,8 +898,20 @@ def test_series_arriving_after_its_study(mutable, connect):
     store, _ = full_import(connect, mutable)
     assert store.studies[study_id]['number_of_series'] == 1
     series_id = mutable.upload(second)['ParentSeries']
-    Synchronizer(connect(mutable), store).run(store.cursor)
+    client = connect(mutable)
+    result = Synchronizer(client, store).run(store.cursor)
     assert series_id in store.series
+    assert store.studies[study_id]['number_of_series'] == 2
+    assert (result.patients, result.studies, result.series) == (0, 1, 2)
+    # the changes (NewInstance, NewSeries), the series for its study,
+    # the study and its series
+    assert result.requests == client.request_count == 4
+    store.check_integrity()
+    assert store.ids() == orthanc_ids(mutable)
+
+    # Its NewSeries is done with: the next sync reads nothing
+    client = connect(mutable)
+    assert Synchronizer(client, store).run(store.cursor).requests == 1
 
 
 # -- fault injection ---------------------------------------------------------
@@ -835,6 +1004,41 @@ def test_fake_feed(fake):
     store.check_integrity()
 
 
+def test_series_changes(fake):
+    """A series change reads its study unless the page has it: the store
+    tells the study of a known series, Orthanc the one of a new series;
+    the NewSeries of a known series is done with"""
+    store = MemoryStore()
+    Synchronizer(fake_client(fake), store).run(5)
+    assert set(store.series) == {'series-a', 'series-b'}
+    fake.set_json('/changes', {
+            'Changes': [
+                change(10, 'Series', 'series-a', 'NewSeries'),
+                change(11, 'Series', 'series-b', 'StableSeries'),
+                change(12, 'Series', 'series-c', 'NewSeries'),
+                change(13, 'Instance', 'i3'),
+                ],
+            'Done': True, 'Last': 13})
+    fake.set_json('/series/series-c', series_json('series-c', 'study-a'))
+    fake.set_json('/studies/study-a/series', [
+            series_json('series-a', 'study-a'),
+            series_json('series-c', 'study-a')])
+    fake.requests.clear()
+    client = fake_client(fake)
+    result = Synchronizer(client, store).run(9)
+    assert (result.patients, result.studies, result.series) == (0, 2, 3)
+    assert (result.gone, result.errors, result.cursor) == (0, [], 13)
+    # the changes, series-c for its study, study-b and study-a with
+    # their series
+    assert result.requests == client.request_count == 1 + 1 + 2 * 2
+    assert fake.count('/series/series-a') == 0
+    assert fake.count('/series/series-b') == 0
+    assert store.series_lookups[-1] == {'series-a', 'series-b', 'series-c'}
+    assert set(store.series) == {'series-a', 'series-b', 'series-c'}
+    assert store.saves[-1]['replace_series_of'] == ['study-b', 'study-a']
+    store.check_integrity()
+
+
 BAD_STUDY = {
     'truncated JSON': Reply(200, '{"ID": "study-a", "MainDicomTa'),
     'not JSON': Reply(200, '<html>proxy error</html>',
@@ -922,17 +1126,23 @@ def test_bad_patient_is_reported(fake, reply):
 
 def test_bad_item_in_first_import(fake):
     fake.set_json('/changes', {'Changes': [], 'Done': True, 'Last': 4})
-    fake.set_json('/patients', [patient_json('patient', 'PID-1')])
-    fake.set_json('/studies', [
-            study_json('study-a', 'patient'),
-            {'ID': 'study-bad', 'MainDicomTags': {}},
-            study_json('study-b', 'patient')])
-    fake.set_json('/series', [series_json('series-a', 'study-a'),
-            series_json('series-b', 'study-b')])
+    # the listing, then the list of IDs that ends the import
+    fake.set('/patients', Reply(200, [patient_json('patient', 'PID-1')]),
+        Reply(200, ['patient']))
+    fake.set('/studies', Reply(200, [
+                study_json('study-a', 'patient'),
+                {'ID': 'study-bad', 'MainDicomTags': {}},
+                study_json('study-b', 'patient')]),
+        Reply(200, ['study-a', 'study-bad', 'study-b']))
+    fake.set('/series', Reply(200, [series_json('series-a', 'study-a'),
+                series_json('series-b', 'study-b')]),
+        Reply(200, ['series-a', 'series-b']))
     store = MemoryStore()
     result = Synchronizer(fake_client(fake), store).run(None)
     assert result.full
+    # reported once: the IDs reported are not read again by ID
     assert [key for key, _ in result.errors] == ['study-bad']
+    assert fake.count('/studies/study-bad') == 0
     assert (result.patients, result.studies, result.series) == (1, 2, 2)
     assert set(store.studies) == {'study-a', 'study-b'}
     assert store.cursor == result.cursor == 4
