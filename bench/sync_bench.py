@@ -15,11 +15,13 @@ The database is chosen as for the Tryton tests: ``TRYTOND_DATABASE_URI``
 import argparse
 import datetime as dt
 import functools
+import itertools
 import json
 import os
 import random
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -130,8 +132,12 @@ def make_dataset(first, count, patients, seed):
     """Return the DICOM bytes of studies first..first+count-1: one 8x8
     instance each, for the given patients (each gets at least one study
     when there are enough studies)."""
+    return list(iter_dataset(first, count, patients, seed))
+
+
+def iter_dataset(first, count, patients, seed):
+    "Yield the DICOM bytes of make_dataset one by one"
     rng = random.Random('%s-%s' % (seed, first))
-    instances = []
     for i in range(first, first + count):
         if i - first < len(patients):
             patient = patients[i - first]
@@ -139,22 +145,22 @@ def make_dataset(first, count, patients, seed):
             patient = rng.choice(patients)
         modality = rng.choice(MODALITIES)
         date = dt.date(2000, 1, 1) + dt.timedelta(days=rng.randrange(9000))
-        instances.append(make_instance(
-                modality=modality,
-                study_date=date.strftime('%Y%m%d'),
-                study_time='%02d%02d%02d' % (
-                    rng.randrange(7, 20), rng.randrange(60),
-                    rng.randrange(60)),
-                accession='ACC-%07d' % i,
-                description='%s study %d' % (modality, i),
-                study_id=str(i),
-                body_part=rng.choice(BODY_PARTS),
-                seed=seed, **patient))
-    return instances
+        yield make_instance(
+            modality=modality,
+            study_date=date.strftime('%Y%m%d'),
+            study_time='%02d%02d%02d' % (
+                rng.randrange(7, 20), rng.randrange(60),
+                rng.randrange(60)),
+            accession='ACC-%07d' % i,
+            description='%s study %d' % (modality, i),
+            study_id=str(i),
+            body_part=rng.choice(BODY_PARTS),
+            seed=seed, **patient)
 
 
-def upload(orthanc, instances, threads):
-    "Upload in parallel, one requests.Session per thread"
+def upload(orthanc, instances, threads, chunk=1000):
+    """Upload in parallel, one requests.Session per thread, chunk instances
+    at a time (instances may be a generator: memory stays bounded)"""
     local = threading.local()
 
     def post(data):
@@ -165,8 +171,15 @@ def upload(orthanc, instances, threads):
         response = session.post(orthanc.url + '/instances', data=data,
             headers={'Content-Type': 'application/dicom'}, timeout=120)
         response.raise_for_status()
+    instances = iter(instances)
+    count = 0
     with ThreadPoolExecutor(max_workers=threads) as executor:
-        list(executor.map(post, instances))
+        while True:
+            batch = list(itertools.islice(instances, chunk))
+            if not batch:
+                return count
+            list(executor.map(post, batch))
+            count += len(batch)
 
 
 def wait_stable(orthanc):
@@ -235,14 +248,18 @@ def db_counts(server_id):
 
 def measure_sync(server_id):
     """Run Server.sync_servers in its own committed transaction (pages are
-    committed as they come: orthanc_page_commit keeps its default)"""
+    committed as they come: orthanc_page_commit keeps its default), with
+    the peak RSS of the process during it"""
     sql, http, http_time = Counters.snapshot()
+    rss_before, _ = rss_kb()
+    peak_reset = reset_peak_rss()
     start = time.perf_counter()
     with Transaction().start(DB_NAME, 1) as transaction:
         Server = Pool().get('gnuhealth.orthanc.config')
         result = Server.sync_servers([Server(server_id)])[server_id]
         transaction.commit()
     wall = time.perf_counter() - start
+    rss_after, peak = rss_kb()
     if result is None:
         with Transaction().start(DB_NAME, 1, readonly=True):
             error = Pool().get('gnuhealth.orthanc.config')(
@@ -262,6 +279,9 @@ def measure_sync(server_id):
         'errors': len(result.errors),
         'cursor': result.cursor,
         'db': counts,
+        'rss_before_kb': rss_before,
+        'rss_after_kb': rss_after,
+        'peak_rss_kb': peak if peak_reset else None,
         }
 
 
@@ -481,11 +501,14 @@ def print_table(report):
     rows = [('phase', 'wall s', 'HTTP req', 'HTTP s', 'SQL q', 'patients',
             'studies', 'series', 'note')]
     up = report['upload']
-    rows.append(('generate DICOM', up['generate_s'], '', '', '', '',
-            up['studies'], '', '%d instances' % up['studies']))
-    rows.append(('upload to Orthanc', up['upload_s'], up['studies'], '', '',
-            '', up['studies'], '', '%d threads, %.0f/s' % (
-                up['threads'], up['studies'] / up['upload_s'])))
+    if up.get('cached'):
+        rows.append(('copy Orthanc storage', up['copy_s'], '', '', '', '',
+                up['studies'], '', 'from %s' % up['cached']))
+    else:
+        rows.append(('generate + upload', up['generate_upload_s'],
+                up['studies'], '', '', '', up['studies'], '',
+                '%d threads, %.0f/s' % (up['threads'],
+                    up['studies'] / up['generate_upload_s'])))
     rows.append(('activate module', report['setup']['activate_s'], '', '',
             '', '', '', '', report['database']['backend']))
     rows.append(('local patients', report['setup']['local_patients_s'], '',
@@ -560,6 +583,20 @@ def print_table(report):
                 mem['peak_during_kb'] / 1024,
                 (mem['peak_during_kb'] - mem['rss_before_kb']) / 1024)
             if mem['peak_during_kb'] else 'n/a'))
+    print('peak RSS of the process during each sync: %s' % ', '.join(
+            '%s %s' % (label, '%.0f MiB (%+.1f MiB over before)' % (
+                    m['peak_rss_kb'] / 1024,
+                    (m['peak_rss_kb'] - m['rss_before_kb']) / 1024)
+                if m['peak_rss_kb'] else 'n/a')
+            for label, m in [
+                ('first import', report['syncs']['first_import']),
+                ('no-change', report['syncs']['no_change']),
+                ('incremental', report['syncs']['incremental'])]))
+    load = report['load']
+    print('load averages (1, 5, 15 min): %s at the start, %s at the end '
+        '(%d CPUs, shared)' % (
+            ' '.join('%.2f' % v for v in load['start']),
+            ' '.join('%.2f' % v for v in load['end']), os.cpu_count()))
 
 
 # -- main --------------------------------------------------------------------
@@ -586,11 +623,20 @@ def parse_args(argv):
         "median (default 1)")
     parser.add_argument('--seed', type=int, default=1)
     parser.add_argument('--upload-threads', type=int, default=8)
+    parser.add_argument('--orthanc-cache', metavar='DIR',
+        help="keep the generated Orthanc storage in a subdirectory of DIR "
+        "named after --studies, --seed and --patients-per-100, and reuse "
+        "it (on a copy) in later runs: SQLite and PostgreSQL runs then "
+        "measure the same data")
+    parser.add_argument('--prepare-only', action='store_true',
+        help="only fill the --orthanc-cache directory, measure nothing")
     parser.add_argument('--keep-db', action='store_true',
         help="keep the PostgreSQL database at the end")
     parser.add_argument('--json', action='store_true',
         help="also print the figures as JSON")
     args = parser.parse_args(argv)
+    if args.prepare_only and not args.orthanc_cache:
+        parser.error('--prepare-only needs --orthanc-cache')
     if args.new_percent is not None:
         args.new = max(1, round(args.studies * args.new_percent / 100))
     return args
@@ -603,11 +649,71 @@ def run(args, workdir, report):
         n_patients_for(args.studies, args.patients_per_100), seed=args.seed)
 
     # 1. Orthanc and its studies
-    orthanc = OrthancServer(os.path.join(workdir, 'orthanc')).start()
+    orthanc = OrthancServer(os.path.join(workdir, 'orthanc'))
     try:
-        _run(args, report, orthanc, patients)
+        prepare_orthanc(args, report, orthanc, patients)
+        if not args.prepare_only:
+            _run(args, report, orthanc, patients)
     finally:
         orthanc.stop()
+
+
+def dataset_key(args):
+    "What identifies a generated Orthanc dataset"
+    return {'studies': args.studies, 'seed': args.seed,
+        'patients_per_100': args.patients_per_100}
+
+
+def prepare_orthanc(args, report, orthanc, patients):
+    """Start orthanc with the --studies studies: copied from the
+    --orthanc-cache directory of this dataset when it holds one, else
+    generated and uploaded (and saved into the cache when one is given).
+    The cached storage is never modified: each run works on a copy."""
+    log = functools.partial(print, file=sys.stderr, flush=True)
+    storage = os.path.join(orthanc.workdir, 'storage')
+    cache = None
+    if args.orthanc_cache:
+        key = dataset_key(args)
+        cache = os.path.join(os.path.abspath(args.orthanc_cache),
+            'studies-%(studies)d-seed-%(seed)s-patients-%(patients_per_100)s'
+            % key)
+        marker = os.path.join(cache, 'dataset.json')
+        if os.path.exists(marker):
+            with open(marker) as fp:
+                saved = json.load(fp)
+            if saved['key'] != key:
+                raise SystemExit('%s holds another dataset: %s' % (
+                        cache, saved['key']))
+            log('copying the Orthanc storage of %s' % cache)
+            start = time.perf_counter()
+            shutil.copytree(os.path.join(cache, 'storage'), storage)
+            report['upload'] = dict(saved['upload'], cached=cache,
+                copy_s=time.perf_counter() - start)
+            orthanc.start()
+            wait_stable(orthanc)
+            return
+    orthanc.start()
+    log('generating and uploading %d studies for %d patients to %s' % (
+            args.studies, len(patients), orthanc.url))
+    start = time.perf_counter()
+    count = upload(orthanc,
+        iter_dataset(0, args.studies, patients, args.seed),
+        args.upload_threads)
+    report['upload'] = {'studies': count,
+        'generate_upload_s': time.perf_counter() - start,
+        'threads': args.upload_threads}
+    wait_stable(orthanc)
+    if cache:
+        log('saving the Orthanc storage into %s' % cache)
+        orthanc.stop()
+        os.makedirs(cache, exist_ok=True)
+        shutil.rmtree(os.path.join(cache, 'storage'), ignore_errors=True)
+        shutil.copytree(storage, os.path.join(cache, 'storage'))
+        with open(os.path.join(cache, 'dataset.json'), 'w') as fp:
+            json.dump({'key': dataset_key(args), 'upload': report['upload']},
+                fp, indent=2)
+        orthanc.start()
+        wait_stable(orthanc)
 
 
 def create_server(orthanc):
@@ -667,19 +773,6 @@ def median_run(runs):
 
 def _run(args, report, orthanc, patients):
     log = functools.partial(print, file=sys.stderr, flush=True)
-    log('generating %d studies for %d patients' % (
-            args.studies, len(patients)))
-    start = time.perf_counter()
-    instances = make_dataset(0, args.studies, patients, args.seed)
-    generate_s = time.perf_counter() - start
-    log('uploading to %s' % orthanc.url)
-    start = time.perf_counter()
-    upload(orthanc, instances, args.upload_threads)
-    report['upload'] = {'studies': len(instances), 'generate_s': generate_s,
-        'upload_s': time.perf_counter() - start,
-        'threads': args.upload_threads}
-    del instances
-    wait_stable(orthanc)
     stats = orthanc.request('GET', '/statistics').json()
     report['orthanc_version'] = orthanc.request(
         'GET', '/system').json().get('Version')
@@ -707,30 +800,30 @@ def _run(args, report, orthanc, patients):
     report['setup'].update(local_patients=local,
         local_patients_s=time.perf_counter() - start)
 
-    # 4 and 3a. Floor and first import, alternated --repeat times on the
-    # same Orthanc state, each first import into a new server record
+    # 3a and 4. First import and floor, alternated --repeat times on the
+    # same Orthanc state, each first import into a new server record.  The
+    # first import comes first so that its memory is that of a process
+    # which has only synced (the floor holds every page at once).
     rounds = {'floor': [], 'first_import': []}
     server_id = None
+    maxrss_before = maxrss_kb()
     for round_ in range(args.repeat):
-        log('round %d: floor (download, map, insert)' % (round_ + 1))
-        rounds['floor'].append(measure_floor(orthanc, args.page_size))
         if server_id is not None:
             delete_server(server_id)
         server_id = create_server(orthanc)
         log('round %d: first import' % (round_ + 1))
-        if not round_:
-            rss_before, _ = rss_kb()
-            maxrss_before = maxrss_kb()
-            peak_reset = reset_peak_rss()
         rounds['first_import'].append(measure_sync(server_id))
         if not round_:
-            rss_after, peak = rss_kb()
+            first_run = rounds['first_import'][0]
             report['memory'] = {
-                'rss_before_kb': rss_before, 'rss_after_kb': rss_after,
-                'peak_during_kb': peak if peak_reset else None,
+                'rss_before_kb': first_run['rss_before_kb'],
+                'rss_after_kb': first_run['rss_after_kb'],
+                'peak_during_kb': first_run['peak_rss_kb'],
                 'ru_maxrss_before_kb': maxrss_before,
                 'ru_maxrss_after_import_kb': maxrss_kb(),
                 }
+        log('round %d: floor (download, map, insert)' % (round_ + 1))
+        rounds['floor'].append(measure_floor(orthanc, args.page_size))
     report['rounds'] = rounds
     first = median_run(rounds['first_import'])
     floor = {part: median_run([r[part] for r in rounds['floor']])
@@ -770,10 +863,25 @@ def _run(args, report, orthanc, patients):
         }
 
 
+def git_commit():
+    "The commit of the measured code, '+' when the tree has changes"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'],
+            cwd=root, capture_output=True, text=True,
+            check=True).stdout.strip()
+        dirty = subprocess.run(['git', 'status', '--porcelain', '--',
+                'health_orthanc', 'bench'], cwd=root, capture_output=True,
+            text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ('+' if dirty else '')
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     workdir = tempfile.mkdtemp(prefix='orthanc-bench-')
-    report = {}
+    report = {'commit': git_commit(), 'load': {'start': os.getloadavg()}}
     try:
         run(args, workdir, report)
     finally:
@@ -784,10 +892,15 @@ def main(argv=None):
             except Exception as exception:
                 print('could not drop %s: %s' % (DB_NAME, exception),
                     file=sys.stderr)
+    report['load']['end'] = os.getloadavg()
+    if args.prepare_only:
+        print('Orthanc storage ready: %s' % report['upload'])
+        return
     print('health_orthanc sync benchmark: %d studies, %d new, page size %d, '
-        '%s database %s, Orthanc %s, %d CPUs' % (
+        '%s database %s, Orthanc %s, %d CPUs, commit %s' % (
             args.studies, args.new, args.page_size, backend.name, DB_NAME,
-            report.get('orthanc_version'), os.cpu_count()))
+            report.get('orthanc_version'), os.cpu_count(),
+            report['commit']))
     print()
     print_table(report)
     if args.json:
