@@ -23,6 +23,7 @@ from tests.fake_orthanc import FakeOrthanc, orthanc_error
 from tests.orthanc_case import RealOrthancCase, upload_study
 from tests.orthanc_server import OrthancServer
 from trytond.modules.health_orthanc.mapping import MAX_LENGTH
+from trytond.modules.health_orthanc.orthanc_client import OrthancClient
 from trytond.modules.health_orthanc.server import ServerStore
 from trytond.modules.health_orthanc.sync import Synchronizer
 
@@ -100,9 +101,23 @@ class OrthancFaultsTestCase(RealOrthancCase):
             self.assertEqual(study.number_of_instances, len(item['Series']))
 
     # -- Orthanc killed in the middle of a sync ------------------------------
+    def record_listings(self):
+        "Record the listing requests of every client: [(collection, since)]"
+        listings = []
+        list_ = OrthancClient._list
+
+        def recorded(client, collection, since, limit):
+            listings.append((collection, since))
+            return list_(client, collection, since, limit)
+        patcher = mock.patch.object(OrthancClient, '_list', recorded)
+        patcher.start()
+        self.addCleanup(patcher.stop)
+        return listings
+
     @with_transaction(context=NO_COMMIT)
     def test_killed_during_first_import(self):
-        "Killed after the first page of the import: the next sync completes"
+        """Killed after the first page of the import: the next sync
+        continues from the saved progress and completes"""
         pool = Pool()
         Server = pool.get('gnuhealth.orthanc.config')
         OrthancPatient = pool.get('gnuhealth.orthanc.patient')
@@ -127,20 +142,36 @@ class OrthancFaultsTestCase(RealOrthancCase):
         self.assertTrue(server.validated)
         self.assertIsNone(server.last)
         self.assertIsNone(server.sync_time)
-        # The page saved before the kill is kept
+        # The page saved before the kill is kept, with the progress
         self.assertEqual(
             OrthancPatient.search_count([('server', '=', server.id)]), 7)
+        self.assertEqual((server.import_phase, server.import_offset),
+            ('patients', 7))
+        start = server.import_cursor
+        self.assertIsNotNone(start)
 
         orthanc.start()
         Server._save_state([server], {'domain': orthanc.url})
+        listings = self.record_listings()
         with small_pages(7, 5):
             result = Server.sync_servers([server])[server.id]
         self.assertIsNotNone(result, server.last_error)
         self.assertTrue(result.full)
+        self.assertTrue(result.resumed)
+        # From the offset saved: 15 patients, 30 studies, 60 series
+        self.assertEqual(listings, [('patients', 7), ('patients', 14),
+                ('studies', 0), ('studies', 7), ('studies', 14),
+                ('studies', 21), ('studies', 28)]
+            + [('series', i) for i in range(0, 63, 7)])
+        self.assertEqual(result.patients, 8)
         self.assertEqual(result.errors, [])
         self.assertIsNone(server.last_error)
         self.assertTrue(server.validated)
         self.assertEqual(server.last, last_change(orthanc))
+        self.assertGreaterEqual(server.last, start)
+        self.assertEqual(
+            (server.import_cursor, server.import_phase,
+                server.import_offset), (None, None, None))
         self.assert_same_as_orthanc(server, orthanc)
         self.assertEqual(server.patient_count, 15)
         self.assertEqual(server.study_count, 30)
@@ -199,6 +230,33 @@ class OrthancFaultsTestCase(RealOrthancCase):
         self.assert_same_as_orthanc(server, orthanc)
         self.assertEqual(server.patient_count, 15)
         self.assertEqual(server.study_count, 30)
+
+    @with_transaction(context=NO_COMMIT)
+    def test_reconcile_imports_what_was_skipped(self):
+        """Resources a sync missed (e.g. skipped by an offset shifted by a
+        deletion while listing) are imported by the reconciliation"""
+        pool = Pool()
+        Server = pool.get('gnuhealth.orthanc.config')
+        Patient = pool.get('gnuhealth.orthanc.patient')
+        Study = pool.get('gnuhealth.orthanc.study')
+        Series = pool.get('gnuhealth.orthanc.series')
+        for i in range(3):
+            upload_study(self.orthanc, 'P%s' % i, 'SKIP^P%s' % i, seed=i)
+        server = self.create_server()
+        self.assertTrue(Server.sync_servers([server])[server.id].full)
+        last = server.last
+        # As if the import had skipped a patient and its study, and a
+        # series of another study
+        patient, = Patient.search([('patient_id', '=', 'P0')])
+        Patient.delete([patient])
+        study, = Study.search([('patient_id', '=', 'P1')])
+        Series.delete([study.series[0]])
+        self.assertEqual(Study.search_count([]), 2)
+
+        self.assertEqual(Server.reconcile_servers([server])[server.id], 0)
+        self.assert_same_as_orthanc(server, self.orthanc)
+        self.assertEqual(server.last, last)
+        self.assertIsNone(server.last_error)
 
     # -- poison data ---------------------------------------------------------
     @with_transaction(context=NO_COMMIT)
