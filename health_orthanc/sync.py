@@ -162,6 +162,10 @@ class Synchronizer:
         result.full = True
         # Taken before listing: what changes while listing is in the feed
         last = self.client.last_change()
+        if progress is not None and progress.phase not in PHASES:
+            logger.warning("%s: unknown first import phase %r: importing "
+                "from the start", self.client, progress.phase)
+            progress = None
         if progress is not None:
             if last < progress.cursor:
                 logger.warning(

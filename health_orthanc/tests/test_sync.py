@@ -503,12 +503,16 @@ def test_interrupted_first_import(base, connect, fail_on, listings):
     assert len(pages) == 10 + (fail_on < 11)
 
 
-def test_resume_on_replaced_orthanc(base, connect):
+@pytest.mark.parametrize('beyond, phase', [
+    (1000, 'series'),  # the Orthanc database was replaced since
+    (0, 'instances'),  # not a phase
+    ])
+def test_resume_from_the_start(base, connect, beyond, phase):
     """The progress of an import started at a change beyond the server's
-    last one (its database was replaced since): import from the start"""
+    last one, or that makes no sense: import from the start"""
     reference, _ = full_import(connect, base)
     store = MemoryStore()
-    store.save(progress=ImportProgress(reference.cursor + 1000, 'series', 3))
+    store.save(progress=ImportProgress(reference.cursor + beyond, phase, 3))
     client = connect(base)
     listed = count_listings(client)
     result = Synchronizer(client, store).run(store.cursor, store.progress)
