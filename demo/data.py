@@ -65,7 +65,7 @@ def upload_samples(orthanc):
     return count
 
 
-def populate(orthanc):
+def populate(orthanc, worklist_folder=None, station_aet=None):
     """Create the GNU Health side with proteus (already connected).
 
     Returns a summary of what was created.
@@ -135,6 +135,13 @@ def populate(orthanc):
             raise RuntimeError(add.form.message)
         summary['server'] = add.form.message
         add.execute('end')
+        if worklist_folder:
+            # The requested tests become worklist entries for the scanner
+            server, = Server.find([])
+            server.publish_worklists = True
+            server.worklist_folder = worklist_folder
+            server.worklist_station_aet = station_aet
+            server.save()
 
     Request = Model.get('gnuhealth.imaging.test.request')
     if not Request.find([]):

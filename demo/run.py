@@ -22,6 +22,8 @@ from tests.orthanc_server import OrthancServer, plugin_path
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATABASE = 'health'
 ADMIN_EMAIL = 'admin@example.org'
+# The AE title of the scanner that the demo's worklist entries are for
+MODALITY_AET = 'MODALITY'
 
 
 def parse_args(argv=None):
@@ -55,6 +57,10 @@ class Demo:
         self.processes = []
         self.orthanc = None
         self.pg_stop = None
+
+    @property
+    def worklist_folder(self):
+        return self.path('orthanc', 'worklists')
 
     def path(self, *names):
         return os.path.join(self.state, *names)
@@ -127,8 +133,19 @@ class Demo:
         self.orthanc = OrthancServer(
             self.path('orthanc'), user='orthanc', password=password,
             port=self.args.orthanc_port,
-            plugins=[plugin_path('DicomWeb'), plugin_path('WebViewer')],
-            extra_config={'Name': 'GNU Health Demo'})
+            plugins=[plugin_path('DicomWeb'), plugin_path('WebViewer'),
+                plugin_path('ModalityWorklists')],
+            dicom=True, aet='GNUHEALTH', extra_config={
+                'Name': 'GNU Health Demo',
+                # GNU Health writes the worklist entries of the requested
+                # tests there; Orthanc answers the modalities' queries
+                'Worklists': {
+                    'Enable': True, 'Database': self.worklist_folder},
+                # Orthanc answers only the modalities it knows
+                'DicomModalities': {
+                    'modality': [MODALITY_AET, '127.0.0.1', 11112]},
+                })
+        os.makedirs(self.worklist_folder, exist_ok=True)
         self.orthanc.start()
         count = self.orthanc.request('GET', '/statistics').json()[
             'CountStudies']
@@ -185,7 +202,8 @@ class Demo:
         log("adding the Orthanc server, patients and imaging orders")
         pconfig.set_trytond(
             DATABASE, config_file=self.path('trytond.conf'))
-        summary = populate(self.orthanc)
+        summary = populate(
+            self.orthanc, self.worklist_folder, MODALITY_AET)
         with open(marker, 'w') as fp:
             json.dump(summary, fp)
         return summary
@@ -299,6 +317,9 @@ class Demo:
                 ('trytond-cron', ', trytond-worker') if self.args.postgresql
                 else ('the demo scheduler (demo/cron.py)',
                     '; on SQLite queued tasks run in trytond')),
+            '  Worklist:    findscu -W -aet %s -aec %s -k PatientID '
+            '-k AccessionNumber -k PatientName 127.0.0.1 %s' % (
+                MODALITY_AET, self.orthanc.aet, self.orthanc.dicom_port),
             '  Files:       %s (logs in logs/)' % self.state,
             '',
             '  Stop with Ctrl-C.  Run again to reuse this data; '
