@@ -488,8 +488,9 @@ class OrthancFaultsTestCase(RealOrthancCase):
         # Only the first page (patients) was saved before the lock was lost
         self.assertEqual(Study.search_count([('server', '=', server.id)]), 0)
 
-        # The sync that took over (here: the next one) imports everything
-        with small_pages(2, 2):
+        # The sync that took over (here: the next one) imports everything;
+        # without committing: the database is shared by the next tests
+        with small_pages(2, 2), Transaction().set_context(NO_COMMIT):
             result = Server.sync_servers([server])[server.id]
         self.assertEqual(result.studies, 4)
         self.assertEqual(server.study_count, 4)
