@@ -5,27 +5,35 @@
 import datetime
 import mimetypes
 
-from trytond.model import ModelSQL, ModelView, Unique, fields
+from trytond.i18n import gettext
+from trytond.model import ModelSQL, ModelView, Unique, Workflow, fields
 from trytond.modules.health.core import get_health_professional
 from trytond.pool import Pool
 from trytond.pyson import Bool, Eval, PYSONEncoder
 from trytond.report import Report
 from trytond.wizard import StateAction, Wizard
 
+from .exceptions import ImagingResultError
 
-class ImagingTestResult(ModelSQL, ModelView):
+# What the radiologist writes: frozen once the result is done
+REPORT_FIELDS = {'comment', 'doctor', 'date'}
+
+
+class ImagingTestResult(Workflow, ModelSQL, ModelView):
     "Imaging Test Result"
     __name__ = 'gnuhealth.imaging.test.result'
     _rec_name = 'number'
 
     _from_request = {'readonly': Bool(Eval('request'))}
+    _draft = {'readonly': Eval('state') != 'draft'}
 
     patient = fields.Many2One(
         'gnuhealth.patient', "Patient", required=True,
         states=_from_request, ondelete='RESTRICT')
     number = fields.Char("Number", readonly=True)
     date = fields.DateTime(
-        "Date", required=True, help="When the study was performed.")
+        "Date", required=True, states=_draft,
+        help="When the study was performed.")
     request_date = fields.DateTime("Request Date", readonly=True)
     requested_test = fields.Many2One(
         'gnuhealth.imaging.test', "Test", required=True,
@@ -37,10 +45,18 @@ class ImagingTestResult(ModelSQL, ModelView):
     order = fields.Char("Order", readonly=True)
     doctor = fields.Many2One(
         'gnuhealth.healthprofessional', "Health Professional",
+        states=_draft,
         help="The health professional who interprets the study.")
-    comment = fields.Text("Interpretation")
+    comment = fields.Text("Interpretation", states=_draft)
     images = fields.One2Many('ir.attachment', 'resource', "Images")
-    del _from_request
+    state = fields.Selection([
+            ('draft', "Draft"),
+            ('done', "Done"),
+            ], "State", readonly=True, required=True,
+        help="Draft while the interpretation is written; done once the "
+        "health professional completed it.")
+    state_string = state.translated('state')
+    del _from_request, _draft
 
     @classmethod
     def __setup__(cls):
@@ -55,6 +71,26 @@ class ImagingTestResult(ModelSQL, ModelView):
             ('number', 'DESC'),
             ('id', 'DESC'),
             ]
+        cls._transitions |= {
+            ('draft', 'done'),
+            ('done', 'draft'),
+            }
+        cls._buttons.update({
+                'complete': {
+                    'invisible': Eval('state') != 'draft',
+                    'icon': 'tryton-ok',
+                    'depends': ['state'],
+                    },
+                'draft': {
+                    'invisible': Eval('state') != 'done',
+                    'icon': 'tryton-undo',
+                    'depends': ['state'],
+                    },
+                })
+
+    @staticmethod
+    def default_state():
+        return 'draft'
 
     @staticmethod
     def default_date():
@@ -87,8 +123,42 @@ class ImagingTestResult(ModelSQL, ModelView):
         return super().create(vlist)
 
     @classmethod
+    def write(cls, *args):
+        actions = iter(args)
+        for results, values in zip(actions, actions):
+            if REPORT_FIELDS.intersection(values):
+                for result in results:
+                    if result.state != 'draft':
+                        raise ImagingResultError(gettext(
+                                'health_imaging.msg_result_modify_done',
+                                result=result.rec_name))
+        super().write(*args)
+
+    @classmethod
+    @ModelView.button
+    @Workflow.transition('draft')
+    def draft(cls, results):
+        pass
+
+    @classmethod
+    @ModelView.button
+    @Workflow.transition('done')
+    def complete(cls, results):
+        for result in results:
+            if not (result.comment or '').strip():
+                raise ImagingResultError(gettext(
+                        'health_imaging.msg_result_complete_empty',
+                        result=result.rec_name))
+        doctor = get_health_professional(required=False)
+        if doctor:
+            without = [r for r in results if not r.doctor]
+            if without:
+                cls.write(without, {'doctor': doctor})
+
+    @classmethod
     def copy(cls, results, default=None):
         default = default.copy() if default is not None else {}
+        default.setdefault('state', 'draft')
         default.setdefault('number')
         default.setdefault('request')
         default.setdefault('images')

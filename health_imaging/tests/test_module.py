@@ -163,6 +163,59 @@ class HealthImagingTestCase(CompanyTestMixin, ModuleTestCase):
             Result.create([Result.values_from_request(request)])
 
     @with_transaction()
+    def test_result_complete(self):
+        "A result starts in draft and is frozen once completed"
+        pool = Pool()
+        Request = pool.get('gnuhealth.imaging.test.request')
+        Result = pool.get('gnuhealth.imaging.test.result')
+        request = create_request(create_patient())
+        Request.requested([request])
+        result, = Request.create_results([request])
+        self.assertEqual(result.state, 'draft')
+        # Nothing to sign yet
+        with self.assertRaises(UserError):
+            Result.complete([result])
+        self.assertEqual(result.state, 'draft')
+        Result.write([result], {'comment': "Normal chest."})
+        Result.complete([result])
+        self.assertEqual(result.state, 'done')
+        for name, value in [
+                ('comment', "Changed"),
+                ('doctor', None),
+                ('date', datetime.datetime(2020, 1, 1)),
+                ]:
+            with self.subTest(field=name):
+                with self.assertRaises(UserError):
+                    Result.write([result], {name: value})
+        # Amended after a reset to draft
+        Result.draft([result])
+        Result.write([result], {'comment': "Normal chest. Addendum."})
+        self.assertEqual(result.comment, "Normal chest. Addendum.")
+        copy, = Result.copy([result], {'request': None})
+        self.assertEqual(copy.state, 'draft')
+
+    @with_transaction()
+    def test_result_complete_sets_doctor(self):
+        "Completing signs the result with the user's health professional"
+        pool = Pool()
+        Request = pool.get('gnuhealth.imaging.test.request')
+        Result = pool.get('gnuhealth.imaging.test.result')
+        HealthProfessional = pool.get('gnuhealth.healthprofessional')
+        request = create_request(create_patient())
+        Request.requested([request])
+        result, = Request.create_results([request])
+        Result.write([result], {'doctor': None, 'comment': "Normal."})
+        Party = pool.get('party.party')
+        party, = Party.create([{
+                    'name': 'Greg', 'lastname': 'House', 'is_person': True,
+                    'is_healthprof': True, 'fed_country': 'XX', 'gender': 'm',
+                    'internal_user': Transaction().user,
+                    }])
+        professional, = HealthProfessional.create([{'party': party.id}])
+        Result.complete([result])
+        self.assertEqual(result.doctor, professional)
+
+    @with_transaction()
     def test_no_results_unless_requested(self):
         "Draft and cancelled requests cannot produce results"
         Request = Pool().get('gnuhealth.imaging.test.request')
