@@ -101,10 +101,12 @@ class OrthancServer(ConnectionMixin, ModelSQL, ModelView):
             ('studies', "Studies"),
             ('series', "Series"),
             ], "Import Phase", readonly=True,
+        states={'invisible': ~Eval('import_phase')},
         help="The list that the first import in progress reached; "
         "an interrupted import continues there.")
     import_offset = fields.Integer(
         "Import Offset", readonly=True,
+        states={'invisible': ~Eval('import_phase')},
         help="The number of items of that list already imported.")
     sync_time = fields.DateTime("Last Sync", readonly=True)
     since_sync = fields.Function(
