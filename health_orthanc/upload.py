@@ -13,9 +13,10 @@ from trytond.transaction import Transaction
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
 from . import orthanc_client as oc
+from .server import error_message
 from .upload_files import (
-    ALREADY_STORED, FAILED, REJECTED, STATUSES, STORED, count_statuses,
-    upload_files)
+    ALREADY_STORED, FAILED, REASONS, REJECTED, SEND_FAILED, STATUSES, STORED,
+    count_statuses, upload_files)
 from .viewer import format_plugins
 
 logger = logging.getLogger(__name__)
@@ -26,6 +27,18 @@ STATUS_SELECTION = [
     (REJECTED, "Rejected"),
     (FAILED, "Failed"),
     ]
+
+
+def reason_text(result, domain):
+    "Return the user message of why the file of result was not stored"
+    if not result.reason:
+        return ''
+    if result.reason == SEND_FAILED and result.error is not None:
+        # The words of the server's errors, without its credentials
+        return error_message(result.error, domain)
+    assert result.reason in REASONS, result.reason
+    return gettext('health_orthanc.msg_upload_%s' % result.reason,
+        **result.params)
 
 
 class UploadStart(ModelView):
@@ -138,7 +151,7 @@ class Upload(Wizard):
                         error=server.last_error or ''))
         elif counts[FAILED]:
             failed = next(r for r in results if r.status == FAILED)
-            messages.append(failed.detail)
+            messages.append(reason_text(failed, server.domain))
         orthanc_ids = {r.study for r in results if r.study}
         studies = Study.orthanc_ids(server, orthanc_ids) if orthanc_ids \
             else {}
@@ -150,7 +163,7 @@ class Upload(Wizard):
         self.result.lines = [{
                 'file_name': r.name,
                 'status': r.status,
-                'detail': r.detail,
+                'detail': reason_text(r, server.domain),
                 } for r in results]
         return 'result'
 

@@ -6,24 +6,34 @@
 Plain Python, without Tryton.  Each file, or each member of a zip file,
 is sent on its own with ``POST /instances`` and gets one
 :class:`FileResult`: ``stored``, ``already_stored`` (Orthanc had the
-instance), ``rejected`` (Orthanc cannot read it as DICOM: HTTP 400, or a
-``Status`` other than ``Success``/``AlreadyStored``, e.g. a filter) or
-``failed`` (any other error: the connection, the server).  A bad file is
-reported and the others go on.
+instance), ``rejected`` (not something Orthanc can store: an empty file,
+HTTP 400 or a ``Status`` other than ``Success``/``AlreadyStored``, e.g. a
+filter, an encrypted zip member, a compression zipfile cannot read, a
+damaged archive) or ``failed`` (any other error: the connection, the
+server).  A bad file, or a bad member of a zip file, is reported and the
+others go on.
+
+Why a file was rejected or failed is a code (``REASONS``) with its
+parameters, never a text: the caller words it for the user.
 
 Memory: a zip member is decompressed block by block while it is sent,
 so an upload is never held a second time in memory, whatever its size.
 """
+import contextlib
 import io
 import zipfile
+import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 
 from .orthanc_client import OrthancError
 
 __all__ = ['STORED', 'ALREADY_STORED', 'REJECTED', 'FAILED', 'STATUSES',
-    'FileResult', 'iter_members', 'upload_files', 'count_statuses']
+    'EMPTY', 'NOT_DICOM', 'ORTHANC_STATUS', 'ENCRYPTED', 'UNSUPPORTED',
+    'UNREADABLE_MEMBER', 'UNREADABLE_ARCHIVE', 'SEND_FAILED', 'REASONS',
+    'FileResult', 'Member', 'iter_members', 'upload_files',
+    'count_statuses']
 
 STORED = 'stored'
 ALREADY_STORED = 'already_stored'
@@ -33,19 +43,61 @@ STATUSES = (STORED, ALREADY_STORED, REJECTED, FAILED)
 #: Files of zip archives that are never DICOM (macOS resource forks)
 SKIPPED_PREFIXES = ('__MACOSX/',)
 
+# Why a file was not stored, and the parameters of each reason
+#: An empty file (no parameter)
+EMPTY = 'empty'
+#: Orthanc cannot read it as DICOM (HTTP 400): ``reason``, Orthanc's words
+NOT_DICOM = 'not_dicom'
+#: Orthanc did not store it: ``status``, the Status it answered
+ORTHANC_STATUS = 'orthanc_status'
+#: A zip member protected by a password (no parameter)
+ENCRYPTED = 'encrypted'
+#: A zip member compressed with a method zipfile cannot read: ``method``
+UNSUPPORTED = 'unsupported_compression'
+#: A zip member that cannot be decompressed (e.g. bad CRC): ``error``
+UNREADABLE_MEMBER = 'unreadable_member'
+#: Not a readable zip archive (e.g. truncated): ``error``
+UNREADABLE_ARCHIVE = 'unreadable_archive'
+#: Could not be sent to Orthanc: ``error``, and the OrthancError in
+#: :attr:`FileResult.error`
+SEND_FAILED = 'send_failed'
+REASONS = (EMPTY, NOT_DICOM, ORTHANC_STATUS, ENCRYPTED, UNSUPPORTED,
+    UNREADABLE_MEMBER, UNREADABLE_ARCHIVE, SEND_FAILED)
+#: What reading a zip member may raise (zlib.error is no OSError)
+MEMBER_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError,
+    RuntimeError)
+
 
 @dataclass
 class FileResult:
     """What became of one file.
 
     ``name`` is the file name, ``archive/member`` for a zip member;
-    ``study`` and ``instance`` are Orthanc's IDs when it was stored.
+    ``reason`` (one of :data:`REASONS`) and ``params`` say why it was not
+    stored; ``error`` is the OrthancError of a failed file; ``study`` and
+    ``instance`` are Orthanc's IDs when it was stored.
     """
     name: str
     status: str
-    detail: str = ''
+    reason: str = ''
+    params: dict = field(default_factory=dict)
     study: str | None = None
     instance: str | None = None
+    error: Exception | None = None
+
+
+@dataclass
+class Member:
+    """One file to send: its name, its size and how to open it.
+
+    ``open()`` returns a context manager giving a binary file object; a
+    zip member is opened (and may fail) only then.  ``info`` is the
+    ZipInfo of a zip member, None for a plain file.
+    """
+    name: str
+    size: int
+    open: Callable[[], contextlib.AbstractContextManager]
+    info: zipfile.ZipInfo | None = None
 
 
 def _is_zip(stream) -> bool:
@@ -56,12 +108,14 @@ def _is_zip(stream) -> bool:
         stream.seek(position)
 
 
-def iter_members(name: str, stream) -> Iterator[tuple[str, object, int]]:
-    """Yield (name, file object, size) for each file to send.
+def iter_members(name: str, stream) -> Iterator[Member]:
+    """Yield a :class:`Member` for each file to send.
 
     ``stream`` is a seekable binary file object.  A zip archive yields
-    its members one by one (each opened only while it is sent; folders
-    and ``__MACOSX/`` entries are left out), anything else yields itself.
+    its members one by one (folders and ``__MACOSX/`` entries are left
+    out; a member is opened only by ``Member.open``), anything else
+    yields itself.  A damaged archive raises zipfile.BadZipFile (or
+    OSError, EOFError) when iterated.
     """
     if _is_zip(stream):
         with zipfile.ZipFile(stream) as archive:
@@ -69,36 +123,57 @@ def iter_members(name: str, stream) -> Iterator[tuple[str, object, int]]:
                 if info.is_dir() or info.filename.startswith(
                         SKIPPED_PREFIXES):
                     continue
-                with archive.open(info) as member:
-                    yield ('%s/%s' % (name, info.filename), member,
-                        info.file_size)
+                yield Member('%s/%s' % (name, info.filename),
+                    info.file_size,
+                    lambda info=info: archive.open(info), info)
     else:
         position = stream.tell()
         size = stream.seek(0, io.SEEK_END) - position
         stream.seek(position)
-        yield name, stream, size
+        yield Member(name, size, lambda: contextlib.nullcontext(stream))
 
 
 def _send(client, name, stream, size) -> FileResult:
     if not size:
-        return FileResult(name, REJECTED, 'empty file')
+        return FileResult(name, REJECTED, EMPTY)
     try:
         answer = client.upload_instance(stream, size=size)
     except OrthancError as exception:
         if exception.status == 400:
-            return FileResult(name, REJECTED,
-                'not DICOM: %s' % (exception.details or exception.message
-                    or 'Orthanc cannot read it'))
-        return FileResult(name, FAILED, str(exception))
+            return FileResult(name, REJECTED, NOT_DICOM, {
+                    'reason': exception.details or exception.message or '',
+                    })
+        return FileResult(name, FAILED, SEND_FAILED,
+            {'error': str(exception)}, error=exception)
     status = answer.get('Status')
     if status == 'Success':
         result = STORED
     elif status == 'AlreadyStored':
         result = ALREADY_STORED
     else:
-        return FileResult(name, REJECTED, 'Orthanc answered %s' % status)
+        return FileResult(name, REJECTED, ORTHANC_STATUS,
+            {'status': str(status)})
     return FileResult(name, result, study=answer.get('ParentStudy'),
         instance=answer.get('ID'))
+
+
+def _send_member(client, member: Member) -> FileResult:
+    "Open and send one member; an unreadable member is rejected alone"
+    info = member.info
+    if info is not None and info.flag_bits & 0x1:
+        # zipfile would raise RuntimeError: no password is ever asked
+        return FileResult(member.name, REJECTED, ENCRYPTED)
+    try:
+        with member.open() as data:
+            return _send(client, member.name, data, member.size)
+    except NotImplementedError:
+        # A compression method zipfile cannot read (e.g. implode, AES)
+        return FileResult(member.name, REJECTED, UNSUPPORTED, {
+                'method': str(info.compress_type if info else '?')})
+    except MEMBER_ERRORS as exception:
+        # e.g. a corrupt member: its CRC is checked at the end
+        return FileResult(member.name, REJECTED, UNREADABLE_MEMBER,
+            {'error': str(exception)})
 
 
 def upload_files(client, files: Iterable[tuple[str, object]]
@@ -117,18 +192,12 @@ def upload_files(client, files: Iterable[tuple[str, object]]
         stream = io.BytesIO(data) if isinstance(data, (bytes, bytearray,
                 memoryview)) else data
         try:
-            for member_name, member, size in iter_members(name, stream):
-                try:
-                    results.append(_send(client, member_name, member, size))
-                except (zipfile.BadZipFile, OSError, EOFError,
-                        RuntimeError) as exception:
-                    # e.g. a corrupt member: its CRC is checked at the end
-                    results.append(FileResult(member_name, REJECTED,
-                            'unreadable in the archive: %s' % exception))
-        except (zipfile.BadZipFile, OSError, EOFError,
-                NotImplementedError) as exception:
-            results.append(FileResult(name, REJECTED,
-                    'unreadable archive: %s' % exception))
+            for member in iter_members(name, stream):
+                results.append(_send_member(client, member))
+        except (zipfile.BadZipFile, zlib.error, OSError,
+                EOFError) as exception:
+            results.append(FileResult(name, REJECTED, UNREADABLE_ARCHIVE,
+                    {'error': str(exception)}))
     return results
 
 

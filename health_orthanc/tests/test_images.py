@@ -19,6 +19,8 @@ from tests.dicom_samples import make_study
 from tests.orthanc_case import RealOrthancCase, upload_study
 from tests.orthanc_server import OrthancServer, plugin_path
 from trytond.modules.health_imaging.tests.tools import create_patient
+from trytond.modules.health_orthanc.tests.test_upload_files import (
+    patch_members)
 
 NO_COMMIT = {'orthanc_page_commit': False}
 PNG = b'\x89PNG\r\n\x1a\n'
@@ -182,24 +184,32 @@ class OrthancImagesTestCase(RealOrthancCase):
             zf.writestr('study/2.dcm', second)
             zf.writestr('copy/1.dcm', first)
             zf.writestr('README.txt', 'Images of Ann')
+            zf.writestr('secret.dcm', second)
+        # secret.dcm marked encrypted, as a zip tool with a password does
+        data = patch_members(archive.getvalue(), ['secret.dcm'], flag=0x1)
 
         session_id, _, _ = Upload.create()
         wizard = Upload(session_id)
         wizard.start.server = server
-        wizard.start.files = [
-            UploadFile(file_name='ann.zip', data=archive.getvalue())]
+        wizard.start.files = [UploadFile(file_name='ann.zip', data=data)]
         self.assertEqual(wizard.transition_upload(), 'result')
         result = wizard.default_result(None)
         self.assertEqual(
             (result['stored'], result['already_stored'], result['rejected'],
-                result['failed']), (2, 1, 1, 0))
+                result['failed']), (2, 1, 2, 0))
         self.assertEqual([(l['file_name'], l['status'])
                 for l in result['lines']], [
                 ('ann.zip/study/1.dcm', 'stored'),
                 ('ann.zip/study/2.dcm', 'stored'),
                 ('ann.zip/copy/1.dcm', 'already_stored'),
                 ('ann.zip/README.txt', 'rejected'),
+                ('ann.zip/secret.dcm', 'rejected'),
                 ])
+        # Each reason is the user message, saying what to do
+        details = [l['detail'] for l in result['lines']]
+        self.assertEqual(details[:3], ['', '', ''])
+        self.assertIn('cannot read it as a DICOM file', details[3])
+        self.assertIn('protected by a password', details[4])
         self.assertIn('2 stored', result['message'])
         # The sync brought the study
         study, = Study.search([('server', '=', server.id)])
