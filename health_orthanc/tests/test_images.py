@@ -168,6 +168,82 @@ class OrthancImagesTestCase(RealOrthancCase):
         self.assertEqual(Attachment.search_count([]), 0)
 
     @with_transaction(context=NO_COMMIT)
+    def test_preview_batch_with_failures(self):
+        "A series that fails does not stop the previews of the others"
+        pool = Pool()
+        Study = pool.get('gnuhealth.orthanc.study')
+        Series = pool.get('gnuhealth.orthanc.series')
+        ana = create_patient('Ana', 'Betz', puid='PUID-ANA')
+        upload_study(self.orthanc, 'PUID-ANA', 'BETZ^Ana', n_series=3)
+        self.synced_server()
+        study, = Study.search([('patient', '=', ana.id)])
+        kept, gone, gone2 = study.series
+        result = self.create_result(ana, [study])
+        # Deleted in Orthanc since the last sync
+        for record in [gone, gone2]:
+            self.orthanc.request('DELETE', '/series/' + record.orthanc_id)
+
+        # Attach: the preview of the series left is fetched and attached
+        Series.attach_preview([kept, gone])
+        kept, gone = Series.browse([kept.id, gone.id])
+        self.assertTrue(kept.preview.startswith(PNG))
+        self.assertIsNone(kept.preview_error)
+        self.assertEqual(result.get_images(),
+            [(bytes(kept.preview), 'image/png')])
+        self.assertIsNone(gone.preview)
+        self.assertIn(gone.rec_name, gone.preview_error)
+        self.assertIn('No preview of the series', gone.preview_error)
+
+        # Fetch: stored for the good ones, the reason kept for the others
+        Series.write([kept], {'preview': None, 'preview_instance': None})
+        Series.fetch_preview([gone, kept, gone2])
+        kept, gone2 = Series.browse([kept.id, gone2.id])
+        self.assertTrue(kept.preview.startswith(PNG))
+        self.assertTrue(gone2.preview_error)
+
+        # Only failures: nothing to store, the reasons raised together
+        with self.assertRaises(UserError) as error:
+            Series.fetch_preview([gone, gone2])
+        self.assertIn('No preview of the 2 series', str(error.exception))
+        self.assertIn(gone.rec_name, str(error.exception))
+        self.assertIn(gone2.rec_name, str(error.exception))
+        with self.assertRaises(UserError) as error:
+            Series.attach_preview([gone])
+        self.assertIn('No preview of the series', str(error.exception))
+        self.assertEqual(len(result.get_images()), 1)
+
+    @with_transaction(context=NO_COMMIT)
+    def test_attach_to_done_result(self):
+        "A done result gets no preview until it is reset to draft"
+        pool = Pool()
+        Study = pool.get('gnuhealth.orthanc.study')
+        Series = pool.get('gnuhealth.orthanc.series')
+        Result = pool.get('gnuhealth.imaging.test.result')
+        ana = create_patient('Ana', 'Betz', puid='PUID-ANA')
+        upload_study(self.orthanc, 'PUID-ANA', 'BETZ^Ana', n_series=1)
+        self.synced_server()
+        study, = Study.search([('patient', '=', ana.id)])
+        series, = study.series
+        draft = self.create_result(ana, [study])
+        done = self.create_result(ana, [study])
+        Result.write([done], {'comment': 'No fracture.'})
+        Result.complete([done])
+
+        with self.assertRaises(UserError) as error:
+            Series.attach_preview([series])
+        self.assertIn(done.rec_name, str(error.exception))
+        self.assertNotIn(draft.rec_name, str(error.exception))
+        self.assertIn('Reset to Draft', str(error.exception))
+        self.assertEqual(draft.get_images(), [])
+        self.assertEqual(done.get_images(), [])
+        self.assertIsNone(Series(series.id).preview)  # not even fetched
+
+        Result.draft([done])
+        Series.attach_preview([series])
+        self.assertEqual(len(done.get_images()), 1)
+        self.assertEqual(len(draft.get_images()), 1)
+
+    @with_transaction(context=NO_COMMIT)
     def test_upload_wizard(self):
         "2 DICOM files, a duplicate and a text file in a zip, then synced"
         pool = Pool()
