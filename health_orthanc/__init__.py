@@ -17,6 +17,8 @@ def register():
         patient.Patient,
         study.OrthancStudy,
         study.OrthancSeries,
+        study.DeleteStudiesStart,
+        study.DeleteStudiesResult,
         study.ImagingTestResultStudy,
         study.ImagingTestResult,
         request.ImagingTestRequest,
@@ -30,4 +32,5 @@ def register():
     Pool.register(
         server.AddServer,
         upload.Upload,
+        study.DeleteStudies,
         module='health_orthanc', type_='wizard')

@@ -13,6 +13,7 @@ from trytond.pool import Pool, PoolMeta
 from trytond.pyson import Eval
 from trytond.tools import grouped_slice
 from trytond.transaction import Transaction
+from trytond.wizard import Button, StateTransition, StateView, Wizard
 
 from trytond.modules.health_imaging.tools import search_in
 
@@ -128,44 +129,73 @@ class OrthancStudy(OrthancResourceMixin, ModelSQL, ModelView):
         return result
 
     @classmethod
-    @ModelView.button
+    @ModelView.button_action('health_orthanc.wizard_study_delete')
     def delete_from_orthanc(cls, studies):
+        "Open the Delete from Orthanc wizard (confirmation, then result)"
+        pass
+
+    @classmethod
+    def remove_from_orthanc(cls, studies):
         """Delete the studies from their Orthanc server, then here.
 
-        Refused while a study is read by an imaging result; a study
-        already gone from Orthanc is only removed here.
+        Each study Orthanc accepted to delete (or had not anymore) is
+        deleted here; the others are left as they are.  A study read by
+        an imaging result is not sent to Orthanc.  Nothing is raised: a
+        study Orthanc deleted must not come back here because another
+        failed, so the failures are returned for the caller to report.
+
+        Returns the studies deleted and {study: user message} of the
+        others.
         """
         pool = Pool()
         ResultStudy = pool.get(
             'gnuhealth.imaging.test.result-gnuhealth.orthanc.study')
-        links = ResultStudy.search([
-                ('study', 'in', [s.id for s in studies]),
-                ], order=[('id', 'ASC')])
-        if links:
-            study = links[0].study
-            raise OrthancResourceError(gettext(
-                    'health_orthanc.msg_study_delete_linked',
-                    study=study.rec_name,
-                    results=', '.join(sorted({
-                                l.result.rec_name for l in links
-                                if l.study == study}))))
+        failures = {}
+        linked = defaultdict(set)
+        # The administrator must learn which results read them
+        with Transaction().set_context(_check_access=False):
+            for sub_studies in grouped_slice(studies):
+                for link in ResultStudy.search([
+                            ('study', 'in', [s.id for s in sub_studies]),
+                            ]):
+                    linked[link.study].add(link.result.rec_name)
+        for study, results in linked.items():
+            failures[study] = gettext(
+                'health_orthanc.msg_study_delete_linked',
+                study=study.rec_name, results=', '.join(sorted(results)))
         by_server = defaultdict(list)
         for study in studies:
-            by_server[study.server].append(study)
+            if study not in failures:
+                by_server[study.server].append(study)
+        accepted = []
         for server, server_studies in by_server.items():
             with server.get_client() as client:
+                unreachable = None
                 for study in server_studies:
+                    if unreachable is not None:
+                        # Do not wait for each study of an unreachable server
+                        failures[study] = gettext(
+                            'health_orthanc.msg_study_delete_failed',
+                            study=study.rec_name, error=unreachable)
+                        continue
                     try:
                         client.delete_study(study.orthanc_id)
                     except oc.OrthancNotFound:
+                        # Already gone from Orthanc: only removed here
                         pass
                     except oc.OrthancError as exception:
-                        raise OrthancResourceError(gettext(
-                                'health_orthanc.msg_study_delete_failed',
-                                study=study.rec_name,
-                                error=record_error(server, exception))
-                            ) from exception
-        cls.delete(studies)
+                        error = record_error(server, exception)
+                        failures[study] = gettext(
+                            'health_orthanc.msg_study_delete_failed',
+                            study=study.rec_name, error=error)
+                        if isinstance(exception, oc.OrthancUnreachable):
+                            unreachable = error
+                        continue
+                    accepted.append(study)
+        if accepted:
+            logger.info("Deleted %s studies from Orthanc", len(accepted))
+            cls.delete(accepted)
+        return accepted, failures
 
     @classmethod
     def _orthanc_values(cls, server, record, patients):
@@ -503,6 +533,78 @@ class OrthancSeries(OrthancResourceMixin, ModelSQL, ModelView):
         if to_write:
             with Transaction().set_context(orthanc_sync=True):
                 Study.write(*to_write)
+
+
+class DeleteStudiesStart(ModelView):
+    "Delete Studies from Orthanc"
+    __name__ = 'gnuhealth.orthanc.study.delete.start'
+
+    studies = fields.Many2Many(
+        'gnuhealth.orthanc.study', None, None, "Studies", readonly=True)
+
+
+class DeleteStudiesResult(ModelView):
+    "Delete Studies from Orthanc Result"
+    __name__ = 'gnuhealth.orthanc.study.delete.result'
+
+    deleted = fields.Integer("Deleted", readonly=True)
+    failed = fields.Integer("Not Deleted", readonly=True)
+    message = fields.Text("Message", readonly=True)
+    studies = fields.Many2Many(
+        'gnuhealth.orthanc.study', None, None, "Studies Not Deleted",
+        readonly=True)
+
+
+class DeleteStudies(Wizard):
+    """Delete Studies from Orthanc
+
+    The studies Orthanc deleted are deleted here too and kept deleted
+    (the transaction commits); the others are listed with the reason, so
+    a failure never brings back a study that is gone from Orthanc.
+    """
+    __name__ = 'gnuhealth.orthanc.study.delete'
+
+    start = StateView(
+        'gnuhealth.orthanc.study.delete.start',
+        'health_orthanc.study_delete_start_view_form', [
+            Button("Cancel", 'end', 'tryton-cancel', default=True),
+            Button("Delete", 'remove', 'tryton-delete'),
+            ])
+    remove = StateTransition()
+    result = StateView(
+        'gnuhealth.orthanc.study.delete.result',
+        'health_orthanc.study_delete_result_view_form', [
+            Button("Close", 'end', 'tryton-close', default=True),
+            ])
+
+    def default_start(self, fields):
+        return {'studies': [s.id for s in self.records]}
+
+    def transition_remove(self):
+        pool = Pool()
+        Study = pool.get('gnuhealth.orthanc.study')
+        deleted, failures = Study.remove_from_orthanc(self.records)
+        if not failures:
+            return 'end'
+        self.result.deleted = len(deleted)
+        self.result.failed = len(failures)
+        self.result.message = '\n'.join([gettext(
+                    'health_orthanc.msg_study_delete_partial',
+                    deleted=len(deleted), failed=len(failures))]
+            + list(failures.values()))
+        self.result.studies = list(failures)
+        return 'result'
+
+    def default_result(self, fields):
+        return {
+            'deleted': self.result.deleted,
+            'failed': self.result.failed,
+            'message': self.result.message,
+            'studies': [getattr(s, 'id', s) for s in self.result.studies],
+            }
+
+    def end(self):
+        return 'reload'
 
 
 class ImagingTestResultStudy(ModelSQL):
