@@ -227,7 +227,14 @@ class ImagingTestRequest(Workflow, ModelSQL, ModelView):
     @ModelView.button
     @Workflow.transition('draft')
     def draft(cls, requests):
-        pass
+        # Back from cancelled, the patient and the test can change: the
+        # identifiers given to the modalities are given again when it is
+        # requested, never reused for another patient or exam
+        cls.write(requests, {
+                'accession_number': None,
+                'study_instance_uid': None,
+                'performed_date': None,
+                })
 
     @classmethod
     @ModelView.button

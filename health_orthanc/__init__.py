@@ -23,6 +23,7 @@ def register():
         study.ImagingTestResult,
         request.ImagingTestRequest,
         request.OrthancStudy,
+        request.OrthancServer,
         ir.Cron,
         upload.UploadStart,
         upload.UploadFile,

@@ -11,3 +11,7 @@ class OrthancDomainError(ValidationError):
 
 class OrthancResourceError(UserError):
     pass
+
+
+class OrthancWorklistError(UserError):
+    pass

@@ -104,6 +104,33 @@ class OrthancPatient(OrthancResourceMixin, ModelSQL, ModelView):
                     values = dict(values, link_state='manual')
                 args.extend((patients, values))
         super().write(*args)
+        actions = iter(args)
+        changed = {p for patients, values in zip(actions, actions)
+            if 'patient' in values for p in patients}
+        if changed and not context.get('orthanc_linking_studies'):
+            cls.check_request_studies(list(changed))
+
+    @classmethod
+    def check_request_studies(cls, patients):
+        """Decide again the request links of the studies of the patients
+        whose GNU Health patient changed (one search): a study leaves a
+        request of another patient, a study for review joins the request
+        of its new patient."""
+        pool = Pool()
+        Study = pool.get('gnuhealth.orthanc.study')
+        Request = pool.get('gnuhealth.imaging.test.request')
+        studies = []
+        for sub_patients in grouped_slice(patients):
+            studies.extend(Study.search([
+                        ('orthanc_patient', 'in',
+                            [p.id for p in sub_patients]),
+                        ['OR',
+                            ('request', '!=', None),
+                            ('request_link', '!=', None),
+                            ],
+                        ]))
+        if studies:
+            Request.link_studies(studies)
 
     @classmethod
     @ModelView.button

@@ -23,39 +23,67 @@ from trytond.transaction import Transaction
 
 from . import orthanc_client as oc
 from . import worklist
+from .exceptions import OrthancWorklistError
 from .server import error_message
 
 logger = logging.getLogger(__name__)
 
 WORKLIST_STATES = [
     (None, ''),
+    ('pending', "To Publish"),
     ('published', "Published"),
     ('failed', "Not Published"),
+    ('removing', "To Remove"),
     ('removed', "Removed"),
     ('stale', "Not Removed"),
     ]
+#: The worklist states of a request whose entry may be on a server
+ENTRY_STATES = {'pending', 'published', 'removing', 'stale'}
 REQUEST_LINKS = [
     (None, ''),
     ('linked', "Linked"),
     ('patient_differs', "Patient differs from the request's"),
     ('patient_unknown', "Patient not linked"),
+    ('result_done', "Result already completed"),
     ]
+#: The links of the studies listed for review
+REVIEW_LINKS = ['patient_differs', 'patient_unknown', 'result_done']
 #: The request states whose studies may still arrive
 OPEN_STATES = ['requested', 'done']
 
 
+def _zone():
+    "Return the time zone of the company of the context, or None"
+    Company = Pool().get('company.company')
+    company_id = Transaction().context.get('company')
+    if not company_id:
+        return None
+    company = Company(company_id)
+    return tz.get_tzinfo(company.timezone) if company.timezone else None
+
+
 def _local(value):
     "Return a UTC datetime of the database in the company's time zone"
-    pool = Pool()
-    Company = pool.get('company.company')
-    company_id = Transaction().context.get('company')
-    if not value or not company_id:
+    zone = _zone() if value else None
+    if not zone:
         return value
-    company = Company(company_id)
-    if not company.timezone:
-        return value
-    zone = tz.get_tzinfo(company.timezone)
     return value.replace(tzinfo=tz.UTC).astimezone(zone).replace(tzinfo=None)
+
+
+def _utc(value):
+    """Return a datetime of the company's time zone (a DICOM date and time)
+    in UTC, as the database keeps it"""
+    zone = _zone() if value else None
+    if not zone:
+        return value
+    return value.replace(tzinfo=zone).astimezone(tz.UTC).replace(tzinfo=None)
+
+
+def _problems(exception):
+    "Return the translated text of the problems of a WorklistError"
+    return '; '.join(
+        gettext('health_orthanc.msg_worklist_problem_%s' % code, **params)
+        for code, params in exception.problems)
 
 
 class ImagingTestRequest(metaclass=PoolMeta):
@@ -64,14 +92,16 @@ class ImagingTestRequest(metaclass=PoolMeta):
     worklist_state = fields.Selection(
         WORKLIST_STATES, "Worklist", readonly=True,
         help="Whether the modalities see this test in their DICOM "
-        "worklist.")
+        "worklist.  The entry is written or removed just after the "
+        "request is saved (To Publish, To Remove meanwhile).")
+    worklist_state_string = worklist_state.translated('worklist_state')
     worklist_server = fields.Many2One(
         'gnuhealth.orthanc.config', "Worklist Server", readonly=True,
         ondelete='SET NULL')
     worklist_entry = fields.Char(
         "Worklist Entry", readonly=True,
-        help="The file in the worklist folder, or the ID of the worklist "
-        "in Orthanc.")
+        help="The file written in the worklist folder, or the ID of the "
+        "worklist in Orthanc.")
     worklist_error = fields.Text(
         "Worklist Error", readonly=True,
         states={'invisible': ~Eval('worklist_error')})
@@ -90,7 +120,8 @@ class ImagingTestRequest(metaclass=PoolMeta):
                         ((Eval('state') == 'requested')
                             & (Eval('worklist_state') != 'published'))
                         | (Eval('state').in_(['done', 'cancelled'])
-                            & (Eval('worklist_state') == 'stale'))),
+                            & Eval('worklist_state').in_(
+                                ['stale', 'removing']))),
                     'icon': 'tryton-refresh',
                     'depends': ['state', 'worklist_state'],
                     },
@@ -105,28 +136,61 @@ class ImagingTestRequest(metaclass=PoolMeta):
         return super().copy(requests, default=default)
 
     @classmethod
+    def delete(cls, requests):
+        for request in requests:
+            if request.worklist_state in ENTRY_STATES:
+                raise OrthancWorklistError(gettext(
+                        'health_orthanc.msg_worklist_delete_request',
+                        request=request.rec_name,
+                        state=request.worklist_state_string))
+        super().delete(requests)
+
+    @classmethod
     def requested(cls, requests):
         super().requested(requests)
-        cls.publish_worklists([r for r in requests if r.state == 'requested'])
+        # Studies that arrived before (e.g. while the request was
+        # cancelled) are linked now
+        cls.link_stored_studies(requests)
+        requests = cls.browse(requests)
+        cls.queue_publication([r for r in requests if r.state == 'requested'])
+
+    @classmethod
+    def draft(cls, requests):
+        for request in requests:
+            if (request.state == 'cancelled'
+                    and request.worklist_state in {'removing', 'stale'}):
+                raise OrthancWorklistError(gettext(
+                        'health_orthanc.msg_worklist_draft_not_removed',
+                        request=request.rec_name))
+        super().draft(requests)
+        drafts = [r for r in cls.browse(requests) if r.state == 'draft']
+        if drafts:
+            with Transaction().set_context(_check_access=False):
+                cls.write(drafts, {
+                        'worklist_state': None,
+                        'worklist_server': None,
+                        'worklist_entry': None,
+                        'worklist_error': None,
+                        })
 
     @classmethod
     def cancel(cls, requests):
         super().cancel(requests)
-        cls.remove_worklists([r for r in requests if r.state == 'cancelled'])
+        cls.queue_removal([r for r in requests if r.state == 'cancelled'])
 
     @classmethod
     def done(cls, requests):
         super().done(requests)
-        cls.remove_worklists([r for r in requests if r.state == 'done'])
+        cls.queue_removal([r for r in requests if r.state == 'done'])
 
     @classmethod
     @ModelView.button
     def update_worklist(cls, requests):
         "Publish or remove the entries again after a failure"
-        cls.publish_worklists([
+        cls.queue_publication([
                 r for r in requests if r.state == 'requested'
                 and r.worklist_state != 'published'])
-        cls.remove_worklists([
+        cls.queue_removal([
                 r for r in requests if r.state in {'done', 'cancelled'}])
 
     # -- worklist -----------------------------------------------------------
@@ -142,7 +206,8 @@ class ImagingTestRequest(metaclass=PoolMeta):
             'patient_family_name': party.lastname,
             'patient_given_name': party.name,
             'patient_birth_date': party.dob,
-            'patient_sex': party.gender,
+            # DICOM's PatientSex is the sex of the body imaged
+            'patient_sex': self.patient.biological_sex or party.gender,
             'modality': test.test_type.code if test.test_type else None,
             'procedure': test.name,
             'procedure_code': test.code,
@@ -164,22 +229,71 @@ class ImagingTestRequest(metaclass=PoolMeta):
             [('publish_worklists', '=', True)], order=[('id', 'ASC')])
 
     @classmethod
-    def publish_worklists(cls, requests):
-        """Publish the worklist entries of the requests.
+    def queue_publication(cls, requests):
+        """Mark the requests To Publish and publish them after the commit.
 
-        A failure never stops the request: it is recorded on the request
-        (Worklist "Not Published" and the error), and the Update Worklist
-        button tries again.  Without any server publishing worklists,
-        nothing is done.
+        The files and the Orthanc worklists are written by a queued task
+        (:meth:`publish_worklists`), in its own transaction once this one
+        is committed: a transaction rolled back or retried never leaves an
+        entry behind.  Without any server publishing worklists, nothing is
+        done.
         """
         requests = [r for r in requests if r.accession_number]
-        servers = cls.worklist_servers()
-        if not requests or not servers:
+        if not requests or not cls.worklist_servers():
             return
+        cls._write_worklist({r: {
+                    'worklist_state': 'pending',
+                    'worklist_error': None,
+                    } for r in requests})
+        cls.__queue__.publish_worklists(requests)
+
+    @classmethod
+    def queue_removal(cls, requests):
+        """Mark the entries of the requests To Remove and remove them after
+        the commit (:meth:`remove_worklists`)"""
+        to_remove = [r for r in requests if r.worklist_state in ENTRY_STATES]
+        never = [r for r in requests if r.worklist_state == 'failed']
+        outcome = {r: {'worklist_state': 'removing'} for r in to_remove}
+        # Never published: nothing to remove, no problem left to solve
+        outcome.update({r: {
+                    'worklist_state': None,
+                    'worklist_error': None,
+                    } for r in never})
+        cls._write_worklist(outcome)
+        if to_remove:
+            cls.__queue__.remove_worklists(to_remove)
+
+    @classmethod
+    def publish_worklists(cls, requests):
+        """Publish the worklist entries of the requests To Publish.
+
+        The queued task of :meth:`queue_publication`.  What it does
+        depends on the committed state only, so running it again does no
+        harm: a request published meanwhile, done or cancelled is skipped,
+        and an entry left by an earlier publication is removed before the
+        new one is written.  A failure never stops the request: it is
+        recorded on it (Worklist "Not Published" and the error) and the
+        Update Worklist button tries again.
+        """
+        requests = [r for r in requests if r.state == 'requested'
+            and r.worklist_state == 'pending' and r.accession_number]
+        if not requests:
+            return
+        outcome = {}
+        previous = [r for r in requests if r.worklist_entry]
+        if previous:
+            for request, (done, message) in cls._remove_entries(
+                    previous).items():
+                if not done:
+                    # Publishing again would leave the old entry behind
+                    outcome[request] = cls._worklist_failure(
+                        request.worklist_server, message)
+        servers = cls.worklist_servers()
         choices = [(s, s.worklist_modalities) for s in servers]
         by_server = defaultdict(list)
-        outcome = {}
         for request in requests:
+            if request in outcome:
+                continue
             test = request.requested_test
             modality = test.test_type.code if test.test_type else None
             server = worklist.choose_server(choices, modality)
@@ -208,7 +322,7 @@ class ImagingTestRequest(metaclass=PoolMeta):
     def _worklist_success(server, entry, state='published'):
         return {
             'worklist_state': state,
-            'worklist_server': server.id,
+            'worklist_server': server.id if server else None,
             'worklist_entry': entry,
             'worklist_error': None,
             }
@@ -218,7 +332,7 @@ class ImagingTestRequest(metaclass=PoolMeta):
         outcome = {}
         for request in requests:
             try:
-                name = worklist.write_file(
+                path = worklist.write_file(
                     server.worklist_folder,
                     request.get_worklist_entry(server))
             except worklist.WorklistError as exception:
@@ -227,9 +341,10 @@ class ImagingTestRequest(metaclass=PoolMeta):
                 outcome[request] = cls._worklist_failure(server, gettext(
                         'health_orthanc.msg_worklist_folder_failed',
                         request=request.rec_name, server=server.label,
-                        folder=server.worklist_folder, error=str(exception)))
+                        folder=server.worklist_folder,
+                        error=_problems(exception)))
             else:
-                outcome[request] = cls._worklist_success(server, name)
+                outcome[request] = cls._worklist_success(server, path)
         return outcome
 
     @classmethod
@@ -252,7 +367,7 @@ class ImagingTestRequest(metaclass=PoolMeta):
                             server, gettext(
                                 'health_orthanc.msg_worklist_invalid',
                                 request=request.rec_name,
-                                error=str(exception)))
+                                error=_problems(exception)))
                     else:
                         outcome[request] = cls._worklist_success(
                             server, entry_id)
@@ -269,42 +384,68 @@ class ImagingTestRequest(metaclass=PoolMeta):
 
     @classmethod
     def remove_worklists(cls, requests):
-        """Remove the published entries of the requests.
+        """Remove the entries of the requests To Remove.
 
-        An entry that cannot be removed is recorded as "Not Removed" with
-        the error; the Update Worklist button tries again.
+        The queued task of :meth:`queue_removal`; a request requested
+        again meanwhile is skipped.  An entry that cannot be removed is
+        recorded as "Not Removed" with the error; the Update Worklist
+        button tries again.
         """
+        requests = [r for r in requests if r.state != 'requested'
+            and r.worklist_state == 'removing']
+        outcome = {}
+        for request, (done, message) in cls._remove_entries(
+                requests).items():
+            if done:
+                outcome[request] = cls._worklist_success(
+                    request.worklist_server, None, state='removed')
+            else:
+                outcome[request] = cls._worklist_failure(
+                    request.worklist_server, message, state='stale')
+        cls._write_worklist(outcome)
+
+    @classmethod
+    def _remove_entries(cls, requests):
+        """Remove the entries of the requests from where they were
+        published; return {request: (removed, error message)}.
+
+        Each entry decides how: a file is removed from the path where it
+        was written (even if the server's folder changed since), any
+        other entry is the ID of a worklist of the server's REST API.
+        """
+        outcome = {}
         by_server = defaultdict(list)
         for request in requests:
-            if (request.worklist_state in {'published', 'stale'}
-                    and request.worklist_server and request.worklist_entry):
-                by_server[request.worklist_server].append(request)
-        outcome = {}
+            entry = request.worklist_entry
+            server = request.worklist_server
+            if not entry:
+                outcome[request] = (True, None)
+            elif worklist.is_file_entry(entry):
+                try:
+                    worklist.remove_file(entry)
+                except worklist.WorklistError as exception:
+                    logger.warning("Worklist of %s: %s",
+                        request.rec_name, exception)
+                    outcome[request] = (False, gettext(
+                            'health_orthanc.msg_worklist_remove_failed',
+                            request=request.rec_name,
+                            server=server.label if server else '',
+                            error=_problems(exception)))
+                else:
+                    outcome[request] = (True, None)
+            elif server is None:
+                # The server was deleted: its worklists went with it
+                outcome[request] = (True, None)
+            else:
+                by_server[server].append(request)
         for server, server_requests in by_server.items():
-            if server.worklist_folder and server_requests[0].worklist_entry \
-                    .endswith(worklist.SUFFIX):
-                for request in server_requests:
-                    try:
-                        worklist.remove_file(
-                            server.worklist_folder, request.worklist_entry)
-                    except worklist.WorklistError as exception:
-                        outcome[request] = cls._worklist_failure(
-                            server, gettext(
-                                'health_orthanc.msg_worklist_remove_failed',
-                                request=request.rec_name,
-                                server=server.label, error=str(exception)),
-                            state='stale')
-                    else:
-                        outcome[request] = cls._worklist_success(
-                            server, None, state='removed')
-                continue
             try:
                 with server.get_client() as client:
                     for request in server_requests:
                         worklist.rest_delete(client, request.worklist_entry)
-                        outcome[request] = cls._worklist_success(
-                            server, None, state='removed')
+                        outcome[request] = (True, None)
             except oc.OrthancError as exception:
+                logger.warning("Worklists on %s: %s", server.label, exception)
                 message = gettext(
                     'health_orthanc.msg_worklist_remove_failed',
                     request=', '.join(r.rec_name for r in server_requests
@@ -312,9 +453,8 @@ class ImagingTestRequest(metaclass=PoolMeta):
                     server=server.label,
                     error=error_message(exception, server.domain))
                 for request in server_requests:
-                    outcome.setdefault(request, cls._worklist_failure(
-                            server, message, state='stale'))
-        cls._write_worklist(outcome)
+                    outcome.setdefault(request, (False, message))
+        return outcome
 
     @classmethod
     def _write_worklist(cls, outcome):
@@ -328,23 +468,51 @@ class ImagingTestRequest(metaclass=PoolMeta):
 
     # -- studies ------------------------------------------------------------
     @classmethod
+    def link_stored_studies(cls, requests):
+        """Link the studies already stored that carry the identifiers of
+        the requests (one search)"""
+        Study = Pool().get('gnuhealth.orthanc.study')
+        uids = [r.study_instance_uid for r in requests
+            if r.study_instance_uid]
+        accessions = [r.accession_number for r in requests
+            if r.accession_number]
+        if not uids and not accessions:
+            return
+        domain = ['OR']
+        for name, values in [('study_instance_uid', uids),
+                ('accession_number', accessions)]:
+            for sub_values in grouped_slice(values):
+                domain.append((name, 'in', list(sub_values)))
+        studies = Study.search([('request', '=', None), domain])
+        if studies:
+            cls.link_studies(studies)
+
+    @classmethod
     def link_studies(cls, studies):
         """Link the studies to the requests they perform, in one batch.
 
         A study matches the request whose StudyInstanceUID it has, else
-        the request whose accession number it has (requested or done).
-        It is linked only when its Orthanc patient is linked to the
-        request's patient (the linking rule is tried first on unlinked
-        ones); otherwise it is left for review with the reason.
-        Linked studies are added to the request's result, created if
-        needed, and the request is marked performed and done.
+        the request whose accession number it has (requested or done); a
+        study already linked keeps its request as long as its patient is
+        the request's.  It is linked only when its Orthanc patient is
+        linked to the request's patient (the linking rule is tried first
+        on unlinked ones) and the result of the request is not completed;
+        otherwise it is left for review with the reason, and it leaves the
+        draft results of other patients.  Linked studies are added to the
+        request's result, created if needed, and the request is marked
+        performed and done.
         """
         pool = Pool()
         Study = pool.get('gnuhealth.orthanc.study')
         OrthancPatient = pool.get('gnuhealth.orthanc.patient')
-        studies = [s for s in studies if not s.request]
-        uids = {s.study_instance_uid for s in studies if s.study_instance_uid}
-        accessions = {s.accession_number.strip() for s in studies
+        Result = pool.get('gnuhealth.imaging.test.result')
+        ResultStudy = pool.get(
+            'gnuhealth.imaging.test.result-gnuhealth.orthanc.study')
+        studies = list(studies)
+        to_match = [s for s in studies if not s.request]
+        uids = {s.study_instance_uid for s in to_match
+            if s.study_instance_uid}
+        accessions = {s.accession_number.strip() for s in to_match
             if s.accession_number and s.accession_number.strip()}
         by_uid, by_accession = {}, {}
         for name, values, index in [
@@ -358,7 +526,8 @@ class ImagingTestRequest(metaclass=PoolMeta):
                     index[getattr(request, name)] = request
         matches = {}
         for study in studies:
-            request = by_uid.get(study.study_instance_uid) or by_accession.get(
+            request = study.request or by_uid.get(
+                study.study_instance_uid) or by_accession.get(
                 (study.accession_number or '').strip())
             if request:
                 matches[study.id] = request
@@ -372,29 +541,50 @@ class ImagingTestRequest(metaclass=PoolMeta):
             and not s.orthanc_patient.patient
             and s.orthanc_patient.link_state != 'manual'}
         if unlinked:
-            OrthancPatient.link(list(unlinked))
+            # The studies of these patients are decided below
+            with Transaction().set_context(orthanc_linking_studies=True):
+                OrthancPatient.link(list(unlinked))
         studies = Study.browse([s.id for s in studies])
+        requests = {r.id: r for r in matches.values()}
+        results = {}
+        for sub_ids in grouped_slice(list(requests)):
+            for result in Result.search([('request', 'in', list(sub_ids))]):
+                results[result.request.id] = result
+        attached = set()
+        for sub_ids in grouped_slice([s.id for s in studies]):
+            attached.update((l.result.id, l.study.id)
+                for l in ResultStudy.search([
+                        ('study', 'in', list(sub_ids)),
+                        ]))
         decisions = defaultdict(list)
         linked = defaultdict(list)
+        to_detach = []
         for study in studies:
             request = matches.get(study.id)
-            if request is None:
-                if study.request_link:
-                    decisions[(None, None, None)].append(study)
-                continue
             patient = (study.orthanc_patient.patient
                 if study.orthanc_patient else None)
-            if patient is None:
+            result = results.get(request.id) if request else None
+            if request is None:
+                decision = (None, None, None)
+            elif patient is None:
                 decision = (None, 'patient_unknown', request.id)
             elif patient != request.patient:
                 decision = (None, 'patient_differs', request.id)
+            elif (result and result.state != 'draft'
+                    and (result.id, study.id) not in attached):
+                # A completed result is signed: it takes no new study
+                decision = (None, 'result_done', request.id)
             else:
                 decision = (request.id, 'linked', None)
-                linked[request].append(study)
-            if (getattr(study.request, 'id', None), study.request_link,
-                    getattr(study.request_candidate, 'id', None)
-                    ) != decision:
+            current = (getattr(study.request, 'id', None),
+                study.request_link,
+                getattr(study.request_candidate, 'id', None))
+            if current != decision:
                 decisions[decision].append(study)
+                if decision[1] == 'linked':
+                    linked[request].append(study)
+            if decision[1] != 'linked' and (current[0] or current[1]):
+                to_detach.append(study)
         to_write = []
         for (request, state, candidate), records in decisions.items():
             to_write.extend((records, {
@@ -406,16 +596,41 @@ class ImagingTestRequest(metaclass=PoolMeta):
             with Transaction().set_context(
                     orthanc_sync=True, _check_access=False):
                 Study.write(*to_write)
+        if to_detach:
+            cls._detach_other_patients(to_detach)
         if linked:
-            cls.perform(linked)
+            cls.perform(linked, results, attached)
 
     @classmethod
-    def perform(cls, studies_of):
+    def _detach_other_patients(cls, studies):
+        """Remove the studies from the draft results of another patient
+        (one search, one delete); a completed result is left as signed,
+        its study being listed for review"""
+        ResultStudy = Pool().get(
+            'gnuhealth.imaging.test.result-gnuhealth.orthanc.study')
+        to_delete = []
+        for sub_studies in grouped_slice(studies):
+            patients = {s.id: s.patient for s in sub_studies}
+            for link in ResultStudy.search([
+                        ('study', 'in', list(patients)),
+                        ('result.state', '=', 'draft'),
+                        ]):
+                if link.result.patient != patients[link.study.id]:
+                    to_delete.append(link)
+        if to_delete:
+            with Transaction().set_context(_check_access=False):
+                ResultStudy.delete(to_delete)
+
+    @classmethod
+    def perform(cls, studies_of, results=None, attached=None):
         """Attach the studies to the results of their requests and mark the
         requests performed.
 
-        studies_of is {request: [studies]}; the missing results are
-        created (one create), their date being the study's.
+        studies_of is {request: [studies]}; results ({request id: result})
+        and attached ({(result id, study id)}) when known save their
+        searches.  The missing results are created (one create), their
+        date being the study's (converted from the company's time zone).
+        Only draft results take studies.
         """
         pool = Pool()
         Result = pool.get('gnuhealth.imaging.test.result')
@@ -426,28 +641,34 @@ class ImagingTestRequest(metaclass=PoolMeta):
         def performed(request):
             dates = [s.study_datetime for s in studies_of[request]
                 if s.study_datetime]
-            return min(dates) if dates else datetime.datetime.now()
+            return _utc(min(dates)) if dates else datetime.datetime.now()
 
-        results = {}
-        for sub_requests in grouped_slice(requests):
-            for result in Result.search([
-                        ('request', 'in', [r.id for r in sub_requests])]):
-                results[result.request] = result
+        if results is None:
+            results = {}
+            for sub_requests in grouped_slice(requests):
+                for result in Result.search([
+                            ('request', 'in', [r.id for r in sub_requests])]):
+                    results[result.request.id] = result
+        results = dict(results)
         to_create = [dict(Result.values_from_request(r), date=performed(r))
-            for r in requests if r not in results]
+            for r in requests if r.id not in results]
         with Transaction().set_context(_check_access=False):
             if to_create:
                 for result in Result.create(to_create):
-                    results[result.request] = result
-            pairs = {(results[r].id, s.id)
-                for r, studies in studies_of.items() for s in studies}
-            existing = set()
-            for sub_results in grouped_slice(
-                    list({r for r, _ in pairs})):
-                existing.update((l.result.id, l.study.id)
-                    for l in ResultStudy.search([
-                            ('result', 'in', list(sub_results)),
-                            ]))
+                    results[result.request.id] = result
+            pairs = {(results[r.id].id, s.id)
+                for r, studies in studies_of.items() for s in studies
+                if results[r.id].state == 'draft'}
+            if attached is not None:
+                existing = attached
+            else:
+                existing = set()
+                for sub_results in grouped_slice(
+                        list({r for r, _ in pairs})):
+                    existing.update((l.result.id, l.study.id)
+                        for l in ResultStudy.search([
+                                ('result', 'in', list(sub_results)),
+                                ]))
             new_pairs = sorted(pairs - existing)
             if new_pairs:
                 ResultStudy.create([{'result': r, 'study': s}
@@ -475,21 +696,21 @@ class OrthancStudy(metaclass=PoolMeta):
         REQUEST_LINKS, "Request Link", readonly=True,
         help="Why a study carrying a request's identifiers is not linked "
         "to it: linking would show one person's images in another's "
-        "record.")
+        "record, or change a completed result (reset the result to draft, "
+        "then press Link to Request).")
     request_candidate = fields.Many2One(
         'gnuhealth.imaging.test.request', "Matching Request", readonly=True,
         ondelete='SET NULL',
         states={'invisible': ~Eval('request_candidate')},
         help="The request whose identifiers the study carries, not linked "
-        "because the patients do not match.")
+        "because the patients do not match or its result is completed.")
 
     @classmethod
     def __setup__(cls):
         super().__setup__()
         cls._buttons.update({
                 'link_request': {
-                    'invisible': ~Eval('request_link').in_(
-                        ['patient_differs', 'patient_unknown']),
+                    'invisible': ~Eval('request_link').in_(REVIEW_LINKS),
                     'icon': 'tryton-link',
                     'depends': ['request_link'],
                     },
@@ -510,3 +731,24 @@ class OrthancStudy(metaclass=PoolMeta):
         by hand to the request's patient"""
         Request = Pool().get('gnuhealth.imaging.test.request')
         Request.link_studies(studies)
+
+
+class OrthancServer(metaclass=PoolMeta):
+    __name__ = 'gnuhealth.orthanc.config'
+
+    @classmethod
+    def delete(cls, servers):
+        "Refuse to delete a server that still holds worklist entries"
+        Request = Pool().get('gnuhealth.imaging.test.request')
+        for sub_servers in grouped_slice(servers):
+            requests = Request.search([
+                    ('worklist_server', 'in', [s.id for s in sub_servers]),
+                    ('worklist_state', 'in', list(ENTRY_STATES)),
+                    ], limit=1)
+            if requests:
+                request, = requests
+                raise OrthancWorklistError(gettext(
+                        'health_orthanc.msg_worklist_delete_server',
+                        server=request.worklist_server.label,
+                        request=request.rec_name))
+        super().delete(servers)

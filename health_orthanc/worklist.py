@@ -4,16 +4,18 @@
 """DICOM Modality Worklist entries of imaging requests.
 
 Plain Python (pydicom), without Tryton.  An entry is a plain dict (see
-:func:`build_dataset`); it is published either as a ``<accession>.wl`` file
-in the folder that Orthanc's ModalityWorklists plugin serves
-(``"Worklists": {"Enable": true, "Database": "<folder>"}``, the plugin of
-Orthanc 1.10), or through the REST API of the worklists plugin of Orthanc
-1.12.10 and later (``POST /worklists/create`` with ``{"Tags": {...}}``,
+:func:`build_dataset`); it is published either as a
+``<accession>-<hash>.wl`` file in the folder that Orthanc's
+ModalityWorklists plugin serves (``"Worklists": {"Enable": true,
+"Database": "<folder>"}``, the plugin of Orthanc 1.10), or through the
+REST API of the worklists plugin of Orthanc 1.12.10 and later
+(``POST /worklists/create`` with ``{"Tags": {...}}``,
 ``DELETE /worklists/{id}``).
 """
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
 import json
 import os
@@ -32,9 +34,9 @@ from . import orthanc_client as oc
 
 __all__ = [
     'WorklistError', 'build_dataset', 'dataset_bytes', 'file_name',
-    'write_file', 'remove_file', 'rest_tags', 'rest_available',
-    'rest_create', 'rest_delete', 'person_name', 'dicom_sex',
-    'parse_modalities', 'choose_server', 'check_entry',
+    'write_file', 'remove_file', 'is_file_entry', 'rest_tags',
+    'rest_available', 'rest_create', 'rest_delete', 'person_name',
+    'dicom_sex', 'parse_modalities', 'choose_server', 'check_entry',
     ]
 
 #: The SOP class of the Modality Worklist information model (C-FIND)
@@ -49,10 +51,48 @@ PRIORITIES = {True: 'STAT', False: 'ROUTINE'}
 UNSAFE = re.compile(r'[^A-Za-z0-9._-]')
 #: DICOM separators that may not appear inside a name component
 PN_SEPARATORS = re.compile(r'[\^=\\\x00-\x1f]')
+#: Hexadecimal digits of the StudyInstanceUID hash in a file name
+HASH_SIZE = 10
+#: The first Orthanc whose worklists plugin has a REST API
+REST_VERSION = (1, 12, 10)
+
+#: English texts of the problems, for the logs (the user reads the
+#: translated message of the same code, see request.py)
+PROBLEMS = {
+    'no_accession': "no accession number",
+    'accession_too_long': "accession number longer than %(size)s characters",
+    'no_patient_id': "no PatientID (PUID)",
+    'patient_id_too_long': "PatientID longer than %(size)s characters",
+    'no_modality': "no modality",
+    'no_study_uid': "no StudyInstanceUID",
+    'station_aet_too_long': "station AE title longer than %(size)s "
+    "characters",
+    'folder_missing': "the folder %(folder)s does not exist",
+    'folder_unwritable': "cannot write in %(folder)s: %(reason)s",
+    'write_failed': "cannot write %(name)s in %(folder)s: %(reason)s",
+    'remove_failed': "cannot remove %(path)s: %(reason)s",
+    'not_an_entry': "%(name)r is not a worklist file",
+    }
+
+
+def problem_text(code: str, params: dict) -> str:
+    "Return the English text of a problem"
+    return PROBLEMS[code] % params
 
 
 class WorklistError(Exception):
-    "An entry cannot be built, written or published; str() says why"
+    """An entry cannot be built, written or published.
+
+    ``problems`` is a list of ``(code, parameters)`` (codes of
+    :data:`PROBLEMS`); str() is their English text, for the logs.
+    """
+
+    def __init__(self, problems):
+        if isinstance(problems, tuple):
+            problems = [problems]
+        self.problems = list(problems)
+        super().__init__('; '.join(
+                problem_text(c, p) for c, p in self.problems))
 
 
 def _clean(value: Any, size: int) -> str:
@@ -74,11 +114,14 @@ def person_name(family: str | None, given: str | None = None) -> str:
     return '^'.join(parts).rstrip('^')[:PN_MAX]
 
 
-def dicom_sex(gender: str | None) -> str:
-    "Return the DICOM PatientSex (M, F, O) of a GNU Health gender"
-    if not gender:
-        return ''
-    return SEXES.get(gender, 'O')
+def dicom_sex(sex: str | None) -> str:
+    """Return the DICOM PatientSex (M, F or empty) of a GNU Health
+    biological sex (or gender, when the biological sex is unknown).
+
+    DICOM's PatientSex is the sex of the body imaged; anything but male
+    or female is left empty (unknown) rather than guessed as ``O``.
+    """
+    return SEXES.get(sex or '', '')
 
 
 def _date(value: dt.date | None) -> str:
@@ -122,8 +165,9 @@ def choose_server(servers, modality: str | None):
     return catch_all
 
 
-def check_entry(entry: dict) -> list[str]:
-    """Return what makes the entry unusable (an empty list when none).
+def check_entry(entry: dict) -> list[tuple[str, dict]]:
+    """Return what makes the entry unusable, as ``(code, parameters)``
+    (an empty list when none; the codes are those of :data:`PROBLEMS`).
 
     An accession number and a PatientID must fit DICOM SH/LO, the modality
     and the StudyInstanceUID are required.
@@ -131,19 +175,19 @@ def check_entry(entry: dict) -> list[str]:
     problems = []
     accession = entry.get('accession_number') or ''
     if not accession:
-        problems.append('no accession number')
+        problems.append(('no_accession', {}))
     elif len(accession) > SH_MAX:
-        problems.append('accession number longer than 16 characters')
+        problems.append(('accession_too_long', {'size': SH_MAX}))
     if not entry.get('patient_id'):
-        problems.append('no PatientID (PUID)')
+        problems.append(('no_patient_id', {}))
     elif len(entry['patient_id']) > LO_MAX:
-        problems.append('PatientID longer than 64 characters')
+        problems.append(('patient_id_too_long', {'size': LO_MAX}))
     if not entry.get('modality'):
-        problems.append('no modality')
+        problems.append(('no_modality', {}))
     if not entry.get('study_instance_uid'):
-        problems.append('no StudyInstanceUID')
+        problems.append(('no_study_uid', {}))
     if len(entry.get('station_aet') or '') > SH_MAX:
-        problems.append('station AE title longer than 16 characters')
+        problems.append(('station_aet_too_long', {'size': SH_MAX}))
     return problems
 
 
@@ -155,7 +199,8 @@ def build_dataset(entry: dict) -> Dataset:
     entry : dict
         ``accession_number``, ``study_instance_uid``, ``patient_id``,
         ``patient_family_name``, ``patient_given_name``,
-        ``patient_birth_date`` (date), ``patient_sex`` (GNU Health gender),
+        ``patient_birth_date`` (date), ``patient_sex`` (GNU Health
+        biological sex or gender, see :func:`dicom_sex`),
         ``modality``, ``procedure`` (the requested test),
         ``procedure_code``, ``scheduled`` (datetime), ``station_aet``,
         ``requesting_physician_family_name``,
@@ -169,7 +214,7 @@ def build_dataset(entry: dict) -> Dataset:
     """
     problems = check_entry(entry)
     if problems:
-        raise WorklistError('; '.join(problems))
+        raise WorklistError(problems)
     patient_name = person_name(
         entry.get('patient_family_name'), entry.get('patient_given_name'))
     physician = person_name(
@@ -229,25 +274,37 @@ def dataset_bytes(ds: Dataset) -> bytes:
     return buffer.getvalue()
 
 
-def file_name(accession: str) -> str:
-    """Return the worklist file name of an accession number.
+def file_name(accession: str, study_instance_uid: str) -> str:
+    """Return the worklist file name of an entry.
 
-    Characters that are not letters, digits, ``.``, ``_`` or ``-`` become
-    ``_`` (``IMG2024/001`` is written as ``IMG2024_001.wl``).
+    ``<accession>-<hash>.wl``: characters of the accession number that are
+    not letters, digits, ``.``, ``_`` or ``-`` become ``_``
+    (``IMG2024/001`` gives ``IMG2024_001-…``), and the first hexadecimal
+    digits of the SHA-1 of the StudyInstanceUID make the name unique, also
+    for accession numbers that differ only by those characters or by
+    case (on a case-insensitive file system).
     """
     name = UNSAFE.sub('_', accession or '').strip('.')
     if not name:
-        raise WorklistError('no accession number')
-    return name + SUFFIX
+        raise WorklistError(('no_accession', {}))
+    if not study_instance_uid:
+        raise WorklistError(('no_study_uid', {}))
+    digest = hashlib.sha1(study_instance_uid.encode()).hexdigest()
+    return '%s-%s%s' % (name, digest[:HASH_SIZE], SUFFIX)
+
+
+def is_file_entry(entry: str | None) -> bool:
+    "Return whether a stored worklist entry is a file (else a REST ID)"
+    return bool(entry) and os.path.isabs(entry) and entry.endswith(SUFFIX)
 
 
 def write_file(folder: str, entry: dict) -> str:
-    """Write the entry as ``<accession>.wl`` in folder, atomically.
+    """Write the entry as ``<accession>-<hash>.wl`` in folder, atomically.
 
     The file is written under a temporary name in the same folder, synced
-    and renamed, so that Orthanc never reads half a file; an existing
-    entry of the same accession number is replaced.  Returns the file
-    name.
+    and renamed, so that Orthanc never reads half a file; writing the same
+    entry again replaces it.  Returns the absolute path of the file: it is
+    removed from there even if the server's folder changes meanwhile.
 
     Raises
     ------
@@ -255,15 +312,19 @@ def write_file(folder: str, entry: dict) -> str:
         When the entry is invalid or the folder cannot be written.
     """
     data = dataset_bytes(build_dataset(entry))
-    name = file_name(entry['accession_number'])
+    name = file_name(entry['accession_number'], entry['study_instance_uid'])
     if not folder or not os.path.isdir(folder):
-        raise WorklistError('the folder %s does not exist' % (folder or '""'))
+        raise WorklistError(('folder_missing', {'folder': folder or '""'}))
+    folder = os.path.abspath(folder)
     try:
         fd, temporary = tempfile.mkstemp(
             dir=folder, prefix='.', suffix='.tmp')
     except OSError as exception:
-        raise WorklistError('cannot write in %s: %s'
-            % (folder, exception.strerror or exception)) from None
+        raise WorklistError(('folder_unwritable', {
+                    'folder': folder,
+                    'reason': exception.strerror or str(exception),
+                    })) from None
+    path = os.path.join(folder, name)
     try:
         with os.fdopen(fd, 'wb') as fp:
             fp.write(data)
@@ -271,35 +332,41 @@ def write_file(folder: str, entry: dict) -> str:
             os.fsync(fp.fileno())
         # mkstemp creates 0600: Orthanc runs as another user
         os.chmod(temporary, 0o644)
-        os.replace(temporary, os.path.join(folder, name))
+        os.replace(temporary, path)
     except OSError as exception:
         try:
             os.unlink(temporary)
         except OSError:
             pass
-        raise WorklistError('cannot write %s in %s: %s'
-            % (name, folder, exception.strerror or exception)) from None
-    return name
+        raise WorklistError(('write_failed', {
+                    'name': name, 'folder': folder,
+                    'reason': exception.strerror or str(exception),
+                    })) from None
+    return path
 
 
-def remove_file(folder: str, name: str) -> bool:
-    """Remove a worklist file; return False if it was already gone.
+def remove_file(path: str) -> bool:
+    """Remove the worklist file written at path (as returned by
+    :func:`write_file`); return False if it was already gone.
 
     Raises
     ------
     WorklistError
-        When the file exists but cannot be removed.
+        When path is not a worklist file, or it exists but cannot be
+        removed.
     """
-    if not name or os.path.basename(name) != name \
-            or not name.endswith(SUFFIX):
-        raise WorklistError('%r is not a worklist file name' % name)
+    if not is_file_entry(path) \
+            or os.path.basename(path).startswith('.'):
+        raise WorklistError(('not_an_entry', {'name': path}))
     try:
-        os.unlink(os.path.join(folder or '', name))
+        os.unlink(path)
     except FileNotFoundError:
         return False
     except OSError as exception:
-        raise WorklistError('cannot remove %s from %s: %s'
-            % (name, folder, exception.strerror or exception)) from None
+        raise WorklistError(('remove_failed', {
+                    'path': path,
+                    'reason': exception.strerror or str(exception),
+                    })) from None
     return True
 
 
@@ -328,22 +395,34 @@ def rest_tags(entry: dict) -> dict:
     return {'Tags': _json_tags(build_dataset(entry))}
 
 
+def _version(text: str) -> tuple | None:
+    match = re.match(r'(\d+)\.(\d+)\.(\d+)', text or '')
+    return tuple(int(n) for n in match.groups()) if match else None
+
+
 def rest_available(client: oc.OrthancClient) -> bool:
     """Return whether the server offers the worklists REST API.
 
     The worklists plugin must be loaded (``GET /plugins`` lists
-    ``worklists``) and answer ``GET /worklists`` with a list: Orthanc
-    1.10's ModalityWorklists plugin has the same name but no REST API
-    (404).
+    ``worklists``) in version 1.12.10 or later (``GET /plugins/worklists``;
+    ``mainline`` builds count as recent): Orthanc 1.10's
+    ModalityWorklists plugin has the same name but no REST API.  Two
+    small requests: the worklists themselves are never listed.
     """
     plugins = client.get_json('plugins')
     if not isinstance(plugins, list) or 'worklists' not in plugins:
         return False
     try:
-        listing = client.get_json('worklists')
+        plugin = client.get_json('plugins/worklists')
     except oc.OrthancNotFound:
         return False
-    return isinstance(listing, list)
+    version = plugin.get('Version') if isinstance(plugin, dict) else None
+    if not isinstance(version, str):
+        return False
+    if version.strip().lower() == 'mainline':
+        return True
+    parsed = _version(version)
+    return parsed is not None and parsed >= REST_VERSION
 
 
 def rest_create(client: oc.OrthancClient, entry: dict) -> str:

@@ -360,14 +360,18 @@ class HealthImagingTestCase(CompanyTestMixin, ModuleTestCase):
         self.assertEqual(len({
                     r.study_instance_uid for r in [first, second, other]}), 3)
 
-        # Cancelled and requested again: the identifiers stay
+        # Cancelled then back to draft, the patient or the test may
+        # change: the identifiers are given again when it is requested,
+        # a new StudyInstanceUID (the accession number is the order's)
         uid = first.study_instance_uid
         Request.cancel([first])
         Request.draft([first])
+        self.assertIsNone(first.accession_number)
+        self.assertIsNone(first.study_instance_uid)
         Request.requested([first])
-        self.assertEqual(
-            (first.accession_number, first.study_instance_uid),
-            ('IMGREQ2026/00042', uid))
+        self.assertEqual(first.accession_number, 'IMGREQ2026/00042')
+        self.assertTrue(first.study_instance_uid.startswith('2.25.'))
+        self.assertNotEqual(first.study_instance_uid, uid)
 
         copy, = Request.copy([first])
         self.assertIsNone(copy.accession_number)

@@ -16,11 +16,13 @@ import shutil
 import subprocess
 import tempfile
 import unittest
+from unittest import mock
 
 import pydicom
 from trytond.modules.company.tests import create_company, set_company
 from trytond.pool import Pool
 from trytond.tests.test_tryton import activate_module, with_transaction
+from trytond.transaction import Transaction
 
 from tests.dicom_samples import make_study
 from tests.fake_orthanc import FakeOrthanc
@@ -30,6 +32,18 @@ from trytond.modules.health_imaging.tests.tools import create_patient
 
 NO_COMMIT = {'orthanc_page_commit': False}
 MODALITY_AET = 'CT1'
+
+
+def run_queue():
+    """Run the tasks queued by the transaction, as trytond does after the
+    commit (the test transaction is never committed)"""
+    Queue = Pool().get('ir.queue')
+    tasks = Transaction().tasks
+    count = 0
+    while tasks:
+        Queue(tasks.pop()).run()
+        count += 1
+    return count
 
 
 def create_request(patient, test_code='IMG-CT-HEAD', **values):
@@ -129,9 +143,11 @@ class WorklistOrthancCase(RealOrthancCase):
             self.orthanc.upload(data)
 
     def sync(self, server):
+        "Sync the server, then run the worklist tasks it queued"
         Server = Pool().get('gnuhealth.orthanc.config')
         result = Server.sync_servers([server])[server.id]
         self.assertIsNotNone(result, Server(server.id).last_error)
+        run_queue()
         return result
 
 
@@ -149,10 +165,16 @@ class WorklistTestCase(WorklistOrthancCase):
         self.assertEqual(self.find_worklist(PatientID='PUID-ANA'), [])
 
         Request.requested([request])
+        # Nothing is written before the commit: the queued task does it
+        self.assertEqual(request.worklist_state, 'pending')
+        self.assertEqual(os.listdir(self.folder), [])
+        self.assertEqual(run_queue(), 1)
         self.assertEqual(request.worklist_state, 'published')
         self.assertEqual(request.worklist_server, server)
         self.assertFalse(request.worklist_error)
-        self.assertEqual(os.listdir(self.folder), [request.worklist_entry])
+        self.assertEqual(os.path.dirname(request.worklist_entry), self.folder)
+        self.assertEqual(os.listdir(self.folder),
+            [os.path.basename(request.worklist_entry)])
         answer, = self.find_worklist(PatientID='PUID-ANA')
         self.assertEqual(answer.AccessionNumber, request.accession_number)
         self.assertEqual(answer.StudyInstanceUID, request.study_instance_uid)
@@ -175,15 +197,102 @@ class WorklistTestCase(WorklistOrthancCase):
 
         Request.cancel([request])
         self.assertEqual(request.state, 'cancelled')
+        self.assertEqual(request.worklist_state, 'removing')
+        self.assertEqual(len(os.listdir(self.folder)), 1)
+        run_queue()
         self.assertEqual(request.worklist_state, 'removed')
         self.assertEqual(os.listdir(self.folder), [])
         self.assertEqual(self.find_worklist(PatientID='PUID-ANA'), [])
 
-        # Requested again: the same accession number comes back
+        # Back to draft the patient or the test may change: the DICOM
+        # identifiers are given again
+        uid = request.study_instance_uid
         Request.draft([request])
+        self.assertIsNone(request.accession_number)
+        self.assertIsNone(request.study_instance_uid)
+        self.assertIsNone(request.worklist_state)
+        self.assertIsNone(request.worklist_entry)
         Request.requested([request])
+        run_queue()
+        self.assertNotEqual(request.study_instance_uid, uid)
         answer, = self.find_worklist(PatientID='PUID-ANA')
         self.assertEqual(answer.AccessionNumber, request.accession_number)
+        self.assertEqual(answer.StudyInstanceUID, request.study_instance_uid)
+
+    @with_transaction(context=NO_COMMIT)
+    def test_rollback_and_retry_leave_one_entry(self):
+        "A rolled back request writes nothing; a task run twice, one entry"
+        Request = Pool().get('gnuhealth.imaging.test.request')
+        self.create_server()
+        ana = create_patient('Ana', 'Betz', puid='PUID-ANA')
+        request = create_request(ana)
+        Request.requested([request])
+        # Rolled back (or retried by trytond): its task never runs
+        self.assertEqual(os.listdir(self.folder), [])
+        Request.publish_worklists([request])
+        Request.publish_worklists([request])
+        self.assertEqual(len(os.listdir(self.folder)), 1)
+        run_queue()
+        self.assertEqual(len(self.find_worklist(PatientID='PUID-ANA')), 1)
+
+        # Done while its publication is still queued: never published
+        other = create_request(ana, 'IMG-CT-ABD')
+        Request.requested([other])
+        Request.create_results([other])
+        self.assertEqual(other.state, 'done')
+        run_queue()
+        self.assertIn(other.worklist_state, {'removed', None})
+        self.assertEqual(len(os.listdir(self.folder)), 1)
+
+    @with_transaction(context=NO_COMMIT)
+    def test_changed_folder_and_collisions(self):
+        """An entry is removed from where it was written; accession
+        numbers alike never share a file"""
+        pool = Pool()
+        Request = pool.get('gnuhealth.imaging.test.request')
+        Server = pool.get('gnuhealth.orthanc.config')
+        server = self.create_server()
+        ana = create_patient('Ana', 'Betz', puid='PUID-ANA')
+        slash = create_request(ana, request='IMG/1')
+        underscore = create_request(ana, request='IMG_1')
+        Request.requested([slash, underscore])
+        run_queue()
+        self.assertEqual(
+            {slash.worklist_state, underscore.worklist_state},
+            {'published'})
+        self.assertEqual(len(os.listdir(self.folder)), 2)
+
+        other_folder = tempfile.mkdtemp(dir=self.workdir)
+        Server.write([server], {'worklist_folder': other_folder})
+        Request.cancel([slash])
+        run_queue()
+        self.assertEqual(slash.worklist_state, 'removed')
+        self.assertEqual(os.listdir(self.folder),
+            [os.path.basename(underscore.worklist_entry)])
+        answer, = self.find_worklist(PatientID='PUID-ANA')
+        self.assertEqual(answer.AccessionNumber, 'IMG_1')
+
+    @with_transaction(context=NO_COMMIT)
+    def test_entries_block_deletions(self):
+        "A request or a server holding an entry cannot be deleted"
+        pool = Pool()
+        Request = pool.get('gnuhealth.imaging.test.request')
+        Server = pool.get('gnuhealth.orthanc.config')
+        server = self.create_server()
+        ana = create_patient('Ana', 'Betz', puid='PUID-ANA')
+        request = create_request(ana)
+        Request.requested([request])
+        run_queue()
+        with self.assertRaisesRegex(Exception, 'cannot be deleted'):
+            Server.delete([server])
+        Request.cancel([request])
+        with self.assertRaisesRegex(Exception, 'cannot be deleted'):
+            Request.delete([request])
+        run_queue()
+        self.assertEqual(request.worklist_state, 'removed')
+        Request.delete([request])
+        Server.delete([server])
+        self.assertEqual(Server.search([]), [])
 
     @with_transaction(context=NO_COMMIT)
     def test_scheduled_in_company_time_zone(self):
@@ -214,6 +323,7 @@ class WorklistTestCase(WorklistOrthancCase):
         chest = create_request(
             ana, 'IMG-CT-ABD', request='IMGREQ2026/00007')
         Request.requested([head, chest])
+        run_queue()
         answers = self.find_worklist(PatientID='PUID-ANA')
         self.assertEqual(
             sorted(a.AccessionNumber for a in answers),
@@ -238,6 +348,7 @@ class WorklistTestCase(WorklistOrthancCase):
         server = self.create_server(worklist_folder=missing)
         request = create_request(ana)
         Request.requested([request])
+        run_queue()
         self.assertEqual(request.state, 'requested')
         self.assertEqual(request.worklist_state, 'failed')
         self.assertIn(missing, request.worklist_error)
@@ -249,6 +360,7 @@ class WorklistTestCase(WorklistOrthancCase):
         # The administrator fixes the folder; Update Worklist publishes
         Server.write([server], {'worklist_folder': self.folder})
         Request.update_worklist([request])
+        run_queue()
         self.assertEqual(request.worklist_state, 'published')
         self.assertFalse(request.worklist_error)
         self.assertEqual(len(self.find_worklist(PatientID='PUID-ANA')), 1)
@@ -257,6 +369,7 @@ class WorklistTestCase(WorklistOrthancCase):
         Server.write([server], {'worklist_modalities': 'MR US'})
         request = create_request(ana)
         Request.requested([request])
+        run_queue()
         self.assertEqual(request.worklist_state, 'failed')
         self.assertIn('"CT"', request.worklist_error)
 
@@ -266,8 +379,16 @@ class WorklistTestCase(WorklistOrthancCase):
         Pool().get('party.party').write([nobody.party], {'ref': None})
         request = create_request(nobody)
         Request.requested([request])
+        run_queue()
         self.assertEqual(request.worklist_state, 'failed')
         self.assertIn('PUID', request.worklist_error)
+        self.assertIn('no PUID', request.worklist_error)
+
+        # Cancelled: nothing was published, no problem is left to solve
+        Request.cancel([request])
+        self.assertIsNone(request.worklist_state)
+        self.assertNotIn(request, Request.search([
+                    ('worklist_state', 'in', ['failed', 'stale'])]))
 
     @with_transaction(context=NO_COMMIT)
     def test_server_by_modality(self):
@@ -281,10 +402,11 @@ class WorklistTestCase(WorklistOrthancCase):
         ct_request = create_request(ana)
         dx_request = create_request(ana, 'IMG-DX-CHEST')
         Request.requested([ct_request, dx_request])
+        run_queue()
         self.assertEqual(ct_request.worklist_server, ct)
         self.assertEqual(dx_request.worklist_server.label, 'All')
         self.assertEqual(os.listdir(other_folder),
-            [dx_request.worklist_entry])
+            [os.path.basename(dx_request.worklist_entry)])
 
     @with_transaction(context=NO_COMMIT)
     def test_orthanc_1_10_has_no_rest_api(self):
@@ -294,6 +416,7 @@ class WorklistTestCase(WorklistOrthancCase):
         ana = create_patient('Ana', 'Betz', puid='PUID-ANA')
         request = create_request(ana)
         Request.requested([request])
+        run_queue()
         self.assertEqual(request.worklist_state, 'failed')
         self.assertIn('1.12.10', request.worklist_error)
         self.assertNotIn(self.orthanc.password, request.worklist_error)
@@ -313,6 +436,7 @@ class StudyLinkTestCase(WorklistOrthancCase):
             dob=datetime.date(1980, 1, 15))
         request = create_request(self.ana, **values)
         Request.requested([request])
+        run_queue()
         self.assertEqual(request.worklist_state, 'published')
         return request
 
@@ -452,6 +576,180 @@ class StudyLinkTestCase(WorklistOrthancCase):
         self.assertIsNone(study.request)
         self.assertIsNone(study.request_link)
 
+    @with_transaction(context=NO_COMMIT)
+    def test_performed_in_company_time_zone(self):
+        "The study's local date and time is stored in UTC"
+        pool = Pool()
+        Company = pool.get('company.company')
+        company = create_company()
+        Company.write([company], {'timezone': 'America/Argentina/Cordoba'})
+        with set_company(company):
+            request = self.requested()
+            self.upload(patient_id='PUID-ANA', patient_name='BETZ^Ana',
+                study_uid=request.study_instance_uid,
+                study_date='20261124', study_time='094500')
+            self.sync(self.server)
+            result, = request.results
+        # 09:45 in Córdoba (UTC-3) is 12:45 UTC
+        self.assertEqual(request.performed_date,
+            datetime.datetime(2026, 11, 24, 12, 45))
+        self.assertEqual(result.date, datetime.datetime(2026, 11, 24, 12, 45))
+
+    @with_transaction(context=NO_COMMIT)
+    def test_patient_corrected_after_link(self):
+        """A study leaves the request and the draft result when its Orthanc
+        patient turns out to be another person, and comes back"""
+        pool = Pool()
+        Study = pool.get('gnuhealth.orthanc.study')
+        OrthancPatient = pool.get('gnuhealth.orthanc.patient')
+        request = self.requested()
+        bob = create_patient('Bob', 'Cruz', puid='PUID-BOB')
+        self.upload(patient_id='PUID-ANA', patient_name='BETZ^Ana',
+            study_uid=request.study_instance_uid)
+        self.sync(self.server)
+        study, = Study.search([])
+        result, = request.results
+        self.assertEqual(list(result.studies), [study])
+
+        # The images were Bob's: the clinician corrects the link
+        orthanc_patient, = OrthancPatient.search([])
+        OrthancPatient.write([orthanc_patient], {'patient': bob.id})
+        self.assertIsNone(study.request)
+        self.assertEqual(study.request_link, 'patient_differs')
+        self.assertEqual(study.request_candidate, request)
+        self.assertEqual(list(result.studies), [])
+
+        # Wrong again: back to Ana, the study comes back
+        OrthancPatient.write([orthanc_patient], {'patient': self.ana.id})
+        self.assertEqual(study.request, request)
+        self.assertEqual(study.request_link, 'linked')
+        self.assertEqual(list(result.studies), [study])
+
+        # Relink (by PUID) gives the same; nothing changes
+        OrthancPatient.relink([orthanc_patient])
+        self.assertEqual(orthanc_patient.patient, self.ana)
+        self.assertEqual(study.request, request)
+
+    @with_transaction(context=NO_COMMIT)
+    def test_completed_result_takes_no_study(self):
+        """A completed result is never changed: a new study, or a study of
+        another patient, is listed for review"""
+        pool = Pool()
+        Study = pool.get('gnuhealth.orthanc.study')
+        Result = pool.get('gnuhealth.imaging.test.result')
+        Request = pool.get('gnuhealth.imaging.test.request')
+        OrthancPatient = pool.get('gnuhealth.orthanc.patient')
+        self.server = self.create_server()
+        self.ana = create_patient('Ana', 'Betz', puid='PUID-ANA',
+            mrn='MRN-ANA')
+        bob = create_patient('Bob', 'Cruz', puid='PUID-BOB')
+        request = create_request(self.ana)
+        Request.requested([request])
+        run_queue()
+        # The first study comes with Ana's medical record number
+        self.upload(patient_id='MRN-ANA', patient_name='BETZ^Ana',
+            study_uid=request.study_instance_uid, seed=1)
+        self.sync(self.server)
+        first, = Study.search([])
+        self.assertEqual(first.request, request)
+        result, = request.results
+        Result.write([result], {'comment': "Normal."})
+        Result.complete([result])
+        self.assertEqual(result.state, 'done')
+
+        # A late study with the accession number
+        self.upload(patient_id='PUID-ANA', patient_name='BETZ^Ana',
+            accession=request.accession_number, seed=2)
+        self.sync(self.server)
+        late, = Study.search([('id', '!=', first.id)])
+        self.assertIsNone(late.request)
+        self.assertEqual(late.request_link, 'result_done')
+        self.assertEqual(late.request_candidate, request)
+        self.assertEqual(list(result.studies), [first])
+        self.assertIn(late, Study.search([
+                    ('request_link', 'in', ['patient_differs',
+                            'patient_unknown', 'result_done'])]))
+
+        # The first study was Bob's: listed for review, the signed result
+        # unchanged until it is reset to draft
+        mrn, = OrthancPatient.search([('patient_id', '=', 'MRN-ANA')])
+        OrthancPatient.write([mrn], {'patient': bob.id})
+        self.assertIsNone(first.request)
+        self.assertEqual(first.request_link, 'patient_differs')
+        self.assertEqual(list(result.studies), [first])
+        Result.draft([result])
+        Study.link_request([first, late])
+        self.assertEqual(list(result.studies), [late])
+        self.assertEqual(late.request, request)
+        self.assertEqual(late.request_link, 'linked')
+        self.assertEqual(first.request_link, 'patient_differs')
+
+    @with_transaction(context=NO_COMMIT)
+    def test_study_stored_before_request(self):
+        "A study already stored is linked when the request is requested"
+        pool = Pool()
+        Study = pool.get('gnuhealth.orthanc.study')
+        Request = pool.get('gnuhealth.imaging.test.request')
+        self.server = self.create_server()
+        self.ana = create_patient('Ana', 'Betz', puid='PUID-ANA')
+        request = create_request(self.ana)
+        # The technician typed the order number by hand
+        self.upload(patient_id='PUID-ANA', patient_name='BETZ^Ana',
+            accession=request.request)
+        self.sync(self.server)
+        study, = Study.search([])
+        self.assertIsNone(study.request)
+        Request.requested([request])
+        self.assertEqual(request.accession_number, request.request)
+        self.assertEqual(study.request, request)
+        self.assertEqual(request.state, 'done')
+        run_queue()
+        # Done before its entry was written: never on the worklist
+        self.assertEqual(self.find_worklist(PatientID='PUID-ANA'), [])
+
+    @with_transaction(context=NO_COMMIT)
+    def test_link_studies_in_batch(self):
+        "A page of studies is linked with a fixed number of searches"
+        pool = Pool()
+        Study = pool.get('gnuhealth.orthanc.study')
+        Request = pool.get('gnuhealth.imaging.test.request')
+        Result = pool.get('gnuhealth.imaging.test.result')
+        ResultStudy = pool.get(
+            'gnuhealth.imaging.test.result-gnuhealth.orthanc.study')
+        self.server = self.create_server()
+        self.ana = create_patient('Ana', 'Betz', puid='PUID-ANA')
+        requests = [create_request(self.ana) for _ in range(6)]
+        Request.requested(requests)
+        run_queue()
+        for i, request in enumerate(requests):
+            self.upload(patient_id='PUID-ANA', patient_name='BETZ^Ana',
+                study_uid=request.study_instance_uid, seed=10 + i)
+        # Stored without linking: the link is measured below
+        with mock.patch.object(Request, 'link_studies'):
+            self.sync(self.server)
+        studies = Study.search([])
+        self.assertEqual(len(studies), 6)
+        self.assertTrue(all(s.request is None for s in studies))
+        patches = [mock.patch.object(Model, 'search', side_effect=method,
+                autospec=False)
+            for Model, method in [
+                (Request, Request.search), (Result, Result.search),
+                (ResultStudy, ResultStudy.search)]]
+        mocks = [p.start() for p in patches]
+        try:
+            Request.link_studies(Study.browse(studies))
+        finally:
+            for patch in patches:
+                patch.stop()
+        counted = [m.call_count for m in mocks]
+        self.assertEqual({s.request for s in studies}, set(requests))
+        self.assertEqual({r.state for r in requests}, {'done'})
+        # Requests by UID and by accession number; results; the studies
+        # attached (and the studies of the new results, read once)
+        self.assertLessEqual(counted[0], 2)
+        self.assertLessEqual(counted[1], 1)
+        self.assertLessEqual(counted[2], 2)
+
 
 class WorklistRestTestCase(unittest.TestCase):
     """The worklists REST API of Orthanc 1.12.10+ (POST /worklists/create,
@@ -471,12 +769,16 @@ class WorklistRestTestCase(unittest.TestCase):
                     }])
         return server
 
+    def rest_fake(self, fake):
+        fake.set_json('/plugins', ['explorer.js', 'worklists'])
+        fake.set_json('/plugins/worklists', {
+                'ID': 'worklists', 'Version': '1.12.10'})
+
     @with_transaction(context=NO_COMMIT)
     def test_rest_publish_and_remove(self):
         Request = Pool().get('gnuhealth.imaging.test.request')
         with FakeOrthanc() as fake:
-            fake.set_json('/plugins', ['explorer.js', 'worklists'])
-            fake.set_json('/worklists', [])
+            self.rest_fake(fake)
             fake.set_json('/worklists/create', {
                     'ID': 'wl-1', 'Path': '/worklists/wl-1'})
             fake.set_json('/worklists/wl-1', {})
@@ -484,14 +786,55 @@ class WorklistRestTestCase(unittest.TestCase):
             ana = create_patient('Ana', 'Betz', puid='PUID-ANA')
             request = create_request(ana)
             Request.requested([request])
+            self.assertEqual(fake.count('/worklists/create'), 0)
+            run_queue()
             self.assertEqual(request.worklist_state, 'published')
             self.assertEqual(request.worklist_entry, 'wl-1')
             self.assertEqual(request.worklist_server, server)
             post, = [r for r in fake.requests if r.method == 'POST']
             self.assertIn(request.accession_number.encode(), post.body)
+            # The worklists are never listed to detect the API
+            self.assertEqual(fake.count('/worklists'), 0)
+            # A task run again creates nothing more
+            Request.publish_worklists([request])
+            self.assertEqual(fake.count('/worklists/create'), 1)
 
             Request.cancel([request])
+            run_queue()
             self.assertEqual(request.worklist_state, 'removed')
+            self.assertIn(('DELETE', '/worklists/wl-1'),
+                [(r.method, r.path) for r in fake.requests])
+
+    @with_transaction(context=NO_COMMIT)
+    def test_mixed_entries(self):
+        "Each entry is removed the way it was published"
+        pool = Pool()
+        Request = pool.get('gnuhealth.imaging.test.request')
+        Server = pool.get('gnuhealth.orthanc.config')
+        folder = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, folder)
+        with FakeOrthanc() as fake:
+            self.rest_fake(fake)
+            fake.set_json('/worklists/create', {'ID': 'wl-1'})
+            fake.set_json('/worklists/wl-1', {})
+            server = self.rest_server(fake)
+            ana = create_patient('Ana', 'Betz', puid='PUID-ANA')
+            by_rest = create_request(ana)
+            Request.requested([by_rest])
+            run_queue()
+            # The administrator switches the server to a folder
+            Server.write([server], {'worklist_folder': folder})
+            by_file = create_request(ana, 'IMG-CT-ABD')
+            Request.requested([by_file])
+            run_queue()
+            self.assertEqual(os.path.dirname(by_file.worklist_entry), folder)
+
+            Request.cancel([by_file, by_rest])
+            run_queue()
+            self.assertEqual(
+                [by_file.worklist_state, by_rest.worklist_state],
+                ['removed', 'removed'])
+            self.assertEqual(os.listdir(folder), [])
             self.assertIn(('DELETE', '/worklists/wl-1'),
                 [(r.method, r.path) for r in fake.requests])
 
@@ -500,13 +843,13 @@ class WorklistRestTestCase(unittest.TestCase):
         "Orthanc errors are recorded on the request, password never shown"
         Request = Pool().get('gnuhealth.imaging.test.request')
         with FakeOrthanc() as fake:
-            fake.set_json('/plugins', ['worklists'])
-            fake.set_json('/worklists', [])
+            self.rest_fake(fake)
             fake.set('/worklists/create', status=500)
             self.rest_server(fake)
             ana = create_patient('Ana', 'Betz', puid='PUID-ANA')
             request = create_request(ana)
             Request.requested([request])
+            run_queue()
             self.assertEqual(request.state, 'requested')
             self.assertEqual(request.worklist_state, 'failed')
             self.assertIn('HTTP 500', request.worklist_error)
@@ -514,22 +857,31 @@ class WorklistRestTestCase(unittest.TestCase):
             # Published, then the server fails when it must be removed
             fake.set_json('/worklists/create', {'ID': 'wl-2'})
             Request.update_worklist([request])
+            run_queue()
             self.assertEqual(request.worklist_state, 'published')
             fake.set('/worklists/wl-2', status=500)
             Request.cancel([request])
+            run_queue()
             self.assertEqual(request.state, 'cancelled')
             self.assertEqual(request.worklist_state, 'stale')
             self.assertIn('could not be removed', request.worklist_error)
+            # Not back to draft while a modality may still list it
+            with self.assertRaisesRegex(Exception, 'Update Worklist'):
+                Request.draft([request])
             # Orthanc is back: Update Worklist removes it
             fake.set_json('/worklists/wl-2', {})
             Request.update_worklist([request])
+            run_queue()
             self.assertEqual(request.worklist_state, 'removed')
+            Request.draft([request])
+            self.assertEqual(request.state, 'draft')
             for text in [request.worklist_error or '']:
                 self.assertNotIn('secret-pw', text)
 
         # The server is gone
         request = create_request(ana)
         Request.requested([request])
+        run_queue()
         self.assertEqual(request.worklist_state, 'failed')
         self.assertIn('Cannot reach', request.worklist_error)
         self.assertNotIn('secret-pw', request.worklist_error)

@@ -54,12 +54,14 @@ def test_person_name(family, given, expected):
     assert worklist.person_name(family, given) == expected
 
 
-@pytest.mark.parametrize('gender, expected', [
-    ('m', 'M'), ('f', 'F'), ('nb', 'O'), ('other', 'O'), ('u', 'O'),
+@pytest.mark.parametrize('sex, expected', [
+    ('m', 'M'), ('f', 'F'),
+    # Not the sex of the body imaged: unknown, never guessed as "O"
+    ('nb', ''), ('other', ''), ('nd', ''), ('u', ''),
     (None, ''), ('', ''),
     ])
-def test_dicom_sex(gender, expected):
-    assert worklist.dicom_sex(gender) == expected
+def test_dicom_sex(sex, expected):
+    assert worklist.dicom_sex(sex) == expected
 
 
 @pytest.mark.parametrize('text, expected', [
@@ -89,19 +91,30 @@ def test_choose_server(servers, modality, expected):
     assert worklist.choose_server(servers, modality) == expected
 
 
-@pytest.mark.parametrize('values, problem', [
-    ({'accession_number': ''}, 'no accession number'),
-    ({'accession_number': 'A' * 17}, 'longer than 16'),
-    ({'patient_id': None}, 'no PatientID'),
-    ({'patient_id': 'P' * 65}, 'PatientID longer than 64'),
-    ({'modality': None}, 'no modality'),
-    ({'study_instance_uid': ''}, 'no StudyInstanceUID'),
-    ({'station_aet': 'S' * 17}, 'station AE title'),
+@pytest.mark.parametrize('values, code, params, text', [
+    ({'accession_number': ''}, 'no_accession', {}, 'no accession number'),
+    ({'accession_number': 'A' * 17}, 'accession_too_long', {'size': 16},
+        'longer than 16'),
+    ({'patient_id': None}, 'no_patient_id', {}, 'no PatientID'),
+    ({'patient_id': 'P' * 65}, 'patient_id_too_long', {'size': 64},
+        'PatientID longer than 64'),
+    ({'modality': None}, 'no_modality', {}, 'no modality'),
+    ({'study_instance_uid': ''}, 'no_study_uid', {}, 'no StudyInstanceUID'),
+    ({'station_aet': 'S' * 17}, 'station_aet_too_long', {'size': 16},
+        'station AE title'),
     ])
-def test_invalid_entry(values, problem):
-    assert any(problem in p for p in worklist.check_entry(entry(**values)))
-    with pytest.raises(worklist.WorklistError, match=problem):
+def test_invalid_entry(values, code, params, text):
+    "Problems are codes with parameters (translated by the module)"
+    assert worklist.check_entry(entry(**values)) == [(code, params)]
+    with pytest.raises(worklist.WorklistError, match=text) as info:
         worklist.build_dataset(entry(**values))
+    assert info.value.problems == [(code, params)]
+
+
+def test_problem_codes_have_texts():
+    "Every code has an English text (logs) and parameters that fit it"
+    codes = {c for c, _ in worklist.check_entry({'station_aet': 'S' * 17})}
+    assert codes <= set(worklist.PROBLEMS)
 
 
 def test_valid_entry():
@@ -165,8 +178,8 @@ def test_priority(values, expected):
     ])
 def test_non_ascii_is_utf8(values, tmp_path):
     "Non-ASCII names are written in UTF-8 and read back unchanged"
-    name = worklist.write_file(str(tmp_path), entry(**values))
-    ds = pydicom.dcmread(str(tmp_path / name))
+    path = worklist.write_file(str(tmp_path), entry(**values))
+    ds = pydicom.dcmread(path)
     assert ds.SpecificCharacterSet == 'ISO_IR 192'
     expected = worklist.build_dataset(entry(**values))
     assert str(ds.PatientName) == str(expected.PatientName)
@@ -195,41 +208,98 @@ def test_dataset_bytes_part10():
     assert ds.AccessionNumber == ENTRY['accession_number']
 
 
-@pytest.mark.parametrize('accession, expected', [
-    ('IMGREQ2026/00001', 'IMGREQ2026_00001.wl'),
-    ('ACC-1.2_3', 'ACC-1.2_3.wl'),
-    ('../x', '_x.wl'),
-    ('A B', 'A_B.wl'),
+UID_HASH = '2.25.1234'
+
+
+@pytest.mark.parametrize('accession, prefix', [
+    ('IMGREQ2026/00001', 'IMGREQ2026_00001'),
+    ('ACC-1.2_3', 'ACC-1.2_3'),
+    ('../x', '_x'),
+    ('A B', 'A_B'),
     ])
-def test_file_name(accession, expected):
-    assert worklist.file_name(accession) == expected
+def test_file_name(accession, prefix):
+    name = worklist.file_name(accession, UID_HASH)
+    assert name.startswith(prefix + '-')
+    assert name.endswith('.wl')
+    digest = name[len(prefix) + 1:-len('.wl')]
+    assert len(digest) == worklist.HASH_SIZE
+    assert set(digest) <= set('0123456789abcdef')
 
 
-@pytest.mark.parametrize('accession', ['', None, '..'])
-def test_file_name_invalid(accession):
+@pytest.mark.parametrize('first, second', [
+    # Sanitized alike
+    (('A/1', '2.25.1'), ('A_1', '2.25.2')),
+    # Alike on a case-insensitive file system
+    (('acc1', '2.25.1'), ('ACC1', '2.25.2')),
+    ])
+def test_file_name_unique(first, second):
+    "Two requests never share a file, whatever their accession numbers"
+    names = {worklist.file_name(*first), worklist.file_name(*second)}
+    assert len({n.lower() for n in names}) == 2
+
+
+@pytest.mark.parametrize('accession, uid', [
+    ('', '2.25.1'), (None, '2.25.1'), ('..', '2.25.1'), ('A1', ''),
+    ])
+def test_file_name_invalid(accession, uid):
     with pytest.raises(worklist.WorklistError):
-        worklist.file_name(accession)
+        worklist.file_name(accession, uid)
 
 
 def test_write_replace_remove(tmp_path):
     folder = str(tmp_path)
-    name = worklist.write_file(folder, ENTRY)
-    assert os.listdir(folder) == [name]
-    mode = stat.S_IMODE(os.stat(os.path.join(folder, name)).st_mode)
+    path = worklist.write_file(folder, ENTRY)
+    assert os.path.isabs(path)
+    assert worklist.is_file_entry(path)
+    assert os.path.dirname(path) == folder
+    assert os.listdir(folder) == [os.path.basename(path)]
+    mode = stat.S_IMODE(os.stat(path).st_mode)
     assert mode & stat.S_IROTH, "Orthanc, another user, must read it"
-    worklist.write_file(folder, entry(procedure='CT abdomen'))
-    assert os.listdir(folder) == [name]
-    ds = pydicom.dcmread(os.path.join(folder, name))
+    assert worklist.write_file(
+        folder, entry(procedure='CT abdomen')) == path
+    assert os.listdir(folder) == [os.path.basename(path)]
+    ds = pydicom.dcmread(path)
     assert ds.RequestedProcedureDescription == 'CT abdomen'
-    assert worklist.remove_file(folder, name) is True
+    assert worklist.remove_file(path) is True
     assert os.listdir(folder) == []
-    assert worklist.remove_file(folder, name) is False
+    assert worklist.remove_file(path) is False
 
 
-@pytest.mark.parametrize('name', ['../etc/passwd.wl', 'x.dcm', '', None])
+def test_colliding_accessions_keep_their_files(tmp_path):
+    "Removing one entry never removes another request's"
+    folder = str(tmp_path)
+    first = worklist.write_file(folder, entry(
+            accession_number='A/1', study_instance_uid='2.25.1'))
+    second = worklist.write_file(folder, entry(
+            accession_number='A_1', study_instance_uid='2.25.2'))
+    assert first != second
+    assert len(os.listdir(folder)) == 2
+    worklist.remove_file(first)
+    assert os.listdir(folder) == [os.path.basename(second)]
+    assert pydicom.dcmread(second).AccessionNumber == 'A_1'
+
+
+def test_remove_from_where_it_was_written(tmp_path):
+    "The folder of the server may change: the path stays right"
+    old, new = tmp_path / 'old', tmp_path / 'new'
+    old.mkdir()
+    new.mkdir()
+    path = worklist.write_file(str(old), ENTRY)
+    assert worklist.remove_file(path) is True
+    assert os.listdir(old) == []
+
+
+@pytest.mark.parametrize('name', [
+    '/tmp/x.dcm', 'relative.wl', '/tmp/.hidden.wl', '', None])
 def test_remove_refuses_other_files(tmp_path, name):
     with pytest.raises(worklist.WorklistError):
-        worklist.remove_file(str(tmp_path), name)
+        worklist.remove_file(name)
+
+
+def test_is_file_entry():
+    assert worklist.is_file_entry('/srv/worklists/A-0123456789.wl')
+    assert not worklist.is_file_entry('5fdc7404-f9dc')
+    assert not worklist.is_file_entry(None)
 
 
 def test_write_missing_folder(tmp_path):
@@ -284,21 +354,37 @@ def fake():
         yield fake
 
 
+def plugin(version):
+    return {'ID': 'worklists', 'Version': version}
+
+
 @pytest.mark.parametrize('routes, expected', [
     ({'/plugins': ['explorer.js'],
-        '/worklists': []}, False),
+        '/plugins/worklists': plugin('1.12.10')}, False),
     ({'/plugins': ['explorer.js', 'worklists']}, False),
-    ({'/plugins': ['explorer.js', 'worklists'], '/worklists': []}, True),
-    ({'/plugins': ['worklists'], '/worklists': ['5fdc7404']}, True),
-    ({'/plugins': ['worklists'], '/worklists': {'x': 1}}, False),
+    ({'/plugins': ['explorer.js', 'worklists'],
+        '/plugins/worklists': plugin('1.10.1')}, False),
+    ({'/plugins': ['worklists'],
+        '/plugins/worklists': plugin('1.12.9')}, False),
+    ({'/plugins': ['worklists'],
+        '/plugins/worklists': plugin('1.12.10')}, True),
+    ({'/plugins': ['worklists'],
+        '/plugins/worklists': plugin('1.13.0')}, True),
+    ({'/plugins': ['worklists'],
+        '/plugins/worklists': plugin('mainline')}, True),
+    ({'/plugins': ['worklists'],
+        '/plugins/worklists': plugin('x')}, False),
+    ({'/plugins': ['worklists'], '/plugins/worklists': ['x']}, False),
     ({'/plugins': {}}, False),
     ])
 def test_rest_available(fake, routes, expected):
-    "Orthanc 1.10's plugin is 'worklists' too but has no /worklists"
+    """Orthanc 1.10's plugin is 'worklists' too but has no REST API; the
+    worklists themselves are never listed"""
     for path, body in routes.items():
         fake.set_json(path, body)
     with OrthancClient(fake.url, backoff=0) as client:
         assert worklist.rest_available(client) is expected
+    assert fake.count('/worklists') == 0
 
 
 def test_rest_available_server_error(fake):
