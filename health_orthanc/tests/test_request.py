@@ -19,6 +19,7 @@ import unittest
 from unittest import mock
 
 import pydicom
+from trytond.model.exceptions import AccessError
 from trytond.modules.company.tests import create_company, set_company
 from trytond.pool import Pool
 from trytond.tests.test_tryton import activate_module, with_transaction
@@ -293,6 +294,34 @@ class WorklistTestCase(WorklistOrthancCase):
         Request.delete([request])
         Server.delete([server])
         self.assertEqual(Server.search([]), [])
+
+    @with_transaction(context=NO_COMMIT)
+    def test_folder_only_for_orthanc_admins(self):
+        """The worklist folder, a path on the Tryton server, is hidden from
+        the clinicians, whose requests are published all the same"""
+        pool = Pool()
+        Server = pool.get('gnuhealth.orthanc.config')
+        Request = pool.get('gnuhealth.imaging.test.request')
+        User = pool.get('res.user')
+        ModelData = pool.get('ir.model.data')
+        server = self.create_server()
+        user, = User.create([{
+                    'name': 'Clinician', 'login': 'clinician',
+                    'groups': [('add', [ModelData.get_id(
+                                    'health', 'group_health_doctor')])],
+                    }])
+        ana = create_patient('Ana', 'Betz', puid='PUID-ANA')
+        request = create_request(ana)
+        with Transaction().set_user(user.id), \
+                Transaction().set_context(_check_access=True):
+            with self.assertRaises(AccessError):
+                Server.read([server.id], ['worklist_folder'])
+            Request.requested([Request(request.id)])
+            run_queue()
+        self.assertEqual(request.worklist_state, 'published')
+        with Transaction().set_context(_check_access=True):
+            values, = Server.read([server.id], ['worklist_folder'])
+            self.assertEqual(values['worklist_folder'], self.folder)
 
     @with_transaction(context=NO_COMMIT)
     def test_scheduled_in_company_time_zone(self):
