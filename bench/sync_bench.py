@@ -589,7 +589,8 @@ def print_table(report):
                     (m['peak_rss_kb'] - m['rss_before_kb']) / 1024)
                 if m['peak_rss_kb'] else 'n/a')
             for label, m in [
-                ('first import', report['syncs']['first_import']),
+                ('first import (round 1)',
+                    report['rounds']['first_import'][0]),
                 ('no-change', report['syncs']['no_change']),
                 ('incremental', report['syncs']['incremental'])]))
     load = report['load']
