@@ -5,7 +5,7 @@
 from collections import defaultdict
 
 from trytond.i18n import gettext
-from trytond.model import ModelSQL, ModelView, fields
+from trytond.model import Index, ModelSQL, ModelView, fields
 from trytond.model.exceptions import AccessError
 from trytond.pool import Pool, PoolMeta
 from trytond.pyson import Eval
@@ -24,7 +24,11 @@ LINK_STATES = [
     (linking.AMBIGUOUS, "Several patients match"),
     (linking.BIRTH_DATE_MISMATCH, "Birth dates differ"),
     (linking.NO_PATIENT_ID, "No PatientID"),
+    ('order', "Linked by an imaging order"),
     ]
+#: Links that a sync never changes: chosen by hand, or given by the
+#: imaging order whose study came back
+KEPT_LINKS = {'manual', 'order'}
 SEXES = [
     (None, ''),
     ('m', "Male"),
@@ -57,9 +61,12 @@ class OrthancPatient(OrthancResourceMixin, ModelSQL, ModelView):
     def __setup__(cls):
         super().__setup__()
         cls._order = [('name', 'ASC'), ('id', 'ASC')]
+        t = cls.__table__()
+        # Searched by the linking pass of each sync
+        cls._sql_indexes.add(Index(t, (t.patient_id, Index.Equality())))
         cls._buttons.update({
                 'relink': {
-                    'invisible': Eval('link_state') != 'manual',
+                    'invisible': ~Eval('link_state').in_(list(KEPT_LINKS)),
                     'depends': ['link_state'],
                     'icon': 'tryton-refresh',
                     },
@@ -135,7 +142,7 @@ class OrthancPatient(OrthancResourceMixin, ModelSQL, ModelView):
     @classmethod
     @ModelView.button
     def relink(cls, patients):
-        "Forget the choice made by hand and link by PUID or MRN again"
+        "Forget the link kept from a person or an order, link by PUID or MRN"
         with Transaction().set_context(orthanc_sync=True):
             cls.write(patients, {'patient': None, 'link_state': 'no_match'})
         cls.link(patients)
@@ -168,7 +175,7 @@ class OrthancPatient(OrthancResourceMixin, ModelSQL, ModelView):
     @classmethod
     def link(cls, patients):
         "Link the patients not set by hand, in one batch"
-        patients = [p for p in patients if p.link_state != 'manual']
+        patients = [p for p in patients if p.link_state not in KEPT_LINKS]
         identifiers = {
             p.id: linking.normalize_identifier(p.patient_id)
             for p in patients}
@@ -203,7 +210,7 @@ class OrthancPatient(OrthancResourceMixin, ModelSQL, ModelView):
         """
         domain = [
             ('server', '=', server.id),
-            ('link_state', '!=', 'manual'),
+            ('link_state', 'not in', list(KEPT_LINKS)),
             ]
         if since:
             changed = ['OR', [

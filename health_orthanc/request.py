@@ -21,9 +21,11 @@ from trytond.tools import grouped_slice
 from trytond.tools import timezone as tz
 from trytond.transaction import Transaction
 
+from . import linking
 from . import orthanc_client as oc
 from . import worklist
 from .exceptions import OrthancWorklistError
+from .patient import KEPT_LINKS
 from .server import error_message
 
 logger = logging.getLogger(__name__)
@@ -50,6 +52,9 @@ REQUEST_LINKS = [
 REVIEW_LINKS = ['patient_differs', 'patient_unknown', 'result_done']
 #: The request states whose studies may still arrive
 OPEN_STATES = ['requested', 'done']
+#: The link states of an Orthanc patient that an order may decide: its
+#: PatientID names no local patient (or it has none)
+ORDER_LINKABLE = {linking.NO_MATCH, linking.NO_PATIENT_ID}
 
 
 def _zone():
@@ -539,11 +544,13 @@ class ImagingTestRequest(metaclass=PoolMeta):
         unlinked = {s.orthanc_patient for s in studies
             if s.id in matches and s.orthanc_patient
             and not s.orthanc_patient.patient
-            and s.orthanc_patient.link_state != 'manual'}
+            and s.orthanc_patient.link_state not in KEPT_LINKS}
         if unlinked:
             # The studies of these patients are decided below
             with Transaction().set_context(orthanc_linking_studies=True):
                 OrthancPatient.link(list(unlinked))
+            cls._link_patients_by_order(
+                Study.browse([s.id for s in studies]), matches)
         studies = Study.browse([s.id for s in studies])
         requests = {r.id: r for r in matches.values()}
         results = {}
@@ -600,6 +607,48 @@ class ImagingTestRequest(metaclass=PoolMeta):
             cls._detach_other_patients(to_detach)
         if linked:
             cls.perform(linked, results, attached)
+
+    @classmethod
+    def _link_patients_by_order(cls, studies, matches):
+        """Link to the patient of their order the Orthanc patients that no
+        local patient matches, in one write.
+
+        The study carries the identifiers GNU Health gave to one order
+        only: unless the PatientID points to nobody (or is missing), the
+        birth dates agree and all its matched studies are of one patient,
+        the images are the order's patient's.  An ambiguous or
+        contradicting PatientID stays for review.
+        """
+        OrthancPatient = Pool().get('gnuhealth.orthanc.patient')
+        candidates = defaultdict(set)
+        for study in studies:
+            request = matches.get(study.id)
+            orthanc_patient = study.orthanc_patient
+            if (request is None or orthanc_patient is None
+                    or orthanc_patient.patient
+                    or orthanc_patient.link_state not in ORDER_LINKABLE):
+                continue
+            dob = request.patient.party.dob
+            if (orthanc_patient.birth_date and dob
+                    and orthanc_patient.birth_date != dob):
+                continue
+            candidates[orthanc_patient].add(request.patient)
+        by_patient = defaultdict(list)
+        for orthanc_patient, patients in candidates.items():
+            if len(patients) == 1:
+                patient, = patients
+                by_patient[patient].append(orthanc_patient)
+        to_write = []
+        for patient, orthanc_patients in by_patient.items():
+            to_write.extend((orthanc_patients, {
+                        'patient': patient.id,
+                        'link_state': 'order',
+                        }))
+        if to_write:
+            with Transaction().set_context(
+                    orthanc_sync=True, orthanc_linking_studies=True,
+                    _check_access=False):
+                OrthancPatient.write(*to_write)
 
     @classmethod
     def _detach_other_patients(cls, studies):

@@ -554,9 +554,11 @@ class StudyLinkTestCase(WorklistOrthancCase):
         # The modality picked Bob, but typed Ana's accession number
         self.upload(patient_id='PUID-BOB', patient_name='CRUZ^Bob', seed=1,
             accession=request.accession_number)
-        # An unknown PatientID with Ana's StudyInstanceUID
+        # An unknown PatientID with Ana's StudyInstanceUID, but another
+        # birth date: whose images are they?
         self.upload(patient_id='TYPO-ANA', patient_name='BETZ^Ana', seed=2,
-            study_uid=request.study_instance_uid, accession=None)
+            study_uid=request.study_instance_uid, accession=None,
+            birth_date='19991231')
         self.sync(self.server)
 
         review = Study.search([
@@ -589,6 +591,59 @@ class StudyLinkTestCase(WorklistOrthancCase):
         # Still Bob's: pressing the button changes nothing
         Study.link_request([review[0]])
         self.assertIsNone(review[0].request)
+
+    @with_transaction(context=NO_COMMIT)
+    def test_unknown_patient_linked_by_order(self):
+        "A PatientID that names nobody takes the patient of the order"
+        pool = Pool()
+        Study = pool.get('gnuhealth.orthanc.study')
+        OrthancPatient = pool.get('gnuhealth.orthanc.patient')
+        request = self.requested()
+        # Typed at the modality instead of picked from the worklist; the
+        # birth date agrees with Ana's
+        self.upload(patient_id='TYPO-ANA', patient_name='BETZ^Ana', seed=3,
+            study_uid=request.study_instance_uid, accession=None)
+        self.sync(self.server)
+
+        study, = Study.search([])
+        self.assertEqual(study.request, request)
+        self.assertEqual(study.request_link, 'linked')
+        typo, = OrthancPatient.search([])
+        self.assertEqual(typo.patient, self.ana)
+        self.assertEqual(typo.link_state, 'order')
+        self.assertEqual(request.state, 'done')
+
+        # A later sync keeps the link the order gave
+        self.upload(patient_id='TYPO-ANA', patient_name='BETZ^Ana', seed=4)
+        self.sync(self.server)
+        typo, = OrthancPatient.search([])
+        self.assertEqual((typo.patient, typo.link_state), (self.ana, 'order'))
+        self.assertEqual(
+            len(Study.search([('patient', '=', self.ana.id)])), 2)
+
+    @with_transaction(context=NO_COMMIT)
+    def test_order_link_needs_one_patient(self):
+        "An unknown PatientID matching orders of two patients is reviewed"
+        pool = Pool()
+        Study = pool.get('gnuhealth.orthanc.study')
+        Request = pool.get('gnuhealth.imaging.test.request')
+        OrthancPatient = pool.get('gnuhealth.orthanc.patient')
+        request = self.requested()
+        eve = create_patient('Eve', 'Dunn', puid='PUID-EVE',
+            dob=datetime.date(1980, 1, 15))
+        other = create_request(eve)
+        Request.requested([other])
+        run_queue()
+        for seed, target in enumerate([request, other], 5):
+            self.upload(patient_id='SHARED', patient_name='X^Y', seed=seed,
+                study_uid=target.study_instance_uid, accession=None)
+        self.sync(self.server)
+
+        shared, = OrthancPatient.search([])
+        self.assertIsNone(shared.patient)
+        self.assertEqual(
+            sorted(s.request_link for s in Study.search([])),
+            ['patient_unknown', 'patient_unknown'])
 
     @with_transaction(context=NO_COMMIT)
     def test_cancelled_request_not_linked(self):
