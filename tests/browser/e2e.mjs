@@ -14,7 +14,14 @@
 //   Generate Results -> open the result, Studies tab: add an Orthanc study
 //   of the patient, save -> Health / Imaging / Orthanc / Patients: a linked
 //   patient -> Health / Configuration / Orthanc / Servers: open the server,
-//   Sync.
+//   Sync -> Dx Imaging - Results: the demo's draft result of Ana Betz, its
+//   Studies tab, open the DX study, open its series, Show Preview (the
+//   image shows), Attach to Result -> back on the result, reloaded: the
+//   Images tab lists the .png -> Complete, confirm: Done -> Dx Imaging
+//   Requests, Requested: the demo's request of John Smith, Worklist tab:
+//   Published with its entry, and its accession number -> Health /
+//   Imaging / Orthanc / Studies to Review: the list loads -> Upload DICOM
+//   Files: the wizard opens on the default server, Cancel.
 //
 // It fails on any sao error dialog (application error, user error or
 // warning, "invalid form" info bar) and on any browser console error or
@@ -58,6 +65,14 @@ const TESTS = [
     {search: 'Brain MRI', name: 'Brain MRI'},
 ];
 const STUDY = {search: 'Brain', name: 'Brain MRI'};
+// The draft result that the demo made for the patient, with her DX study
+// attached, and the requested test of John Smith published as a worklist
+// entry (demo/data.py)
+const DX_RESULT = {
+    test: 'Chest X-ray, PA and lateral',
+    study: 'Chest X-ray PA and lateral',
+};
+const WORKLIST = {patient: 'Smith, John', test: 'Abdominal ultrasound'};
 
 // Console errors we ignore, and why:
 // - GET /locale/<lang>.json answered 405: sao always asks for its
@@ -305,6 +320,41 @@ async function main() {
         return select.evaluate(e => e.options[e.selectedIndex]?.text || '');
     }
 
+    // Open a page of a form's notebook by its title
+    async function notebookTab(scope, title) {
+        const tab = scope.locator('.form-notebook > .nav-tabs a',
+            {hasText: new RegExp(`^\\s*${title}\\s*$`)}).first();
+        await tab.click();
+        await until(async () => (await tab.locator('xpath=..')
+            .getAttribute('class') || '').includes('active'),
+            `the ${title} tab`);
+    }
+
+    // Press a button of a record (in scope) and wait for the server to
+    // answer its call (model.<model>.<method>) and the form to be shown
+    // again
+    async function clickButton(scope, name, method) {
+        const button = scope.getByRole('button', {name, exact: true});
+        const answered = page.waitForResponse(response => (
+            response.request().postData() || '').includes(
+            `.${method}"`), {timeout: 30000});
+        answered.catch(() => {});  // awaited below, unless the click fails
+        await button.click();
+        await answered;
+        await until(() => button.isEnabled(), `${name} to be done`);
+    }
+
+    // Close the top dialog with its main button (Close, Apply changes, OK)
+    async function closeDialog() {
+        await dialog.locator('.modal-footer button.btn-primary').last()
+            .click();
+    }
+
+    // Reload the record of the form from the server
+    async function reloadForm() {
+        await toolbar.getByRole('button', {name: 'Reload/Undo'}).click();
+    }
+
     async function run(name, fn) {
         step = name;
         checkErrors();
@@ -492,6 +542,170 @@ async function main() {
             }
             log(`  Last Sync: ${before} -> ${await syncTime.inputValue()}`);
             await shot('08-server-form.png');
+        });
+
+        // Issue #6: the result of the demo with a DX study of the patient
+        // (demo/data.py), previews, completing a result, worklists, the
+        // studies to review and the upload wizard
+        await run(`Dx Imaging - Results: the demo result of ${PATIENT} with `
+                + 'its DX study -> study -> series: Show Preview',
+                async () => {
+            await openMenu('Health', 'Imaging', 'Dx Imaging - Results');
+            await waitTab('Dx Imaging - Results');
+            await pane.locator('.tab-domain a', {hasText: /^\s*Draft\b/})
+                .click();
+            const row = listRows().filter({hasText: PATIENT})
+                .filter({hasText: DX_RESULT.test});
+            await until(async () => (await row.count()) === 1,
+                `the draft result of ${PATIENT} for ${DX_RESULT.test}`);
+            await openRow(row.first());
+            await until(async () => (await pane.locator(
+                'input[name="patient"]').inputValue()) === PATIENT,
+                'the result form');
+            await notebookTab(pane, 'Studies');
+            const study = pane.locator('div.form-many2many',
+                {has: page.locator('input[name="studies"]')})
+                .locator('tbody tr', {hasText: DX_RESULT.study});
+            await until(() => study.count(),
+                `the study ${DX_RESULT.study} on the Studies tab`);
+            await study.first().locator('> td', {hasText: DX_RESULT.study})
+                .first().dblclick();
+            await until(async () => (await page.locator('.modal.in').count())
+                === 1 && (await dialog.locator('input[name="description"]')
+                    .inputValue()) === DX_RESULT.study, 'the study form');
+            const series = dialog.locator('div.form-one2many')
+                .locator('tbody tr', {hasText: 'DX'});
+            await until(() => series.count(), 'a DX series of the study');
+            await shot('09-study-form.png');
+            await series.first().locator('> td', {hasText: 'DX'}).first()
+                .dblclick();
+            await until(async () => (await page.locator('.modal.in').count())
+                === 2 && dialog.getByRole('button',
+                    {name: 'Show Preview', exact: true}).isVisible(),
+                'the series form with Show Preview');
+            await clickButton(dialog, 'Show Preview', 'fetch_preview');
+            const img = dialog.locator('.form-image img.center-block');
+            await until(() => img.evaluate(e => Boolean(e.getAttribute('src'))
+                && e.complete && e.naturalWidth > 0),
+                'the preview image', 30000);
+            const size = await img.evaluate(
+                e => `${e.naturalWidth}x${e.naturalHeight}`);
+            log(`  preview: ${size} pixels`);
+            await shot('10-series-preview.png');
+        });
+
+        await run('Attach to Result: the result lists the .png on its Images '
+                + 'tab', async () => {
+            await clickButton(dialog, 'Attach to Result', 'attach_preview');
+            // Close the series, then the study, like a user
+            for (const count of [1, 0]) {
+                await closeDialog();
+                await until(async () => (await page.locator('.modal.in')
+                    .count()) === count, `${count} dialog(s) left open`);
+            }
+            await reloadForm();
+            await notebookTab(pane, 'Images');
+            const image = pane.locator('.form-notebook .tab-pane.active')
+                .locator('tbody tr', {hasText: '.png'});
+            await until(() => image.count(), 'a .png on the Images tab');
+            log(`  attached: ${(await image.first().innerText())
+                .replace(/\s+/g, ' ').trim()}`);
+            await shot('11-result-images.png');
+        });
+
+        await run('Complete the result (confirmed): Done', async () => {
+            await notebookTab(pane, 'Comment');
+            const comment = pane.locator('textarea[name="comment"]');
+            await until(() => comment.isVisible(), 'the Comment tab');
+            if (!(await comment.inputValue()).trim()) {
+                await comment.fill('No acute findings.');
+            }
+            log(`  interpretation: ${await comment.inputValue()}`);
+            const state = pane.locator('select[name="state"]');
+            await until(async () => (await selected(state)) === 'Draft',
+                'a result in Draft');
+            await pane.getByRole('button', {name: 'Complete', exact: true})
+                .click();
+            const confirm = page.locator('.modal.in',
+                {hasText: 'Once completed'});
+            await until(() => confirm.isVisible(),
+                'the confirmation of Complete');
+            await shot('12-result-complete-confirm.png');
+            await confirm.getByRole('button', {name: 'OK', exact: true})
+                .click();
+            await until(async () => (await selected(state)) === 'Done',
+                'the result to be Done');
+            await until(() => pane.getByRole('button',
+                {name: 'Reset to Draft', exact: true}).isVisible(),
+                'the Reset to Draft button');
+            await shot('13-result-done.png');
+        });
+
+        await run('Dx Imaging Requests / Requested: the worklist entry of '
+                + `${WORKLIST.patient}`, async () => {
+            await openMenu('Health', 'Imaging', 'Dx Imaging Requests');
+            await waitTab('Dx Imaging Requests');
+            await pane.locator('.tab-domain a', {hasText: /^\s*Requested\b/})
+                .click();
+            const row = listRows().filter({hasText: WORKLIST.patient})
+                .filter({hasText: WORKLIST.test});
+            await until(async () => (await row.count()) === 1,
+                `the requested ${WORKLIST.test} of ${WORKLIST.patient}`);
+            await openRow(row.first());
+            const accession = pane.locator(
+                'input[name="accession_number"]');
+            await until(() => accession.inputValue(),
+                'the request form with its accession number');
+            await notebookTab(pane, 'Worklist');
+            const worklist = pane.locator('select[name="worklist_state"]');
+            await until(() => worklist.isVisible(), 'the Worklist tab');
+            await until(async () => (await selected(worklist))
+                === 'Published', 'the worklist state Published');
+            const entry = await pane.locator('input[name="worklist_entry"]')
+                .inputValue();
+            if (!entry.trim()) {
+                throw new StepError('a published request without its '
+                    + 'Worklist Entry');
+            }
+            log(`  accession ${await accession.inputValue()}, worklist `
+                + `Published: ${entry}`);
+            await shot('14-request-worklist.png');
+        });
+
+        await run('Health / Imaging / Orthanc / Studies to Review', async () => {
+            // The list's search answered (an empty list shows no row)
+            const searched = page.waitForResponse(response => (
+                response.request().postData() || '').includes(
+                '"model.gnuhealth.orthanc.study.search'), {timeout: 30000});
+            searched.catch(() => {});  // awaited below
+            await openMenu('Health', 'Imaging', 'Orthanc',
+                'Studies to Review');
+            await waitTab('Studies to Review');
+            await searched;
+            await until(() => pane.locator('.content-box table.tree').first()
+                .isVisible(), 'the list');
+            log(`  ${await listRows().count()} row(s)`);
+            await shot('15-studies-to-review.png');
+        });
+
+        await run('Health / Imaging / Orthanc / Upload DICOM Files: Cancel',
+                async () => {
+            await openMenu('Health', 'Imaging', 'Orthanc',
+                'Upload DICOM Files');
+            const wizard = dialog;
+            await until(async () => (await wizard.locator('.model-title')
+                .innerText()) === 'Upload DICOM Files', 'the upload wizard');
+            await until(async () => (await wizard.locator(
+                'input[name="server"]').inputValue()) !== '',
+                'the default server');
+            await until(() => wizard.getByRole('button',
+                {name: 'Upload', exact: true}).isVisible(),
+                'the Upload button');
+            await shot('16-upload-wizard.png');
+            await wizard.getByRole('button', {name: 'Cancel', exact: true})
+                .click();
+            await until(async () => !(await page.locator('.modal.in')
+                .count()), 'the wizard to close');
         });
         checkErrors();
     } catch (error) {
