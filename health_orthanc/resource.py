@@ -6,7 +6,10 @@ import datetime
 from collections import defaultdict
 
 from sql import Column
-from trytond.model import Unique, fields
+from trytond import backend
+from trytond.i18n import gettext
+from trytond.model import Index, Unique, fields
+from trytond.model.exceptions import SQLConstraintError
 from trytond.pool import Pool
 from trytond.tools import grouped_slice
 from trytond.transaction import Transaction
@@ -31,10 +34,41 @@ class OrthancResourceMixin:
     def __setup__(cls):
         super().__setup__()
         t = cls.__table__()
-        cls._sql_constraints += [
-            ('server_orthanc_id_uniq', Unique(t, t.server, t.orthanc_id),
-                'health_orthanc.msg_resource_unique'),
-            ]
+        if backend.name == 'sqlite':
+            # SQLite has no such constraint and Tryton's check of it in
+            # Python reads the whole table at each create and write: it is
+            # checked by validate through this index, which also serves
+            # the lookups by Orthanc ID (elsewhere the unique index does)
+            cls._sql_indexes.add(Index(t,
+                    (t.server, Index.Equality()),
+                    (t.orthanc_id, Index.Equality())))
+        else:
+            cls._sql_constraints += [
+                ('server_orthanc_id_uniq', Unique(t, t.server, t.orthanc_id),
+                    'health_orthanc.msg_resource_unique'),
+                ]
+
+    @classmethod
+    def validate(cls, records):
+        super().validate(records)
+        if backend.name == 'sqlite':
+            cls._check_orthanc_id_unique(records)
+
+    @classmethod
+    def _check_orthanc_id_unique(cls, records):
+        "Raise when another record has the server and Orthanc ID of one"
+        table, other = cls.__table__(), cls.__table__()
+        cursor = Transaction().connection.cursor()
+        for sub_ids in grouped_slice([r.id for r in records]):
+            cursor.execute(*table.join(other, condition=(
+                        (other.server == table.server)
+                        & (other.orthanc_id == table.orthanc_id)
+                        & (other.id != table.id))
+                    ).select(table.id,
+                    where=table.id.in_(list(sub_ids)), limit=1))
+            if cursor.fetchone():
+                raise SQLConstraintError(
+                    gettext('health_orthanc.msg_resource_unique'))
 
     @staticmethod
     def default_missing():

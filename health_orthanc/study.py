@@ -8,7 +8,7 @@ from collections import defaultdict
 from sql import Literal
 from sql.aggregate import Count, Sum
 from trytond.i18n import gettext
-from trytond.model import ModelSQL, ModelView, fields
+from trytond.model import Index, ModelSQL, ModelView, fields
 from trytond.pool import Pool, PoolMeta
 from trytond.pyson import Eval
 from trytond.tools import grouped_slice
@@ -90,6 +90,12 @@ class OrthancStudy(OrthancResourceMixin, ModelSQL, ModelView):
             ('study_datetime', 'DESC NULLS LAST'),
             ('id', 'DESC'),
             ]
+        t = cls.__table__()
+        # Searched by the linking to imaging requests
+        cls._sql_indexes.update({
+                Index(t, (t.study_instance_uid, Index.Equality())),
+                Index(t, (t.accession_number, Index.Equality())),
+                })
         cls._buttons.update({
                 'delete_from_orthanc': {
                     'icon': 'tryton-delete',

@@ -9,8 +9,10 @@ import datetime
 import unittest
 from unittest import mock
 
+from trytond.model.exceptions import SQLConstraintError
 from trytond.pool import Pool
 from trytond.tests.test_tryton import activate_module, with_transaction
+from trytond.transaction import Transaction
 
 
 def patient(orthanc_id, name='DOE, John', **values):
@@ -62,10 +64,10 @@ class OrthancUpsertTestCase(unittest.TestCase):
     def setUpClass(cls):
         activate_module('health_orthanc')
 
-    def server(self):
+    def server(self, label='Upsert'):
         Server = Pool().get('gnuhealth.orthanc.config')
         server, = Server.create([{
-                    'label': 'Upsert',
+                    'label': label,
                     'domain': 'http://127.0.0.1:1',
                     'validated': True,
                     }])
@@ -76,6 +78,33 @@ class OrthancUpsertTestCase(unittest.TestCase):
         patcher = mock.patch.object(Model, 'write', wraps=Model.write)
         self.addCleanup(patcher.stop)
         return patcher.start()
+
+    def stored_twice(self):
+        "Return Patient and a patient 'b' beside 'a' stored on two servers"
+        Patient = Pool().get('gnuhealth.orthanc.patient')
+        server, other = self.server(), self.server('Other')
+        Patient.create([{'server': s.id, 'orthanc_id': 'a'}
+                for s in [server, other]])
+        patient, = Patient.create([{'server': server.id, 'orthanc_id': 'b'}])
+        return Patient, patient
+
+    @with_transaction()
+    def test_orthanc_id_unique_on_create(self):
+        "An Orthanc ID is created once per server, on every backend"
+        Patient, patient = self.stored_twice()
+        with self.assertRaises(SQLConstraintError) as context:
+            Patient.create([{'server': patient.server.id, 'orthanc_id': 'c'},
+                    {'server': patient.server.id, 'orthanc_id': 'a'}])
+        self.assertIn('already recorded', str(context.exception))
+
+    @with_transaction()
+    def test_orthanc_id_unique_on_write(self):
+        "An Orthanc ID cannot be given to a second record of the server"
+        Patient, patient = self.stored_twice()
+        with self.assertRaises(SQLConstraintError) as context, \
+                Transaction().set_context(orthanc_sync=True):
+            Patient.write([patient], {'orthanc_id': 'a'})
+        self.assertIn('already recorded', str(context.exception))
 
     @with_transaction()
     def test_unchanged_records_are_not_written(self):
