@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from typing import Iterable, Protocol
 
 from .mapping import map_many, map_patient, map_series, map_study
-from .orthanc_client import OrthancBadAnswer, OrthancClient, OrthancNotFound
+from .orthanc_client import (
+    OrthancBadAnswer, OrthancClient, OrthancError, OrthancNotFound)
 
 logger = logging.getLogger(__name__)
 
@@ -239,37 +240,60 @@ class Synchronizer:
         return result
 
     def _follow_changes(self, page, cursor: int, result: SyncResult):
-        result.cursor = cursor
-        while True:
-            if page.changes:
-                self._apply_changes(page, result)
-                result.cursor = page.last
-            if page.done or not page.changes:
-                break
-            page = self.client.get_changes(
-                result.cursor, self.changes_page_size)
+        """Apply the pages of changes from page on.
 
-    def _apply_changes(self, page, result: SyncResult):
+        The next page is listed before the studies of a page are read:
+        those reads see every change of the next page, so a study read
+        for a page is not read again for the next one (a study whose
+        changes straddle two pages costs one read, and a change logged
+        after the read is on a later page, read as usual).
+        """
+        result.cursor = cursor
+        fresh = set()
+        while page.changes:
+            following = failure = None
+            if not page.done:
+                try:
+                    following = self.client.get_changes(
+                        page.last, self.changes_page_size)
+                except OrthancError as exception:
+                    # Raised once this page is saved, as if asked after it
+                    failure = exception
+            fresh = self._apply_changes(page, result, fresh)
+            result.cursor = page.last
+            if failure is not None:
+                raise failure
+            if following is None:
+                break
+            page = following
+
+    def _apply_changes(self, page, result: SyncResult, fresh=()):
+        """Read and save what the changes of page touched, except the
+        studies in fresh (read after page was listed); return the studies
+        read"""
         patient_ids, study_ids, series_ids = {}, {}, {}
         for change in page.changes:
             if change.resource_type == 'Patient':
                 patient_ids[change.resource_id] = None
             elif change.resource_type == 'Study':
-                study_ids[change.resource_id] = None
+                if change.resource_id not in fresh:
+                    study_ids[change.resource_id] = None
             elif change.resource_type == 'Series':
                 series_ids.setdefault(change.resource_id, set()).add(
                     change.change_type)
-        self._import(patient_ids, study_ids, series_ids, result,
-            cursor=page.last)
+        return self._import(patient_ids, study_ids, series_ids, result,
+            cursor=page.last, fresh=fresh)
 
     def _import(self, patient_ids, study_ids, series_changes, result,
-            cursor=None):
+            cursor=None, fresh=()):
         """Read the patients, the studies and the studies of the series
-        changes, and save them in one page with cursor
+        changes, and save them in one page with cursor; return the
+        Orthanc IDs of the studies read
 
-        series_changes is {series Orthanc id: change types}.
+        series_changes is {series Orthanc id: change types}; the studies
+        in fresh are not read for their series.
         """
-        studies, series, read = [], [], set()
+        studies, series, read = [], [], set(fresh)
         self._read_studies(study_ids, studies, series, read, result)
         if series_changes:
             # A series that came after its study was read: read the study
@@ -293,12 +317,13 @@ class Synchronizer:
             if patient:
                 patients.append(patient)
         if cursor is None and not (patients or studies):
-            return
+            return set()
         self.store.save(
             patients=patients, studies=studies, series=series,
             replace_series_of=[s['orthanc_id'] for s in studies],
             cursor=cursor)
         result.add(patients, studies, series)
+        return {s['orthanc_id'] for s in studies}
 
     def _read_studies(self, study_ids, studies, series, read, result):
         for study_id in study_ids:

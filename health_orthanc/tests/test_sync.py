@@ -25,7 +25,8 @@ from tests.dicom_samples import make_study
 from tests.fake_orthanc import FakeOrthanc, Reply, orthanc_error
 from tests.orthanc_server import OrthancServer
 from trytond.modules.health_orthanc.orthanc_client import (
-    OrthancBadAnswer, OrthancClient, OrthancTimeout, OrthancUnauthorized)
+    OrthancBadAnswer, OrthancClient, OrthancError, OrthancTimeout,
+    OrthancUnauthorized)
 from trytond.modules.health_orthanc.sync import (
     CHANGES_PAGE_SIZE, PAGE_SIZE, PHASES, ImportProgress, Synchronizer,
     SyncResult)
@@ -533,9 +534,10 @@ def test_interrupted_incremental(mutable, connect):
         changes_page_size=4).run(reference.cursor)
     # 18 changes (per study: NewInstance, NewSeries, NewStudy, NewPatient,
     # NewInstance, NewSeries) in pages of 4: the second study's first
-    # NewSeries is on the page before its NewStudy, so it is read twice
+    # NewSeries is on the page before its NewStudy; read for it after the
+    # next page was listed, it is not read again for that page
     assert (complete.patients, complete.studies, complete.series) == (
-        4, 4, 8)
+        4, 3, 6)
     assert reference.touched() == new_ids
 
     store = start.copy()
@@ -658,8 +660,10 @@ def test_study_added_to_existing_patient(mutable, connect):
 # reading the study has the patient's change
 @pytest.mark.parametrize('changes_page_size, study_reads, patient_reads, '
     'split', [
-        (1, 2, 2, True),  # the NewSeries page reads its study
-        (2, 2, 2, True),  # idem
+        # the NewSeries page reads its study, not read again for the
+        # NewStudy of the next page (listed before that read)
+        (1, 1, 2, True),
+        (2, 1, 2, True),
         (3, 1, 2, True),  # the study with its series, then NewPatient
         (5, 1, 1, False),
         (1000, 1, 1, False),
@@ -1041,6 +1045,53 @@ def test_series_changes(fake):
     assert set(store.series) == {'series-a', 'series-b', 'series-c'}
     assert store.saves[-1]['replace_series_of'] == ['study-b', 'study-a']
     store.check_integrity()
+
+
+def test_study_over_two_change_pages(fake):
+    """A study whose changes straddle two pages is read once: the next
+    page is listed before the study is read, so that read covers it; a
+    change on a page listed after the read reads the study again"""
+    fake.set('/changes',
+        Reply(200, {'Changes': [change(6, 'Series', 'series-a')],
+                'Done': False, 'Last': 6}),
+        Reply(200, {'Changes': [change(7, 'Study', 'study-a')],
+                'Done': False, 'Last': 7}),
+        Reply(200, {'Changes': [
+                    change(8, 'Study', 'study-a', 'StableStudy')],
+                'Done': True, 'Last': 8}))
+    fake.set_json('/series/series-a', series_json('series-a', 'study-a'))
+    store = MemoryStore()
+    client = fake_client(fake)
+    result = Synchronizer(client, store, changes_page_size=1).run(5)
+    paths = [r.path for r in fake.requests]
+    # the second page is listed before the study is read
+    assert paths.index('/changes', 1) < paths.index('/studies/study-a')
+    # read for the NewSeries, not for the NewStudy, again for the
+    # StableStudy (listed after the first read)
+    assert fake.count('/studies/study-a') == 2
+    assert (result.studies, result.series, result.patients) == (2, 2, 1)
+    # three pages of changes, series-a for its study, the study and its
+    # series twice, the patient
+    assert result.requests == client.request_count == 3 + 1 + 2 * 2 + 1
+    assert [c['cursor'] for c in store.saves] == [6, 7, 8]
+    assert store.cursor == result.cursor == 8
+    store.check_integrity()
+
+
+@pytest.mark.parametrize('status', [500, 503])
+def test_next_change_page_failing(fake, status):
+    """The next page is listed before a page is applied: when that fails,
+    the page is still saved, then the sync stops"""
+    fake.set('/changes',
+        Reply(200, {'Changes': [change(6, 'Study', 'study-a')],
+                'Done': False, 'Last': 6}),
+        Reply(status, {}))
+    store = MemoryStore()
+    with pytest.raises(OrthancError):
+        Synchronizer(fake_client(fake), store,
+            changes_page_size=1).run(5)
+    assert set(store.studies) == {'study-a'}
+    assert store.cursor == 6
 
 
 BAD_STUDY = {
