@@ -320,6 +320,16 @@ async function main() {
         return select.evaluate(e => e.options[e.selectedIndex]?.text || '');
     }
 
+    // Show the list of the active tab: sao brings back the tab already
+    // open for the same menu entry, maybe on the form of a record
+    async function showList() {
+        const list = pane.locator('.tab-domain');
+        if (!(await list.isVisible())) {
+            await toolbar.getByRole('button', {name: 'Switch'}).click();
+        }
+        await until(() => list.isVisible(), 'the list view');
+    }
+
     // Open a page of a form's notebook by its title
     async function notebookTab(scope, title) {
         const tab = scope.locator('.form-notebook > .nav-tabs a',
@@ -552,6 +562,7 @@ async function main() {
                 async () => {
             await openMenu('Health', 'Imaging', 'Dx Imaging - Results');
             await waitTab('Dx Imaging - Results');
+            await showList();
             await pane.locator('.tab-domain a', {hasText: /^\s*Draft\b/})
                 .click();
             const row = listRows().filter({hasText: PATIENT})
@@ -645,6 +656,7 @@ async function main() {
                 + `${WORKLIST.patient}`, async () => {
             await openMenu('Health', 'Imaging', 'Dx Imaging Requests');
             await waitTab('Dx Imaging Requests');
+            await showList();
             await pane.locator('.tab-domain a', {hasText: /^\s*Requested\b/})
                 .click();
             const row = listRows().filter({hasText: WORKLIST.patient})
