@@ -75,30 +75,41 @@ class OrthancResourceMixin:
         return False
 
     @classmethod
-    def mark_missing(cls, server, present):
+    def mark_missing(cls, server, present, page_size=1000):
         """Flag the records whose Orthanc ID is not in present, and clear
-        the flag of those back; return the number newly flagged"""
+        the flag of those back; return the number newly flagged
+
+        The stored records are read a page at a time."""
         table = cls.__table__()
         cursor = Transaction().connection.cursor()
-        present = set(present)
+        if not isinstance(present, (set, frozenset)):
+            present = set(present)
         gone, back = [], []
-        cursor.execute(*table.select(
-                table.id, table.orthanc_id, table.missing,
-                where=table.server == server.id))
-        for id_, orthanc_id, missing in cursor:
-            if orthanc_id in present:
-                if missing:
-                    back.append(cls(id_))
-            elif not missing:
-                gone.append(cls(id_))
+        last = 0
+        while True:
+            cursor.execute(*table.select(
+                    table.id, table.orthanc_id, table.missing,
+                    where=(table.server == server.id) & (table.id > last),
+                    order_by=[table.id.asc], limit=page_size))
+            rows = cursor.fetchall()
+            for id_, orthanc_id, missing in rows:
+                if orthanc_id in present:
+                    if missing:
+                        back.append(id_)
+                elif not missing:
+                    gone.append(id_)
+            if len(rows) < page_size:
+                break
+            last = rows[-1][0]
         to_write = []
         if gone:
-            to_write.extend((gone, {
+            to_write.extend((cls.browse(gone), {
                         'missing': True,
                         'missing_since': datetime.datetime.now(),
                         }))
         if back:
-            to_write.extend((back, {'missing': False, 'missing_since': None}))
+            to_write.extend((cls.browse(back),
+                    {'missing': False, 'missing_since': None}))
         if to_write:
             with Transaction().set_context(orthanc_sync=True):
                 cls.write(*to_write)

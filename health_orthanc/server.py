@@ -551,16 +551,20 @@ class ServerStore:
             Patient.orthanc_ids(self.server, orthanc_ids))
 
     def missing_ids(self, kind, orthanc_ids):
-        "Compare with every Orthanc ID of the server: one query"
+        """Compare a slice of IDs at a time, through the index on the
+        Orthanc ID: memory holds one slice of the stored IDs"""
         Model = Pool().get(STORE_MODELS[kind])
         table = Model.__table__()
         cursor = Transaction().connection.cursor()
-        orthanc_ids = set(orthanc_ids)
-        if orthanc_ids:
+        missing = set()
+        for sub_ids in grouped_slice(orthanc_ids):
+            sub_ids = set(sub_ids)
             cursor.execute(*table.select(table.orthanc_id,
-                    where=table.server == self.server.id))
-            orthanc_ids.difference_update(r for r, in cursor)
-        return orthanc_ids
+                    where=(table.server == self.server.id)
+                    & table.orthanc_id.in_(list(sub_ids))))
+            sub_ids.difference_update(r for r, in cursor)
+            missing.update(sub_ids)
+        return missing
 
     def series_studies(self, orthanc_ids):
         pool = Pool()
@@ -586,6 +590,12 @@ class ServerStore:
         transaction = Transaction()
         if transaction.context.get('orthanc_page_commit', True):
             transaction.commit()
+            # Tryton remembers the ids created and deleted in the
+            # transaction until its end; once committed they are like any
+            # other: forgotten, so that memory stays flat over the pages
+            for name in STORE_MODELS.values():
+                transaction.create_records.pop(name, None)
+                transaction.delete_records.pop(name, None)
             if not self.server._lock():
                 raise SyncTakenOver(self.server.label)
 

@@ -85,8 +85,9 @@ class SyncResult:
     errors: list[tuple[str, str]] = field(default_factory=list)
     #: A first import continued from its saved progress
     resumed: bool = False
-    #: The Orthanc IDs listed by a reconciliation (first import included):
-    #: {'patients': [...], 'studies': [...], 'series': [...]}
+    #: The Orthanc IDs of the patients and studies listed by a
+    #: reconciliation (first import included), to flag what is missing:
+    #: {'patients': [...], 'studies': [...]}
     present: dict[str, list[str]] | None = None
 
     def add(self, patients=(), studies=(), series=()):
@@ -204,13 +205,17 @@ class Synchronizer:
         self._reconcile(result)
 
     def _reconcile(self, result: SyncResult):
-        result.present = {
-            kind: self.client.list_ids(kind) for kind in PHASES}
         # Not again what this sync reported
         reported = {key for key, _ in result.errors}
-        self.import_ids(result=result, **{
-                kind: self.store.missing_ids(kind, ids) - reported
-                for kind, ids in result.present.items()})
+        missing, result.present = {}, {}
+        for kind in PHASES:
+            # One list at a time; the series are not kept
+            ids = self.client.list_ids(kind)
+            missing[kind] = self.store.missing_ids(kind, ids) - reported
+            if kind != 'series':
+                result.present[kind] = ids
+            del ids
+        self.import_ids(result=result, **missing)
 
     def import_ids(self, patients: Iterable[str] = (),
             studies: Iterable[str] = (), series: Iterable[str] = (),

@@ -175,6 +175,22 @@ class OrthancUpsertTestCase(unittest.TestCase):
         self.assertIsNone(b.missing_since)
 
     @with_transaction()
+    def test_mark_missing_by_pages(self):
+        """The stored records are compared a page at a time: every page
+        counts, and the records of another server are left alone"""
+        Patient = Pool().get('gnuhealth.orthanc.patient')
+        server, other = self.server(), self.server('Other')
+        Patient.upsert(other, [patient('a')])
+        Patient.upsert(server, [patient(i) for i in 'abcde'])
+        for page_size in [1, 2, 5, 1000]:
+            with self.subTest(page_size=page_size):
+                Patient.upsert(server, [patient(i) for i in 'abcde'])
+                self.assertEqual(Patient.mark_missing(
+                        server, {'a', 'c', 'e'}, page_size=page_size), 2)
+                self.assertEqual({p.orthanc_id for p in Patient.search([
+                                ('missing', '=', True)])}, {'b', 'd'})
+
+    @with_transaction()
     def test_series_read_again(self):
         """Unchanged series of a study read whole are kept, the others
         are deleted, and the summary follows"""
