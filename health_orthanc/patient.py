@@ -66,7 +66,7 @@ class OrthancPatient(OrthancResourceMixin, ModelSQL, ModelView):
         cls._sql_indexes.add(Index(t, (t.patient_id, Index.Equality())))
         cls._buttons.update({
                 'relink': {
-                    'invisible': ~Eval('link_state').in_(list(KEPT_LINKS)),
+                    'invisible': Eval('link_state') != 'manual',
                     'depends': ['link_state'],
                     'icon': 'tryton-refresh',
                     },
@@ -142,7 +142,7 @@ class OrthancPatient(OrthancResourceMixin, ModelSQL, ModelView):
     @classmethod
     @ModelView.button
     def relink(cls, patients):
-        "Forget the link kept from a person or an order, link by PUID or MRN"
+        "Forget the choice made by hand and link by PUID or MRN again"
         with Transaction().set_context(orthanc_sync=True):
             cls.write(patients, {'patient': None, 'link_state': 'no_match'})
         cls.link(patients)

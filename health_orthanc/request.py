@@ -53,17 +53,23 @@ REVIEW_LINKS = ['patient_differs', 'patient_unknown', 'result_done']
 #: The request states whose studies may still arrive
 OPEN_STATES = ['requested', 'done']
 #: The link states of an Orthanc patient that an order may decide: its
-#: PatientID names no local patient (or it has none)
-ORDER_LINKABLE = {linking.NO_MATCH, linking.NO_PATIENT_ID}
+#: PatientID names no local patient.  Not a missing PatientID: Orthanc
+#: files every study without one under the same patient.
+ORDER_LINKABLE = {linking.NO_MATCH}
 
 
 def _zone():
-    "Return the time zone of the company of the context, or None"
+    """Return the time zone of the company of the context (or of the only
+    company, for the scheduler that runs without one), or None"""
     Company = Pool().get('company.company')
     company_id = Transaction().context.get('company')
-    if not company_id:
-        return None
-    company = Company(company_id)
+    if company_id:
+        company = Company(company_id)
+    else:
+        companies = Company.search([], limit=2)
+        if len(companies) != 1:
+            return None
+        company, = companies
     return tz.get_tzinfo(company.timezone) if company.timezone else None
 
 
@@ -256,8 +262,11 @@ class ImagingTestRequest(metaclass=PoolMeta):
     def queue_removal(cls, requests):
         """Mark the entries of the requests To Remove and remove them after
         the commit (:meth:`remove_worklists`)"""
-        to_remove = [r for r in requests if r.worklist_state in ENTRY_STATES]
-        never = [r for r in requests if r.worklist_state == 'failed']
+        # A failed publication may have kept an older entry to remove
+        to_remove = [r for r in requests if r.worklist_state in ENTRY_STATES
+            or (r.worklist_state == 'failed' and r.worklist_entry)]
+        never = [r for r in requests if r.worklist_state == 'failed'
+            and not r.worklist_entry]
         outcome = {r: {'worklist_state': 'removing'} for r in to_remove}
         # Never published: nothing to remove, no problem left to solve
         outcome.update({r: {
@@ -280,6 +289,7 @@ class ImagingTestRequest(metaclass=PoolMeta):
         recorded on it (Worklist "Not Published" and the error) and the
         Update Worklist button tries again.
         """
+        requests = cls._lock_worklists(requests)
         requests = [r for r in requests if r.state == 'requested'
             and r.worklist_state == 'pending' and r.accession_number]
         if not requests:
@@ -396,6 +406,7 @@ class ImagingTestRequest(metaclass=PoolMeta):
         recorded as "Not Removed" with the error; the Update Worklist
         button tries again.
         """
+        requests = cls._lock_worklists(requests)
         requests = [r for r in requests if r.state != 'requested'
             and r.worklist_state == 'removing']
         outcome = {}
@@ -408,6 +419,15 @@ class ImagingTestRequest(metaclass=PoolMeta):
                 outcome[request] = cls._worklist_failure(
                     request.worklist_server, message, state='stale')
         cls._write_worklist(outcome)
+
+    @classmethod
+    def _lock_worklists(cls, requests):
+        """Lock the requests before touching their entries and read them
+        again: a task for the same requests, a Cancel or a Done committed
+        meanwhile make this task fail (and be retried) before it writes a
+        file or calls Orthanc, not after"""
+        cls.lock(requests)
+        return cls.browse([r.id for r in requests])
 
     @classmethod
     def _remove_entries(cls, requests):
@@ -549,8 +569,9 @@ class ImagingTestRequest(metaclass=PoolMeta):
             # The studies of these patients are decided below
             with Transaction().set_context(orthanc_linking_studies=True):
                 OrthancPatient.link(list(unlinked))
-            cls._link_patients_by_order(
-                Study.browse([s.id for s in studies]), matches)
+            cls._link_patients_by_order(Study.browse([
+                        s.id for s in to_match
+                        if s.study_instance_uid in by_uid]), by_uid)
         studies = Study.browse([s.id for s in studies])
         requests = {r.id: r for r in matches.values()}
         results = {}
@@ -609,35 +630,52 @@ class ImagingTestRequest(metaclass=PoolMeta):
             cls.perform(linked, results, attached)
 
     @classmethod
-    def _link_patients_by_order(cls, studies, matches):
-        """Link to the patient of their order the Orthanc patients that no
-        local patient matches, in one write.
+    def _link_patients_by_order(cls, studies, by_uid):
+        """Link to the patient of their order the Orthanc patients whose
+        PatientID names no local patient, in one write.
 
-        The study carries the identifiers GNU Health gave to one order
-        only: unless the PatientID points to nobody (or is missing), the
-        birth dates agree and all its matched studies are of one patient,
-        the images are the order's patient's.  An ambiguous or
-        contradicting PatientID stays for review.
+        Only the StudyInstanceUID, given to one request and never reused,
+        is taken as evidence (an accession number may be given again or
+        come from elsewhere).  Every study of the Orthanc patient that
+        points to a request (linked or for review) must point to requests
+        of the same patient, and no birth date may contradict it;
+        otherwise the studies stay for review.
         """
-        OrthancPatient = Pool().get('gnuhealth.orthanc.patient')
-        candidates = defaultdict(set)
+        pool = Pool()
+        Study = pool.get('gnuhealth.orthanc.study')
+        OrthancPatient = pool.get('gnuhealth.orthanc.patient')
+        evidence = defaultdict(list)
         for study in studies:
-            request = matches.get(study.id)
             orthanc_patient = study.orthanc_patient
-            if (request is None or orthanc_patient is None
-                    or orthanc_patient.patient
-                    or orthanc_patient.link_state not in ORDER_LINKABLE):
+            if (orthanc_patient and not orthanc_patient.patient
+                    and orthanc_patient.link_state in ORDER_LINKABLE):
+                evidence[orthanc_patient].append(
+                    by_uid[study.study_instance_uid])
+        if not evidence:
+            return
+        # What their other studies already say (one search)
+        for sub_patients in grouped_slice(list(evidence)):
+            for study in Study.search([
+                        ('orthanc_patient', 'in',
+                            [p.id for p in sub_patients]),
+                        ['OR',
+                            ('request', '!=', None),
+                            ('request_candidate', '!=', None),
+                            ],
+                        ]):
+                evidence[study.orthanc_patient].append(
+                    study.request or study.request_candidate)
+        by_patient = defaultdict(list)
+        for orthanc_patient, requests in evidence.items():
+            patients = {r.patient for r in requests}
+            if len(patients) != 1:
                 continue
-            dob = request.patient.party.dob
+            patient, = patients
+            dob = patient.party.dob
             if (orthanc_patient.birth_date and dob
                     and orthanc_patient.birth_date != dob):
                 continue
-            candidates[orthanc_patient].add(request.patient)
-        by_patient = defaultdict(list)
-        for orthanc_patient, patients in candidates.items():
-            if len(patients) == 1:
-                patient, = patients
-                by_patient[patient].append(orthanc_patient)
+            by_patient[patient].append(orthanc_patient)
         to_write = []
         for patient, orthanc_patients in by_patient.items():
             to_write.extend((orthanc_patients, {
@@ -649,6 +687,9 @@ class ImagingTestRequest(metaclass=PoolMeta):
                     orthanc_sync=True, orthanc_linking_studies=True,
                     _check_access=False):
                 OrthancPatient.write(*to_write)
+            # Their studies of other pages, waiting for review
+            OrthancPatient.check_request_studies(
+                [p for ps in by_patient.values() for p in ps])
 
     @classmethod
     def _detach_other_patients(cls, studies):

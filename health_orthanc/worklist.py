@@ -241,7 +241,7 @@ def build_dataset(entry: dict) -> Dataset:
     ds.RequestedProcedurePriority = PRIORITIES[bool(entry.get('urgent'))]
 
     step = Dataset()
-    step.Modality = entry['modality'][:SH_MAX]
+    step.Modality = entry['modality'].strip().upper()[:SH_MAX]
     step.ScheduledStationAETitle = entry.get('station_aet') or ''
     step.ScheduledProcedureStepStartDate = _date(scheduled)
     step.ScheduledProcedureStepStartTime = _time(scheduled)

@@ -338,9 +338,10 @@ class WorklistTestCase(WorklistOrthancCase):
             entry = Request(request.id).get_worklist_entry(server)
         self.assertEqual(
             entry['scheduled'], datetime.datetime(2026, 11, 24, 6, 30))
+        # The scheduler runs without a company: the only one is taken
         entry = request.get_worklist_entry(server)
         self.assertEqual(
-            entry['scheduled'], datetime.datetime(2026, 11, 24, 9, 30))
+            entry['scheduled'], datetime.datetime(2026, 11, 24, 6, 30))
 
     @with_transaction(context=NO_COMMIT)
     def test_order_of_two_tests(self):
@@ -644,6 +645,46 @@ class StudyLinkTestCase(WorklistOrthancCase):
         self.assertEqual(
             sorted(s.request_link for s in Study.search([])),
             ['patient_unknown', 'patient_unknown'])
+
+    @with_transaction(context=NO_COMMIT)
+    def test_order_link_evidence(self):
+        "Only an order's StudyInstanceUID, never contradicted, links"
+        pool = Pool()
+        Study = pool.get('gnuhealth.orthanc.study')
+        Request = pool.get('gnuhealth.imaging.test.request')
+        OrthancPatient = pool.get('gnuhealth.orthanc.patient')
+        request = self.requested()
+        # An accession number alone may come from elsewhere
+        self.upload(patient_id='TYPO-ANA', patient_name='BETZ^Ana', seed=7,
+            accession=request.accession_number)
+        # No PatientID: Orthanc files all such studies under one patient
+        self.upload(patient_id='', patient_name='BETZ^Ana', seed=8,
+            study_uid=request.study_instance_uid, accession=None)
+        self.sync(self.server)
+        self.assertEqual(
+            [(p.patient, p.link_state) for p in OrthancPatient.search(
+                    [], order=[('patient_id', 'ASC')])],
+            [(None, 'no_patient_id'), (None, 'no_match')])
+        self.assertEqual(Study.search([('request', '!=', None)]), [])
+
+        # A study of another order of the same Orthanc patient, even in an
+        # earlier sync, is a contradiction
+        eve = create_patient('Eve', 'Dunn', puid='PUID-EVE',
+            dob=datetime.date(1999, 12, 31))
+        other = create_request(eve)
+        Request.requested([other])
+        run_queue()
+        self.upload(patient_id='SHARED', patient_name='X^Y', seed=9,
+            study_uid=other.study_instance_uid, accession=None)
+        self.sync(self.server)
+        self.upload(patient_id='SHARED', patient_name='X^Y', seed=10,
+            study_uid=request.study_instance_uid, accession=None)
+        self.sync(self.server)
+        shared, = OrthancPatient.search([('patient_id', '=', 'SHARED')])
+        self.assertEqual((shared.patient, shared.link_state),
+            (None, 'no_match'))
+        self.assertEqual(
+            {s.request_link for s in shared.studies}, {'patient_unknown'})
 
     @with_transaction(context=NO_COMMIT)
     def test_cancelled_request_not_linked(self):
