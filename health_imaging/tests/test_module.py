@@ -11,25 +11,13 @@ from trytond.pool import Pool
 from trytond.tests.test_tryton import ModuleTestCase, with_transaction
 from trytond.transaction import Transaction
 
-from .tools import create_patient
+from .tools import create_patient, create_request
 
 # A 1x1 transparent PNG
 PNG = bytes.fromhex(
     '89504e470d0a1a0a0000000d4948445200000001000000010806000000'
     '1f15c4890000000d4944415478da63f8ffff3f0005fe02fea7d6a59f0000'
     '000049454e44ae426082')
-
-
-def create_request(patient, test_code='IMG-DX-CHEST', **values):
-    pool = Pool()
-    Test = pool.get('gnuhealth.imaging.test')
-    Request = pool.get('gnuhealth.imaging.test.request')
-    test, = Test.search([('code', '=', test_code)])
-    request, = Request.create([dict({
-                    'patient': patient.id,
-                    'requested_test': test.id,
-                    }, **values)])
-    return request
 
 
 class HealthImagingTestCase(CompanyTestMixin, ModuleTestCase):

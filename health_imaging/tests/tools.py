@@ -1,7 +1,7 @@
 # This file is part of the health_imaging module for GNU Health.
 # The COPYRIGHT file at the top level of this repository contains the full
 # copyright notices and license terms.
-"Helpers of the tests that need GNU Health patients"
+"Helpers of the tests that need GNU Health patients, requests and users"
 from trytond.pool import Pool
 
 
@@ -34,3 +34,29 @@ def create_patient(
     if not patients:
         patients = Patient.create([{'party': party.id}])
     return patients[0]
+
+
+def create_request(patient, test_code='IMG-DX-CHEST', **values):
+    "Create a draft imaging request of the test for the patient"
+    pool = Pool()
+    Test = pool.get('gnuhealth.imaging.test')
+    Request = pool.get('gnuhealth.imaging.test.request')
+    test, = Test.search([('code', '=', test_code)])
+    request, = Request.create([dict({
+                    'patient': patient.id,
+                    'requested_test': test.id,
+                    }, **values)])
+    return request
+
+
+def create_user(login, *groups):
+    "Create a user in the groups given as 'module.xml_id'"
+    pool = Pool()
+    User = pool.get('res.user')
+    ModelData = pool.get('ir.model.data')
+    user, = User.create([{
+                'name': login, 'login': login,
+                'groups': [('add', [
+                            ModelData.get_id(*g.split('.')) for g in groups])],
+                }])
+    return user

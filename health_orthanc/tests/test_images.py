@@ -19,7 +19,8 @@ from tests.dicom_samples import make_study
 from tests.fake_orthanc import FakeOrthanc, orthanc_error
 from tests.orthanc_case import RealOrthancCase, upload_study
 from tests.orthanc_server import OrthancServer, plugin_path
-from trytond.modules.health_imaging.tests.tools import create_patient
+from trytond.modules.health_imaging.tests.tools import (
+    create_patient, create_user)
 from trytond.modules.health_orthanc.tests.test_upload_files import (
     patch_members)
 
@@ -60,18 +61,6 @@ class OrthancImagesTestCase(RealOrthancCase):
                     'studies': [('add', [s.id for s in studies])],
                     }])
         return result
-
-    def create_user(self, login, *groups):
-        pool = Pool()
-        User = pool.get('res.user')
-        ModelData = pool.get('ir.model.data')
-        user, = User.create([{
-                    'name': login, 'login': login,
-                    'groups': [('add', [
-                                ModelData.get_id(*g.split('.'))
-                                for g in groups])],
-                    }])
-        return user
 
     @with_transaction(context=NO_COMMIT)
     def test_plugins_and_viewer_urls(self):
@@ -441,10 +430,10 @@ class OrthancImagesTestCase(RealOrthancCase):
         upload_study(self.orthanc, 'P3', 'THREE^Patient', n_series=1)
         server = self.synced_server()
         study, = Study.search([])
-        doctor = self.create_user('doctor', 'health.group_health_doctor')
-        imaging = self.create_user(
+        doctor = create_user('doctor', 'health.group_health_doctor')
+        imaging = create_user(
             'imaging', 'health_imaging.group_health_imaging')
-        admin = self.create_user(
+        admin = create_user(
             'orthanc', 'health_orthanc.group_orthanc_admin')
         for user in [doctor, imaging]:
             with Transaction().set_user(user.id), \

@@ -12,7 +12,8 @@ from trytond.transaction import Transaction
 from tests.fake_orthanc import FakeOrthanc
 from tests.orthanc_case import RealOrthancCase, upload_study
 from tests.orthanc_server import free_port
-from trytond.modules.health_imaging.tests.tools import create_patient
+from trytond.modules.health_imaging.tests.tools import (
+    create_patient, create_user)
 
 NO_COMMIT = {'orthanc_page_commit': False}
 
@@ -383,14 +384,8 @@ class OrthancSyncTestCase(RealOrthancCase):
     def test_password_only_for_orthanc_admins(self):
         pool = Pool()
         Server = pool.get('gnuhealth.orthanc.config')
-        User = pool.get('res.user')
-        ModelData = pool.get('ir.model.data')
         server = self.create_server()
-        user, = User.create([{
-                    'name': 'Clinician', 'login': 'clinician',
-                    'groups': [('add', [ModelData.get_id(
-                                    'health', 'group_health_doctor')])],
-                    }])
+        user = create_user('clinician', 'health.group_health_doctor')
         with Transaction().set_user(user.id), \
                 Transaction().set_context(_check_access=True):
             label, = Server.read([server.id], ['label'])

@@ -29,7 +29,9 @@ from tests.dicom_samples import make_study
 from tests.fake_orthanc import FakeOrthanc
 from tests.orthanc_case import RealOrthancCase
 from tests.orthanc_server import OrthancServer, free_port, plugin_path
-from trytond.modules.health_imaging.tests.tools import create_patient
+from trytond.modules.health_imaging.tests import tools
+from trytond.modules.health_imaging.tests.tools import (
+    create_patient, create_user)
 
 NO_COMMIT = {'orthanc_page_commit': False}
 MODALITY_AET = 'CT1'
@@ -48,16 +50,9 @@ def run_queue():
 
 
 def create_request(patient, test_code='IMG-CT-HEAD', **values):
-    pool = Pool()
-    Test = pool.get('gnuhealth.imaging.test')
-    Request = pool.get('gnuhealth.imaging.test.request')
-    test, = Test.search([('code', '=', test_code)])
-    request, = Request.create([dict({
-                    'patient': patient.id,
-                    'requested_test': test.id,
-                    'date': datetime.datetime(2026, 11, 24, 9, 30),
-                    }, **values)])
-    return request
+    "A CT request at a fixed date (the worklist's scheduled date)"
+    values.setdefault('date', datetime.datetime(2026, 11, 24, 9, 30))
+    return tools.create_request(patient, test_code, **values)
 
 
 class WorklistOrthancCase(RealOrthancCase):
@@ -302,14 +297,8 @@ class WorklistTestCase(WorklistOrthancCase):
         pool = Pool()
         Server = pool.get('gnuhealth.orthanc.config')
         Request = pool.get('gnuhealth.imaging.test.request')
-        User = pool.get('res.user')
-        ModelData = pool.get('ir.model.data')
         server = self.create_server()
-        user, = User.create([{
-                    'name': 'Clinician', 'login': 'clinician',
-                    'groups': [('add', [ModelData.get_id(
-                                    'health', 'group_health_doctor')])],
-                    }])
+        user = create_user('clinician', 'health.group_health_doctor')
         ana = create_patient('Ana', 'Betz', puid='PUID-ANA')
         request = create_request(ana)
         with Transaction().set_user(user.id), \
