@@ -59,6 +59,9 @@ OPEN_STATES = ['requested', 'done']
 ORDER_LINKABLE = {linking.NO_MATCH}
 
 
+_UNSET = object()
+
+
 def _zone():
     """Return the time zone of the company of the context (or of the only
     company, for the scheduler that runs without one), or None"""
@@ -74,19 +77,17 @@ def _zone():
     return tz.get_tzinfo(company.timezone) if company.timezone else None
 
 
-def _local(value):
-    "Return a UTC datetime of the database in the company's time zone"
-    zone = _zone() if value else None
-    if not zone:
+def _local(value, zone):
+    "Return a UTC datetime of the database in the time zone (of _zone)"
+    if not (value and zone):
         return value
     return value.replace(tzinfo=tz.UTC).astimezone(zone).replace(tzinfo=None)
 
 
-def _utc(value):
-    """Return a datetime of the company's time zone (a DICOM date and time)
+def _utc(value, zone):
+    """Return a datetime of the time zone of _zone (a DICOM date and time)
     in UTC, as the database keeps it"""
-    zone = _zone() if value else None
-    if not zone:
+    if not (value and zone):
         return value
     return value.replace(tzinfo=zone).astimezone(tz.UTC).replace(tzinfo=None)
 
@@ -206,8 +207,11 @@ class ImagingTestRequest(metaclass=PoolMeta):
                 r for r in requests if r.state in {'done', 'cancelled'}])
 
     # -- worklist -----------------------------------------------------------
-    def get_worklist_entry(self, server):
-        "Return the worklist entry of the request (see worklist.py)"
+    def get_worklist_entry(self, server, zone=_UNSET):
+        """Return the worklist entry of the request (see worklist.py);
+        zone is the company's time zone when the caller has it"""
+        if zone is _UNSET:
+            zone = _zone()
         party = self.patient.party
         doctor = self.doctor.party if self.doctor else None
         test = self.requested_test
@@ -223,7 +227,7 @@ class ImagingTestRequest(metaclass=PoolMeta):
             'modality': test.test_type.code if test.test_type else None,
             'procedure': test.name,
             'procedure_code': test.code,
-            'scheduled': _local(self.date),
+            'scheduled': _local(self.date, zone),
             'station_aet': server.worklist_station_aet,
             'requesting_physician_family_name': (
                 doctor.lastname if doctor else None),
@@ -346,11 +350,12 @@ class ImagingTestRequest(metaclass=PoolMeta):
     @classmethod
     def _publish_folder(cls, server, requests):
         outcome = {}
+        zone = _zone()
         for request in requests:
             try:
                 path = worklist.write_file(
                     server.worklist_folder,
-                    request.get_worklist_entry(server))
+                    request.get_worklist_entry(server, zone))
             except worklist.WorklistError as exception:
                 logger.warning("Worklist of %s on %s: %s",
                     request.rec_name, server.label, exception)
@@ -374,10 +379,11 @@ class ImagingTestRequest(metaclass=PoolMeta):
                         server=server.label)
                     return {r: cls._worklist_failure(server, message)
                         for r in requests}
+                zone = _zone()
                 for request in requests:
                     try:
                         entry_id = worklist.rest_create(
-                            client, request.get_worklist_entry(server))
+                            client, request.get_worklist_entry(server, zone))
                     except worklist.WorklistError as exception:
                         outcome[request] = cls._worklist_failure(
                             server, gettext(
@@ -738,11 +744,12 @@ class ImagingTestRequest(metaclass=PoolMeta):
         ResultStudy = pool.get(
             'gnuhealth.imaging.test.result-gnuhealth.orthanc.study')
         requests = list(studies_of)
+        zone = _zone()
 
         def performed(request):
             dates = [s.study_datetime for s in studies_of[request]
                 if s.study_datetime]
-            return _utc(min(dates)) if dates else datetime.datetime.now()
+            return _utc(min(dates), zone) if dates else datetime.datetime.now()
 
         if results is None:
             results = {}
@@ -818,9 +825,9 @@ class OrthancStudy(metaclass=PoolMeta):
                 })
 
     @classmethod
-    def upsert(cls, server, records):
+    def upsert(cls, server, records, context=None):
         "Store the page, then link its studies to their requests"
-        created, updated = super().upsert(server, records)
+        created, updated = super().upsert(server, records, context=context)
         Request = Pool().get('gnuhealth.imaging.test.request')
         Request.link_studies(cls.browse(created + updated))
         return created, updated

@@ -118,15 +118,8 @@ class OrthancResourceMixin:
     @classmethod
     def orthanc_ids(cls, server, orthanc_ids):
         "Return {Orthanc ID: record id} for those the server already has"
-        table = cls.__table__()
-        cursor = Transaction().connection.cursor()
-        result = {}
-        for sub_ids in grouped_slice(list(orthanc_ids)):
-            cursor.execute(*table.select(table.orthanc_id, table.id,
-                    where=(table.server == server.id)
-                    & table.orthanc_id.in_(list(sub_ids))))
-            result.update(cursor)
-        return result
+        return {k: id_ for k, (id_, _) in cls._orthanc_stored(
+                server, orthanc_ids, []).items()}
 
     @classmethod
     def _orthanc_values(cls, server, record, context):
