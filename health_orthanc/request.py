@@ -27,7 +27,6 @@ from . import orthanc_client as oc
 from . import worklist
 from .exceptions import OrthancWorklistError
 from .patient import KEPT_LINKS
-from .server import error_message
 
 logger = logging.getLogger(__name__)
 
@@ -394,11 +393,9 @@ class ImagingTestRequest(metaclass=PoolMeta):
                         outcome[request] = cls._worklist_success(
                             server, entry_id)
         except oc.OrthancError as exception:
-            logger.warning("Worklists on %s: %s", server.label, exception)
             message = gettext(
                 'health_orthanc.msg_worklist_orthanc_failed',
-                server=server.label,
-                error=error_message(exception, server.domain))
+                server=server.label, error=server.log_error(exception))
             for request in requests:
                 outcome.setdefault(
                     request, cls._worklist_failure(server, message))
@@ -487,13 +484,11 @@ class ImagingTestRequest(metaclass=PoolMeta):
                         worklist.rest_delete(client, request.worklist_entry)
                         outcome[request] = (True, None)
             except oc.OrthancError as exception:
-                logger.warning("Worklists on %s: %s", server.label, exception)
                 message = gettext(
                     'health_orthanc.msg_worklist_remove_failed',
                     request=', '.join(r.rec_name for r in server_requests
                         if r not in outcome),
-                    server=server.label,
-                    error=error_message(exception, server.domain))
+                    server=server.label, error=server.log_error(exception))
                 for request in server_requests:
                     outcome.setdefault(request, (False, message))
         return outcome

@@ -297,10 +297,14 @@ class OrthancServer(ConnectionMixin, ModelSQL, ModelView):
         "Write the state without triggering a new check"
         super().write(servers, values)
 
-    def _record_error(self, exception):
-        message = error_message(exception, self.domain)
+    def log_error(self, exception):
+        "Log an Orthanc error of the server, return its user message"
         logger.warning(
             "Orthanc server %s (%s): %s", self.label, self.domain, exception)
+        return error_message(exception, self.domain)
+
+    def _record_error(self, exception):
+        message = self.log_error(exception)
         values = {
             'last_error': message,
             'last_error_time': datetime.datetime.now(),

@@ -20,7 +20,6 @@ from trytond.modules.health_imaging.tools import search_in
 from . import orthanc_client as oc
 from .exceptions import OrthancResourceError
 from .resource import OrthancResourceMixin
-from .server import error_message
 from .viewer import middle_instance, series_urls, study_urls
 
 logger = logging.getLogger(__name__)
@@ -37,13 +36,6 @@ def viewer_field(name, string, help):
     return fields.Function(fields.Char(
             string, help=help, states={'invisible': ~Eval(name)}),
         'get_viewer_urls')
-
-
-def record_error(server, exception):
-    "Return the user message of an Orthanc error of server, logged"
-    logger.warning("Orthanc server %s (%s): %s",
-        server.label, server.domain, exception)
-    return error_message(exception, server.domain)
 
 
 class OrthancStudy(OrthancResourceMixin, ModelSQL, ModelView):
@@ -190,7 +182,7 @@ class OrthancStudy(OrthancResourceMixin, ModelSQL, ModelView):
                         # Already gone from Orthanc: only removed here
                         pass
                     except oc.OrthancError as exception:
-                        error = record_error(server, exception)
+                        error = server.log_error(exception)
                         failures[study] = gettext(
                             'health_orthanc.msg_study_delete_failed',
                             study=study.rec_name, error=error)
@@ -339,7 +331,7 @@ class OrthancSeries(OrthancResourceMixin, ModelSQL, ModelView):
                         failures[record] = gettext(
                             'health_orthanc.msg_series_preview_failed',
                             series=record.rec_name,
-                            error=record_error(server, exception))
+                            error=server.log_error(exception))
                         continue
                     fetched.append(record)
                     to_write.extend(([record], {
