@@ -228,21 +228,22 @@ class Synchronizer:
         """
         if result is None:
             result = SyncResult()
-        patients, studies = sorted(patients), sorted(studies)
-        for index in range(0, len(patients), self.page_size):
-            self._import(patients[index:index + self.page_size], (), {},
-                result)
-        for index in range(0, len(studies), self.page_size):
-            self._import((), studies[index:index + self.page_size], {},
-                result)
+        for page in self._slices(patients):
+            self._import(page, (), {}, result)
+        for page in self._slices(studies):
+            self._import((), page, {}, result)
         if series:
             # Most came with their study
-            series = sorted(self.store.missing_ids('series', series))
-        for index in range(0, len(series), self.page_size):
-            self._import((), (), {
-                    i: () for i in series[index:index + self.page_size]},
-                result)
+            series = self.store.missing_ids('series', series)
+        for page in self._slices(series):
+            self._import((), (), dict.fromkeys(page, ()), result)
         return result
+
+    def _slices(self, orthanc_ids):
+        "Yield the sorted IDs a page at a time"
+        orthanc_ids = sorted(orthanc_ids)
+        for index in range(0, len(orthanc_ids), self.page_size):
+            yield orthanc_ids[index:index + self.page_size]
 
     def _follow_changes(self, page, cursor: int, result: SyncResult):
         """Apply the pages of changes from page on.
