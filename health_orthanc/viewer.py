@@ -75,10 +75,6 @@ def _id(value: str) -> str:
     return quote(value, safe='-.')
 
 
-def _base(base_url: str) -> str:
-    return normalize_domain(base_url)
-
-
 def study_urls(base_url: str, plugins, orthanc_id: str,
         study_uid: str | None = None) -> dict[str, str | None]:
     """Return {viewer: URL or None} for a study.
@@ -97,7 +93,7 @@ def study_urls(base_url: str, plugins, orthanc_id: str,
     urls = dict.fromkeys(VIEWERS)
     if not base_url or not orthanc_id:
         return urls
-    base = _base(base_url)
+    base = normalize_domain(base_url)
     plugins = parse_plugins(plugins)
     urls['explorer'] = '%s/app/explorer.html#study?uuid=%s' % (
         base, _id(orthanc_id))
@@ -121,7 +117,7 @@ def series_urls(base_url: str, plugins, orthanc_id: str,
     urls = dict.fromkeys(VIEWERS)
     if not base_url or not orthanc_id:
         return urls
-    base = _base(base_url)
+    base = normalize_domain(base_url)
     plugins = parse_plugins(plugins)
     urls['explorer'] = '%s/app/explorer.html#series?uuid=%s' % (
         base, _id(orthanc_id))
