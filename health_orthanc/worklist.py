@@ -53,6 +53,13 @@ UNSAFE = re.compile(r'[^A-Za-z0-9._-]')
 PN_SEPARATORS = re.compile(r'[\^=\\\x00-\x1f]')
 #: Hexadecimal digits of the StudyInstanceUID hash in a file name
 HASH_SIZE = 10
+#: The character set of an entry with any text that is not ASCII
+UTF8 = 'ISO_IR 192'
+#: What DICOM allows in an AE title (AE): the default repertoire, without
+#: backslash and control characters
+AE_VALUE = re.compile(r'[\x20-\x5b\x5d-\x7e]*')
+#: What DICOM allows in a code string (CS), here the modality
+CS_VALUE = re.compile(r'[A-Z0-9 _]*')
 #: The first Orthanc whose worklists plugin has a REST API
 REST_VERSION = (1, 12, 10)
 
@@ -67,6 +74,10 @@ PROBLEMS = {
     'no_study_uid': "no StudyInstanceUID",
     'station_aet_too_long': "station AE title longer than %(size)s "
     "characters",
+    'station_aet_invalid': "station AE title with characters other than "
+    "ASCII letters, digits, spaces and punctuation",
+    'modality_invalid': "modality %(modality)r is not a DICOM code (ASCII "
+    "letters, digits, spaces and underscores)",
     'folder_missing': "the folder %(folder)s does not exist",
     'folder_unwritable': "cannot write in %(folder)s: %(reason)s",
     'write_failed': "cannot write %(name)s in %(folder)s: %(reason)s",
@@ -132,8 +143,19 @@ def _time(value: dt.datetime | None) -> str:
     return value.strftime('%H%M%S') if value else ''
 
 
-def _needs_utf8(*values: str) -> bool:
-    return any(not v.isascii() for v in values if v)
+def _texts(ds: Dataset):
+    "Yield the text of every element of ds and of its sequences' items"
+    for element in ds:
+        if element.VR == 'SQ':
+            for item in element.value:
+                yield from _texts(item)
+        elif element.value is not None:
+            yield str(element.value)
+
+
+def _needs_utf8(ds: Dataset) -> bool:
+    "Whether any text of ds, identifiers included, is not ASCII"
+    return any(not text.isascii() for text in _texts(ds))
 
 
 def parse_modalities(text: str | None) -> set[str]:
@@ -170,7 +192,9 @@ def check_entry(entry: dict) -> list[tuple[str, dict]]:
     (an empty list when none; the codes are those of :data:`PROBLEMS`).
 
     An accession number and a PatientID must fit DICOM SH/LO, the modality
-    and the StudyInstanceUID are required.
+    and the StudyInstanceUID are required.  The modality (CS) and the
+    station AE title (AE) are ASCII in every character set; the other
+    texts may be in any script (see :func:`build_dataset`).
     """
     problems = []
     accession = entry.get('accession_number') or ''
@@ -182,12 +206,18 @@ def check_entry(entry: dict) -> list[tuple[str, dict]]:
         problems.append(('no_patient_id', {}))
     elif len(entry['patient_id']) > LO_MAX:
         problems.append(('patient_id_too_long', {'size': LO_MAX}))
-    if not entry.get('modality'):
+    modality = (entry.get('modality') or '').strip().upper()
+    if not modality:
         problems.append(('no_modality', {}))
+    elif not CS_VALUE.fullmatch(modality):
+        problems.append(('modality_invalid', {'modality': modality}))
     if not entry.get('study_instance_uid'):
         problems.append(('no_study_uid', {}))
-    if len(entry.get('station_aet') or '') > SH_MAX:
+    station_aet = entry.get('station_aet') or ''
+    if len(station_aet) > SH_MAX:
         problems.append(('station_aet_too_long', {'size': SH_MAX}))
+    if not AE_VALUE.fullmatch(station_aet):
+        problems.append(('station_aet_invalid', {}))
     return problems
 
 
@@ -206,6 +236,11 @@ def build_dataset(entry: dict) -> Dataset:
         ``requesting_physician_family_name``,
         ``requesting_physician_given_name``, ``urgent`` (bool),
         ``comment``.  Only the first four and the modality are required.
+
+    The item is in UTF-8 (SpecificCharacterSet ``ISO_IR 192``) as soon as
+    any of its texts is not ASCII, identifiers included: a PatientID
+    ``ПАЦ-77`` written without it would reach the modality as ``???-77``,
+    and the images it sends back would match nobody.
 
     Raises
     ------
@@ -226,8 +261,6 @@ def build_dataset(entry: dict) -> Dataset:
     scheduled = entry.get('scheduled')
 
     ds = Dataset()
-    if _needs_utf8(patient_name, physician, procedure, comment):
-        ds.SpecificCharacterSet = 'ISO_IR 192'
     ds.AccessionNumber = accession
     ds.ReferringPhysicianName = physician
     ds.PatientName = patient_name
@@ -256,6 +289,9 @@ def build_dataset(entry: dict) -> Dataset:
         step.ScheduledProtocolCodeSequence = Sequence([code])
     step.CommentsOnTheScheduledProcedureStep = comment
     ds.ScheduledProcedureStepSequence = Sequence([step])
+    if _needs_utf8(ds):
+        # Read when the file is written: the values are encoded then
+        ds.SpecificCharacterSet = UTF8
     return ds
 
 
@@ -382,15 +418,17 @@ def _json_value(element):
 
 def _json_tags(ds: Dataset) -> dict:
     return {element.keyword: _json_value(element)
-        for element in ds if element.keyword
-        and element.keyword != 'SpecificCharacterSet'}
+        for element in ds if element.keyword}
 
 
 def rest_tags(entry: dict) -> dict:
     """Return the body of ``POST /worklists/create`` for the entry.
 
     Orthanc's JSON of tags by keyword, a sequence being a list of
-    objects; Orthanc encodes the values itself (UTF-8).
+    objects.  The JSON is UTF-8; the SpecificCharacterSet of an entry
+    with text that is not ASCII tells Orthanc to keep it in UTF-8 rather
+    than in its ``DefaultEncoding`` (Latin-1 unless configured), where
+    Cyrillic or CJK would be lost.
     """
     return {'Tags': _json_tags(build_dataset(entry))}
 

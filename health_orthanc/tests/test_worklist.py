@@ -3,15 +3,18 @@
 # copyright notices and license terms.
 """Tests of the worklist entries: building, files and the REST API."""
 import datetime as dt
+import glob
 import io
 import json
 import os
 import stat
+import subprocess
 
 import pydicom
 import pytest
 
 from tests.fake_orthanc import FakeOrthanc, Reply
+from tests.orthanc_server import OrthancServer, free_port, plugin_path
 from trytond.modules.health_orthanc import worklist
 from trytond.modules.health_orthanc.orthanc_client import (
     OrthancBadAnswer, OrthancClient, OrthancError)
@@ -102,6 +105,14 @@ def test_choose_server(servers, modality, expected):
     ({'study_instance_uid': ''}, 'no_study_uid', {}, 'no StudyInstanceUID'),
     ({'station_aet': 'S' * 17}, 'station_aet_too_long', {'size': 16},
         'station AE title'),
+    # AE and CS are ASCII whatever the character set
+    ({'station_aet': 'КТ1'}, 'station_aet_invalid', {}, 'station AE title'),
+    ({'station_aet': 'CT\\1'}, 'station_aet_invalid', {},
+        'station AE title'),
+    ({'modality': 'КТ'}, 'modality_invalid', {'modality': 'КТ'},
+        "modality 'КТ'"),
+    ({'modality': 'C-T'}, 'modality_invalid', {'modality': 'C-T'},
+        'not a DICOM code'),
     ])
 def test_invalid_entry(values, code, params, text):
     "Problems are codes with parameters (translated by the module)"
@@ -176,7 +187,7 @@ def test_priority(values, expected):
     {'procedure': 'Échographie'},
     {'patient_family_name': '山田', 'patient_given_name': '太郎'},
     ])
-def test_non_ascii_is_utf8(values, tmp_path):
+def test_non_ascii_names_are_utf8(values, tmp_path):
     "Non-ASCII names are written in UTF-8 and read back unchanged"
     path = worklist.write_file(str(tmp_path), entry(**values))
     ds = pydicom.dcmread(path)
@@ -186,6 +197,65 @@ def test_non_ascii_is_utf8(values, tmp_path):
     assert str(ds.RequestingPhysician) == str(expected.RequestingPhysician)
     assert ds.RequestedProcedureDescription == \
         expected.RequestedProcedureDescription
+
+
+TEXTS = [
+    # (entry key, where it is written)
+    ('patient_id', ['PatientID']),
+    ('accession_number', ['AccessionNumber', 'RequestedProcedureID',
+            'ScheduledProcedureStepSequence[0].ScheduledProcedureStepID']),
+    ('patient_family_name', ['PatientName']),
+    ('requesting_physician_family_name', ['RequestingPhysician',
+            'ReferringPhysicianName']),
+    ('procedure', ['RequestedProcedureDescription',
+            'ScheduledProcedureStepSequence[0]'
+            '.ScheduledProcedureStepDescription']),
+    ('procedure_code', ['ScheduledProcedureStepSequence[0]'
+            '.ScheduledProtocolCodeSequence[0].CodeValue']),
+    ('comment', ['ScheduledProcedureStepSequence[0]'
+            '.CommentsOnTheScheduledProcedureStep']),
+    ]
+
+
+def read_path(ds, path):
+    "Return the value at a path like 'Sequence[0].Keyword'"
+    for part in path.split('.'):
+        keyword, _, index = part.partition('[')
+        ds = getattr(ds, keyword)
+        if index:
+            ds = ds[int(index[:-1])]
+    return str(ds)
+
+
+@pytest.mark.parametrize('key, paths', TEXTS, ids=[k for k, _ in TEXTS])
+@pytest.mark.parametrize('text', ['ПАЦ-77', 'Ψ7', '山田-1', 'É'])
+def test_any_text_decides_the_character_set(tmp_path, key, paths, text):
+    """Identifiers as much as names: a PUID ПАЦ-77 written without a
+    character set reaches the modality as ???-77"""
+    values = {key: text, 'patient_given_name': None,
+        'requesting_physician_given_name': None}
+    path = worklist.write_file(str(tmp_path), entry(**values))
+    ds = pydicom.dcmread(path)
+    assert ds.SpecificCharacterSet == 'ISO_IR 192'
+    for where in paths:
+        assert read_path(ds, where) == text
+    with open(path, 'rb') as fp:
+        assert text.encode('utf-8') in fp.read()
+    # The same for the REST API
+    assert worklist.rest_tags(entry(**values))['Tags'][
+        'SpecificCharacterSet'] == 'ISO_IR 192'
+
+
+def test_same_length_puids_stay_apart(tmp_path):
+    "Two Cyrillic PUIDs of the same length are two patients"
+    first = worklist.write_file(str(tmp_path), entry(
+            patient_id='ПАЦ-77', accession_number='A1',
+            study_instance_uid='2.25.1'))
+    second = worklist.write_file(str(tmp_path), entry(
+            patient_id='ЖУК-77', accession_number='A2',
+            study_instance_uid='2.25.2'))
+    assert {pydicom.dcmread(p).PatientID for p in [first, second]} == {
+        'ПАЦ-77', 'ЖУК-77'}
 
 
 def test_empty_optional_values():
@@ -343,9 +413,21 @@ def test_rest_tags():
     assert step['ScheduledProcedureStepStartDate'] == '20261124'
     code, = step['ScheduledProtocolCodeSequence']
     assert code['CodeValue'] == 'IMG-CT-CHEST'
-    assert 'SpecificCharacterSet' not in worklist.rest_tags(
-        entry(patient_family_name='Müller'))['Tags']
+    assert 'SpecificCharacterSet' not in tags
     json.dumps(tags)
+
+
+@pytest.mark.parametrize('key, value, keyword', [
+    ('patient_family_name', 'Müller', 'PatientName'),
+    ('patient_id', 'ПАЦ-77', 'PatientID'),
+    ('accession_number', 'АКЦ-1', 'AccessionNumber'),
+    ])
+def test_rest_tags_carry_the_character_set(key, value, keyword):
+    """Without it Orthanc would encode the values in its DefaultEncoding
+    (Latin-1 unless configured)"""
+    tags = worklist.rest_tags(entry(**{key: value}))['Tags']
+    assert tags['SpecificCharacterSet'] == 'ISO_IR 192'
+    assert tags[keyword].startswith(value)
 
 
 @pytest.fixture
@@ -406,6 +488,17 @@ def test_rest_create(fake):
     assert body == worklist.rest_tags(ENTRY)
 
 
+def test_rest_create_non_ascii(fake):
+    "The body is UTF-8 JSON with the character set of the entry"
+    fake.set_json('/worklists/create', {'ID': 'w1'})
+    with OrthancClient(fake.url, 'u', 'p', backoff=0) as client:
+        worklist.rest_create(client, entry(patient_id='ПАЦ-77'))
+    request, = [r for r in fake.requests if r.path == '/worklists/create']
+    tags = json.loads(request.body.decode('utf-8'))['Tags']
+    assert tags['PatientID'] == 'ПАЦ-77'
+    assert tags['SpecificCharacterSet'] == 'ISO_IR 192'
+
+
 @pytest.mark.parametrize('reply', [
     Reply(200, {'Path': '/worklists/x'}),
     Reply(200, 'not json', content_type='text/plain'),
@@ -449,3 +542,70 @@ def test_rest_delete_error(fake):
     with OrthancClient(fake.url, backoff=0, retries=0) as client:
         with pytest.raises(OrthancError):
             worklist.rest_delete(client, 'x')
+
+
+# -- a real Orthanc 1.10 serving the folder, queried as a modality does -----
+# Orthanc answers a C-FIND in its DefaultEncoding (Latin-1 unless
+# configured, Cyrillic becomes nothing): a hospital with non-Latin PUIDs
+# sets it to Utf8, as the administration guide says
+MODALITY_AET = 'CT1'
+
+
+@pytest.fixture(scope='module')
+def orthanc(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp('orthanc-worklists')
+    folder = workdir / 'worklists'
+    folder.mkdir()
+    with OrthancServer(str(workdir), dicom=True,
+            plugins=[plugin_path('ModalityWorklists')], extra_config={
+                'Worklists': {'Enable': True, 'Database': str(folder)},
+                'DefaultEncoding': 'Utf8',
+                'DicomModalities': {
+                    'ct1': [MODALITY_AET, '127.0.0.1', free_port()]},
+                }) as server:
+        server.folder = str(folder)
+        yield server
+
+
+@pytest.fixture
+def folder(orthanc):
+    for name in os.listdir(orthanc.folder):
+        os.unlink(os.path.join(orthanc.folder, name))
+    return orthanc.folder
+
+
+def find_worklist(orthanc, tmp_path, **keys):
+    "Query the worklist with dcmtk's findscu; return the answers"
+    query = dict.fromkeys(['AccessionNumber', 'PatientName', 'PatientID',
+            'ScheduledProcedureStepSequence[0].Modality'], '')
+    query.update(keys)
+    output = tmp_path / ('answers-%d' % len(list(tmp_path.iterdir())))
+    output.mkdir()
+    arguments = ['findscu', '-W', '-X', '-od', str(output),
+        '-aet', MODALITY_AET, '-aec', orthanc.aet]
+    for key, value in query.items():
+        arguments += ['-k', '%s=%s' % (key, value) if value else key]
+    arguments += ['127.0.0.1', str(orthanc.dicom_port)]
+    process = subprocess.run(arguments, capture_output=True)
+    assert process.returncode == 0, process.stderr
+    assert b'Find Failed' not in process.stderr
+    return [pydicom.dcmread(f)
+        for f in sorted(glob.glob(str(output / 'rsp*.dcm')))]
+
+
+def test_orthanc_answers_non_latin_puids(orthanc, folder, tmp_path):
+    """The worklist plugin of a real Orthanc answers the PatientID,
+    accession number and names as written, and tells two PUIDs of the
+    same length apart"""
+    worklist.write_file(folder, entry(patient_id='ПАЦ-77',
+            accession_number='АКЦ-1', study_instance_uid='2.25.1',
+            patient_family_name='Иванова', patient_given_name='Анна'))
+    worklist.write_file(folder, entry(patient_id='ЖУК-77',
+            accession_number='АКЦ-2', study_instance_uid='2.25.2'))
+    answers = find_worklist(orthanc, tmp_path)
+    assert sorted((a.PatientID, a.AccessionNumber) for a in answers) == [
+        ('ЖУК-77', 'АКЦ-2'), ('ПАЦ-77', 'АКЦ-1')]
+    answer, = find_worklist(orthanc, tmp_path, PatientID='ПАЦ-77',
+        SpecificCharacterSet='ISO_IR 192')
+    assert answer.AccessionNumber == 'АКЦ-1'
+    assert str(answer.PatientName) == 'Иванова^Анна'
