@@ -23,17 +23,21 @@ client relies on:
 * ``HEAD`` is not supported on resources (always 404): use ``GET``.
 * An unknown resource is a 404 with an empty body.
 """
+import base64
+import json
 import logging
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
 
 import requests
 
 __all__ = [
-    'normalize_domain', 'OrthancClient', 'Change', 'ChangesPage',
+    'normalize_domain', 'credential_forms', 'Scrubber', 'OrthancClient',
+    'Change', 'ChangesPage',
     'OrthancError', 'OrthancUnauthorized', 'OrthancNotFound',
     'OrthancUnreachable', 'OrthancTimeout', 'OrthancTLSError', 'NotOrthanc',
     'OrthancBadAnswer', 'LEVELS',
@@ -55,6 +59,19 @@ MAX_DETAILS = 300
 MAX_BACKOFF = 30
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 UPLOAD_BLOCK = 64 * 1024
+#: A user name or password shorter than this is not scrubbed alone: it
+#: would blank out ordinary words (the pair user:password always is)
+MIN_SECRET = 3
+MASK = '***'
+#: The value of an Authorization header echoed in a text, whatever its
+#: scheme: even cut short, a Basic value gives the credentials' start.
+#: A token with a capital, a digit or a sign, not a word ("Basic auth")
+AUTHORIZATION_VALUE = re.compile(
+    r'\b((?i:basic|bearer|digest))(?:\s+|%20|\+)'
+    r'(?=[\w+/=.~%-]*[A-Z0-9+/=%])[\w+/=.~%-]+')
+PERCENT_ESCAPE = re.compile(r'%([0-9A-F])([0-9A-F])')
+#: The characters from which the start of a base64 credential is masked
+BASE64_START = 6
 
 
 def normalize_domain(url: str) -> str:
@@ -107,12 +124,124 @@ def normalize_domain(url: str) -> str:
     return urlunsplit((scheme, netloc, path, '', ''))
 
 
+# -- credentials in texts ----------------------------------------------------
+def _encodings(value: str) -> list[bytes]:
+    "The bytes an HTTP client may send for value (requests uses Latin-1)"
+    forms = [value.encode('utf-8')]
+    try:
+        latin = value.encode('latin-1')
+    except UnicodeEncodeError:
+        pass
+    else:
+        if latin not in forms:
+            forms.append(latin)
+    return forms
+
+
+def _written_forms(value: str) -> set[str]:
+    "value as a server may write it back: as is, URL-encoded, JSON-escaped"
+    forms = {value, json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1]}
+    forms |= {quote(value, safe=''), quote(value), quote_plus(value)}
+    return forms
+
+
+def _pattern(form: str) -> str:
+    "The regular expression of form, its %-escapes in either case"
+    return PERCENT_ESCAPE.sub(
+        lambda m: '%%[%s%s][%s%s]' % (m.group(1), m.group(1).lower(),
+            m.group(2), m.group(2).lower()),
+        re.escape(form))
+
+
+def _secrets(user: str, password: str) -> set[str]:
+    "The user name, the password and the user:password of HTTP Basic"
+    values = {v for v in (user, password) if len(v) >= MIN_SECRET}
+    if user or password:
+        values.add('%s:%s' % (user, password))
+    return values
+
+
+def _base64_forms(values) -> set[str]:
+    forms = set()
+    for value in values:
+        for raw in _encodings(value):
+            for encoder in (base64.b64encode, base64.urlsafe_b64encode):
+                encoded = encoder(raw).decode('ascii')
+                forms |= {encoded, encoded.rstrip('=')}
+    return forms
+
+
+def credential_forms(user: str | None, password: str | None) -> list[str]:
+    """Return every text that would give away the credentials, longest
+    first.
+
+    The user name and the password alone (from :data:`MIN_SECRET`
+    characters), the ``user:password`` of HTTP Basic, each of them in
+    base64 (standard and URL-safe, with and without padding, from UTF-8
+    and Latin-1), and all of these URL-encoded (matched with their
+    %-escapes in either case) or JSON-escaped.
+    """
+    values = _secrets(user or '', password or '')
+    forms = set()
+    for value in values | _base64_forms(values):
+        forms |= _written_forms(value)
+    forms.discard('')
+    return sorted(forms, key=lambda f: (-len(f), f))
+
+
+class Scrubber:
+    """Remove credentials from texts.
+
+    Every form of :func:`credential_forms`, any Authorization value
+    (``Basic ...``) and the start of a base64 form cut short (from
+    :data:`BASE64_START` characters) become ``***``.  Scrub a text before
+    cutting it short: a form cut in the middle is no longer recognised.
+    """
+
+    def __init__(self, user: str | None, password: str | None):
+        forms = credential_forms(user, password)
+        self._pattern = re.compile('|'.join(map(_pattern, forms))) \
+            if forms else None
+        self._base64 = sorted(
+            (f for f in _base64_forms(_secrets(user or '', password or ''))
+                if len(f) > BASE64_START), key=len, reverse=True)
+
+    def __call__(self, text: Any) -> str:
+        text = '' if text is None else str(text)
+        if not text:
+            return text
+        text = AUTHORIZATION_VALUE.sub(
+            lambda m: '%s %s' % (m.group(1), MASK), text)
+        if self._pattern is not None:
+            text = self._pattern.sub(MASK, text)
+        for form in self._base64:
+            text = _mask_starts(text, form)
+        return text
+
+
+def _mask_starts(text: str, form: str) -> str:
+    "Mask what begins like form for at least BASE64_START characters"
+    head = form[:BASE64_START]
+    start = text.find(head)
+    while start >= 0:
+        end = start + len(head)
+        while (end < len(text) and end - start < len(form)
+                and text[end] == form[end - start]):
+            end += 1
+        text = text[:start] + MASK + text[end:]
+        start = text.find(head, start + len(MASK))
+    return text
+
+
 # -- errors ------------------------------------------------------------------
 class OrthancError(Exception):
     """Base class of the errors of this client.
 
-    ``str()`` is a short, user-safe message that never contains the
-    password.
+    ``str()`` is a short, user-safe message: an error made by
+    :class:`OrthancClient` contains neither the user name nor the password
+    in any form (see :class:`Scrubber`), even from a server that echoes
+    the request's headers.
 
     Attributes
     ----------
@@ -288,6 +417,7 @@ class OrthancClient:
         self.domain = normalize_domain(domain)
         self.user = user or None
         self._password = password or ''
+        self._scrub = Scrubber(self.user, self._password)
         self.timeout = timeout
         self.retries = max(0, int(retries))
         self.backoff = max(0.0, float(backoff))
@@ -310,15 +440,12 @@ class OrthancClient:
         """Return the absolute URL of ``path`` (the path prefix is kept)."""
         return '%s/%s' % (self.domain, path.lstrip('/'))
 
-    def _scrub(self, text: str) -> str:
-        if self._password and len(self._password) >= 3 and text:
-            text = text.replace(self._password, '***')
-        return text
-
     def _error(self, cls, text=None, **kwargs):
+        """Return the error cls: every error of the client is made here,
+        its texts scrubbed of the credentials, then cut short"""
         for key in ('message', 'details'):
             if kwargs.get(key):
-                kwargs[key] = self._scrub(_short(kwargs[key]))
+                kwargs[key] = _short(self._scrub(kwargs[key]))
         if text:
             text = self._scrub(text)
         return cls(text, **kwargs)
@@ -364,7 +491,7 @@ class OrthancClient:
         except OSError as exc:
             # e.g. a CA bundle path that does not exist
             raise self._error(OrthancTLSError,
-                details=_short(exc), url=url) from None
+                details=str(exc), url=url) from None
 
     @staticmethod
     def _reason(exc: Exception) -> str:
@@ -457,20 +584,21 @@ class OrthancClient:
             raise self._error(NotOrthanc,
                 'The server redirects (HTTP %d) instead of answering; check '
                 'the URL (http/https, path prefix)' % status,
-                details=_short(location), status=status, url=url)
+                details=location, status=status, url=url)
         raise self._error(OrthancError,
             'Orthanc rejected the request (HTTP %d)' % status, **kwargs)
 
     @staticmethod
     def _error_body(response: requests.Response) -> tuple[str, str]:
+        "Orthanc's Message and Details, whole: cut once scrubbed"
         try:
             body = response.json()
         except ValueError:
             return '', ''
         if not isinstance(body, dict):
             return '', ''
-        return (_short(body.get('Message', '')),
-            _short(body.get('Details', '')))
+        return (str(body.get('Message') or ''),
+            str(body.get('Details') or ''))
 
     def get_json(self, path: str, params=None, auth: bool = True) -> Any:
         """GET ``path`` and return the decoded JSON.

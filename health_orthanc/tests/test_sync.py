@@ -13,8 +13,10 @@ the uploads and deletions of the incremental tests, which therefore only
 count what they add.
 
 """
+import base64
 import copy
 import itertools
+import logging
 import math
 import threading
 import time
@@ -1224,6 +1226,26 @@ def test_unauthorized_stops_the_sync(fake, path, cursor, status):
     # nothing of the page is written, the cursor stays
     assert store.saves == [] and store.cursor is None
     assert fake.count(path) == 1  # not retried
+
+
+@pytest.mark.parametrize('path, cursor', [
+    ('/changes', 5),
+    ('/changes', None),
+    ('/studies/study-a', 5),
+    ('/patients/patient', 5),
+    ])
+def test_echoed_credentials_stop_nowhere(fake, caplog, path, cursor):
+    """A server that echoes the request headers in its errors: the error
+    that stops the sync and the log hold no form of the credentials"""
+    caplog.set_level(logging.DEBUG)
+    fake.set(path, status=500, echo=True)
+    with pytest.raises(OrthancBadAnswer) as info:
+        Synchronizer(fake_client(fake), MemoryStore()).run(cursor)
+    basic = base64.b64encode(('orthanc:' + PASSWORD).encode()).decode()
+    for text in [str(info.value), caplog.text]:
+        assert PASSWORD not in text
+        assert basic[:6] not in text
+    assert 'Basic ***' in str(info.value)
 
 
 def test_wrong_credentials():

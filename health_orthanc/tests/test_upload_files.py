@@ -3,12 +3,14 @@
 # copyright notices and license terms.
 """Tests of the upload of DICOM files and zip archives to a real Orthanc,
 without database."""
+import base64
 import io
 import zipfile
 
 import pytest
 
 from tests.dicom_samples import make_study
+from tests.fake_orthanc import FakeOrthanc
 from tests.orthanc_server import OrthancServer, free_port
 from trytond.modules.health_orthanc.orthanc_client import OrthancClient
 from trytond.modules.health_orthanc.upload_files import (
@@ -171,3 +173,17 @@ def test_server_down():
     assert results[0].error.__class__.__name__ == 'OrthancUnreachable'
     assert count_statuses(results) == {
         STORED: 0, ALREADY_STORED: 0, REJECTED: 0, FAILED: 2}
+
+
+def test_echoed_credentials_not_in_reasons():
+    """Orthanc's words are shown to the user: a server echoing the request
+    headers gives none of the credentials away"""
+    with FakeOrthanc() as fake:
+        fake.set('/instances', status=400, echo=True)
+        client = OrthancClient(fake.url, 'uploader', 'Up-S3cret', backoff=0)
+        result, = upload_files(client, [('a.dcm', A)])
+    assert (result.status, result.reason) == (REJECTED, NOT_DICOM)
+    basic = base64.b64encode(b'uploader:Up-S3cret').decode()
+    assert 'Basic ***' in result.params['reason']
+    assert basic[:6] not in result.params['reason']
+    assert 'Up-S3cret' not in result.params['reason']
