@@ -40,7 +40,7 @@ __all__ = [
     'Change', 'ChangesPage',
     'OrthancError', 'OrthancUnauthorized', 'OrthancNotFound',
     'OrthancUnreachable', 'OrthancTimeout', 'OrthancTLSError', 'NotOrthanc',
-    'OrthancBadAnswer', 'LEVELS',
+    'OrthancBadAnswer', 'OrthancStalled', 'LEVELS',
     ]
 
 logger = logging.getLogger(__name__)
@@ -311,6 +311,14 @@ class NotOrthanc(OrthancError):
 class OrthancBadAnswer(OrthancError):
     "Server error after retries, or an invalid/truncated/unexpected answer."
     default_text = 'Orthanc sent an invalid answer'
+
+
+class OrthancStalled(OrthancBadAnswer):
+    """A paged answer that does not advance: a page of changes that is not
+    after the one asked for, an empty page that is not the last, the same
+    page of a listing again (e.g. a caching proxy that ignores the
+    query).  Following it would ask forever."""
+    default_text = 'Orthanc sent the same page again'
 
 
 # -- data --------------------------------------------------------------------
@@ -745,7 +753,29 @@ class OrthancClient:
             raise self._error(OrthancBadAnswer,
                 'Unexpected answer from Orthanc for changes',
                 details=_short(repr(exc))) from None
-        return ChangesPage(changes=changes, last=last, done=done)
+        page = ChangesPage(changes=changes, last=last, done=done)
+        self._check_changes(page, int(since))
+        return page
+
+    def _check_changes(self, page: ChangesPage, since: int):
+        """Raise OrthancStalled unless the page is after since: Orthanc
+        only returns changes after since, and an empty page is the last"""
+        if page.changes:
+            first = min(c.seq for c in page.changes)
+            if first > since and page.last > since:
+                return
+            raise self._error(OrthancStalled,
+                'The change log of Orthanc did not advance',
+                details='asked for the changes after %s, received changes '
+                '%s to %s with Last %s' % (since, first,
+                    max(c.seq for c in page.changes), page.last),
+                url=self.url('changes'))
+        if not page.done:
+            raise self._error(OrthancStalled,
+                'The change log of Orthanc did not advance',
+                details='asked for the changes after %s, received none '
+                'with Last %s and Done false' % (since, page.last),
+                url=self.url('changes'))
 
     # -- listings -----------------------------------------------------------
     def _list(self, collection: str, since: int, limit: int) -> list[dict]:
@@ -782,11 +812,35 @@ class OrthancClient:
         "Return expanded series, see :meth:`list_patients`."
         return self._list('series', since, limit)
 
+    def check_page(self, collection: str, items: list[dict], limit: int,
+            previous: list[str] | None = None) -> list[str]:
+        """Return the IDs of a page of a listing; raise OrthancStalled
+        when it cannot be the page asked for.
+
+        A page holds at most ``limit`` items, and a full page is not the
+        previous one (``previous``, its IDs) again: a server or proxy
+        ignoring ``since`` or ``limit`` would be listed forever.
+        """
+        ids = [i.get('ID') for i in items]
+        if len(items) > limit:
+            raise self._error(OrthancStalled,
+                'Orthanc did not page the list of %s' % collection,
+                details='received %d for a page of %d' % (
+                    len(items), limit),
+                url=self.url(collection))
+        if previous and len(items) == limit and ids == previous:
+            raise self._error(OrthancStalled,
+                'Orthanc sent the same page of %s again' % collection,
+                details='%d identical items from %s' % (len(ids), ids[0]),
+                url=self.url(collection))
+        return ids
+
     def _iter(self, collection: str, page_size: int) -> Iterator[dict]:
         page_size = max(1, int(page_size))
-        since = 0
+        since, ids = 0, None
         while True:
             page = self._list(collection, since, page_size)
+            ids = self.check_page(collection, page, page_size, ids)
             yield from page
             if len(page) < page_size:
                 return

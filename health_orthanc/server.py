@@ -34,6 +34,7 @@ ERROR_MESSAGES = [
     (oc.OrthancUnreachable, 'health_orthanc.msg_orthanc_unreachable'),
     (oc.NotOrthanc, 'health_orthanc.msg_orthanc_not_orthanc'),
     (oc.OrthancNotFound, 'health_orthanc.msg_orthanc_not_found'),
+    (oc.OrthancStalled, 'health_orthanc.msg_orthanc_stalled'),
     (oc.OrthancBadAnswer, 'health_orthanc.msg_orthanc_bad_answer'),
     (oc.OrthancError, 'health_orthanc.msg_orthanc_error'),
     ]

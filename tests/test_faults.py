@@ -466,6 +466,30 @@ class OrthancFaultsTestCase(RealOrthancCase):
         self.assertEqual(
             pool.get('ir.queue').search_count([]), 0)
 
+    @with_transaction(context=NO_COMMIT)
+    def test_feed_that_never_advances(self):
+        """A proxy answering the same page of changes: the sync stops after
+        two requests of /changes, keeps the first page and records why"""
+        Server = Pool().get('gnuhealth.orthanc.config')
+        stuck = {'Changes': [{'Seq': 6, 'ChangeType': 'NewPatient',
+                    'ResourceType': 'Patient', 'ID': 'p1', 'Date': ''}],
+            'Done': False, 'Last': 6}
+        with FakeOrthanc() as proxy:
+            proxy.set('/changes', body=stuck)
+            proxy.set('/patients/p1', body={'ID': 'p1', 'Type': 'Patient',
+                    'MainDicomTags': {'PatientID': 'STUCK-1'}})
+            server = self.create_server('Proxy', domain=proxy.url, last=5)
+            results = Server.sync_servers([server])
+            self.assertEqual(proxy.count('/changes'), 2)
+        self.assertIsNone(results[server.id])
+        self.assertEqual(server.last, 6)
+        self.assertEqual(server.patient_count, 1)
+        self.assertTrue(server.validated)
+        self.assertTrue(server.last_error_time)
+        self.assertIn('answered a page that does not follow',
+            server.last_error)
+        self.assertIn('asked for the changes after 6', server.last_error)
+
     @with_transaction()
     def test_taken_over_between_pages(self):
         "A sync that loses its server's lock at a commit stops there"

@@ -26,9 +26,9 @@ from tests.orthanc_server import (
     OrthancMissing, OrthancServer, free_port, plugin_path)
 from trytond.modules.health_orthanc.orthanc_client import (
     Change, ChangesPage, NotOrthanc, OrthancBadAnswer, OrthancClient,
-    OrthancError, OrthancNotFound, OrthancTimeout, OrthancTLSError,
-    OrthancUnauthorized, OrthancUnreachable, Scrubber, credential_forms,
-    normalize_domain)
+    OrthancError, OrthancNotFound, OrthancStalled, OrthancTimeout,
+    OrthancTLSError, OrthancUnauthorized, OrthancUnreachable, Scrubber,
+    credential_forms, normalize_domain)
 
 PASSWORD = 'S3cr3t-P@ss!'
 
@@ -466,6 +466,65 @@ def test_redirect_with_credentials(fake):
         make_client(fake.url).system()
     assert not leaks(str(info.value), 'orthanc', PASSWORD)
     assert 'pacs.example.org' in info.value.details
+
+
+# -- pages that do not advance -----------------------------------------------
+def new_study(seq):
+    return {'Seq': seq, 'ChangeType': 'NewStudy', 'ResourceType': 'Study',
+        'ID': 's'}
+
+
+@pytest.mark.parametrize('since, page', [
+    (5, {'Changes': [new_study(5)], 'Done': True, 'Last': 5}),
+    (5, {'Changes': [new_study(6)], 'Done': False, 'Last': 4}),
+    (5, {'Changes': [], 'Done': False, 'Last': 5}),
+    (5, {'Changes': [], 'Done': False, 'Last': 9}),
+    ], ids=['change not after since', 'Last backwards', 'empty not done',
+        'empty not done ahead'])
+def test_changes_not_after_since(fake, since, page):
+    fake.set_json('/changes', page)
+    with pytest.raises(OrthancStalled) as info:
+        make_client(fake.url).get_changes(since, 10)
+    assert 'did not advance' in str(info.value)
+    assert isinstance(info.value, OrthancBadAnswer)
+
+
+@pytest.mark.parametrize('since, page', [
+    (5, {'Changes': [], 'Done': True, 'Last': 5}),
+    # a replaced database: empty, done, Last behind (run() reimports)
+    (5, {'Changes': [], 'Done': True, 'Last': 2}),
+    (5, {'Changes': [new_study(9)], 'Done': False, 'Last': 9}),
+    ])
+def test_changes_after_since(fake, since, page):
+    fake.set_json('/changes', page)
+    assert make_client(fake.url).get_changes(since, 10).last == page['Last']
+
+
+@pytest.mark.parametrize('pages, requests', [
+    # a proxy ignoring since: the same full page again
+    ([[{'ID': 'a'}, {'ID': 'b'}]], 2),
+    # a proxy ignoring limit
+    ([[{'ID': 'a'}, {'ID': 'b'}, {'ID': 'c'}]], 1),
+    ])
+def test_listing_that_never_advances(fake, pages, requests):
+    fake.set('/studies', *[Reply(200, page) for page in pages])
+    client = make_client(fake.url)
+    with pytest.raises(OrthancStalled):
+        list(client.iter_studies(page_size=2))
+    assert fake.count('/studies') == requests
+
+
+def test_check_page():
+    client = make_client('http://127.0.0.1:1')
+    page = [{'ID': 'a'}, {'ID': 'b'}]
+    assert client.check_page('studies', page, 2, None) == ['a', 'b']
+    assert client.check_page('studies', page, 2, ['x', 'a']) == ['a', 'b']
+    # a last page shorter than the limit ends the listing anyway
+    assert client.check_page('studies', page[:1], 2, ['a']) == ['a']
+    with pytest.raises(OrthancStalled):
+        client.check_page('studies', page, 2, ['a', 'b'])
+    with pytest.raises(OrthancStalled):
+        client.check_page('studies', page, 1, None)
 
 
 def test_check_needs_protected_route(fake):
