@@ -40,7 +40,7 @@ __all__ = [
     'Change', 'ChangesPage',
     'OrthancError', 'OrthancUnauthorized', 'OrthancNotFound',
     'OrthancUnreachable', 'OrthancTimeout', 'OrthancTLSError', 'NotOrthanc',
-    'OrthancBadAnswer', 'OrthancStalled', 'LEVELS',
+    'OrthancBadAnswer', 'OrthancStalled', 'BodySizeError', 'LEVELS',
     ]
 
 logger = logging.getLogger(__name__)
@@ -351,12 +351,29 @@ def _short(text: Any, size: int = MAX_DETAILS) -> str:
     return text
 
 
+class BodySizeError(ValueError):
+    """A streamed body ended before its announced length, or went on after
+    it: the request was cut off (its connection closed) before it was
+    complete, so the server never took it nor waits for the rest."""
+
+    def __init__(self, announced: int, sent: int, longer: bool = False):
+        self.announced = announced
+        self.sent = sent
+        self.longer = longer
+        super().__init__('%s bytes announced, %s %d read' % (
+                announced, 'more than' if longer else 'only', sent))
+
+
 class _Body:
     """A file-like body that requests sends in blocks, with its length.
 
     requests gives a Content-Length to bodies it can measure; a zip
     member cannot be measured without reading it, and Orthanc's HTTP
-    server does not take chunked request bodies.
+    server does not take chunked request bodies.  Exactly ``size`` bytes
+    are sent: a stream that ends sooner, or that has more (checked before
+    its last block is given), raises BodySizeError before the request is
+    complete, instead of leaving the server waiting for bytes that never
+    come or sending it what was not announced.
     """
 
     def __init__(self, stream, size=None):
@@ -364,16 +381,27 @@ class _Body:
         if size is None:
             size = _stream_size(stream)
         self.size = int(size)
+        self.left = self.size
 
     def __len__(self):
         return self.size
 
     def read(self, size=-1):
-        return self.stream.read(size)
+        if self.left <= 0:
+            return b''
+        if size is None or size < 0 or size > self.left:
+            size = self.left
+        block = self.stream.read(size)
+        if not block:
+            raise BodySizeError(self.size, self.size - self.left)
+        self.left -= len(block)
+        if not self.left and self.stream.read(1):
+            raise BodySizeError(self.size, self.size, longer=True)
+        return block
 
     def __iter__(self):
         while True:
-            block = self.stream.read(UPLOAD_BLOCK)
+            block = self.read(UPLOAD_BLOCK)
             if not block:
                 return
             yield block
@@ -933,7 +961,8 @@ class OrthancClient:
             is read, never held whole in memory.
         size : int, optional
             The length in bytes of ``stream`` when it cannot tell it (e.g.
-            a member of a zip file), so it is sent with a Content-Length.
+            a member of a zip file), so it is sent with a Content-Length;
+            exactly that many bytes are sent.
 
         Returns
         -------
@@ -947,6 +976,9 @@ class OrthancClient:
             With ``status`` 400 when Orthanc cannot parse a DICOM file in
             ``stream``.  The request is never retried: the stream is
             consumed.
+        BodySizeError
+            When the stream holds fewer or more bytes than ``size``: the
+            request was cut off before it was complete.
         """
         if not isinstance(stream, (bytes, bytearray)):
             stream = _Body(stream, size)

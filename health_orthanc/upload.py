@@ -5,6 +5,7 @@
 import io
 import logging
 
+from trytond.config import config
 from trytond.i18n import gettext
 from trytond.model import ModelView, fields
 from trytond.pool import Pool
@@ -15,8 +16,8 @@ from trytond.wizard import Button, StateTransition, StateView, Wizard
 from . import orthanc_client as oc
 from .server import error_message
 from .upload_files import (
-    ALREADY_STORED, FAILED, REASONS, REJECTED, SEND_FAILED, STATUSES, STORED,
-    count_statuses, upload_files)
+    ALREADY_STORED, FAILED, MAX_RATIO, MAX_SIZE, REASONS, REJECTED,
+    SEND_FAILED, STATUSES, STORED, count_statuses, upload_files)
 from .viewer import format_plugins
 
 logger = logging.getLogger(__name__)
@@ -27,6 +28,16 @@ STATUS_SELECTION = [
     (REJECTED, "Rejected"),
     (FAILED, "Failed"),
     ]
+
+
+def upload_limits():
+    "Return the largest file and the highest zip ratio sent to Orthanc"
+    return {
+        'max_size': config.getint(
+            'health_orthanc', 'upload_member_max_size', default=MAX_SIZE),
+        'max_ratio': config.getfloat(
+            'health_orthanc', 'upload_max_ratio', default=MAX_RATIO),
+        }
 
 
 def reason_text(result, domain):
@@ -130,7 +141,7 @@ class Upload(Wizard):
         # Not kept in the wizard session once sent
         self.start.files = []
         with server.get_client() as client:
-            results = upload_files(client, files)
+            results = upload_files(client, files, **upload_limits())
             try:
                 plugins = format_plugins(client.plugins())
             except oc.OrthancError:

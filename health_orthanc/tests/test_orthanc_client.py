@@ -25,10 +25,10 @@ from tests.fake_orthanc import SYSTEM, FakeOrthanc, Reply, orthanc_error
 from tests.orthanc_server import (
     OrthancMissing, OrthancServer, free_port, plugin_path)
 from trytond.modules.health_orthanc.orthanc_client import (
-    Change, ChangesPage, NotOrthanc, OrthancBadAnswer, OrthancClient,
-    OrthancError, OrthancNotFound, OrthancStalled, OrthancTimeout,
-    OrthancTLSError, OrthancUnauthorized, OrthancUnreachable, Scrubber,
-    credential_forms, normalize_domain)
+    BodySizeError, Change, ChangesPage, NotOrthanc, OrthancBadAnswer,
+    OrthancClient, OrthancError, OrthancNotFound, OrthancStalled,
+    OrthancTimeout, OrthancTLSError, OrthancUnauthorized, OrthancUnreachable,
+    Scrubber, _Body, credential_forms, normalize_domain)
 
 PASSWORD = 'S3cr3t-P@ss!'
 
@@ -466,6 +466,50 @@ def test_redirect_with_credentials(fake):
         make_client(fake.url).system()
     assert not leaks(str(info.value), 'orthanc', PASSWORD)
     assert 'pacs.example.org' in info.value.details
+
+
+# -- bodies sent with a Content-Length ----------------------------------------
+class Trickle(io.BytesIO):
+    "A stream that gives at most 3 bytes a read, as a socket may"
+
+    def read(self, size=-1):
+        return super().read(3 if size is None or size < 0 else min(size, 3))
+
+
+@pytest.mark.parametrize('data, size', [
+    (b'0123456789', 10),
+    (b'', 0),
+    (Trickle(b'0123456789'), 10),
+    ])
+def test_body_exact(data, size):
+    stream = data if isinstance(data, io.BytesIO) else io.BytesIO(data)
+    body = _Body(stream, size)
+    assert len(body) == size
+    assert b''.join(iter(lambda: body.read(4), b'')) == b'0123456789'[:size]
+
+
+@pytest.mark.parametrize('data, size, sent, longer', [
+    # holds less than announced: raised at its end, never completed
+    (b'0123456789', 20, 10, False),
+    (b'', 5, 0, False),
+    # holds more: raised before its last block is given
+    (b'0123456789', 4, 4, True),
+    (b'0123456789', 8, 8, True),
+    ])
+def test_body_size_mismatch(data, size, sent, longer):
+    body = _Body(io.BytesIO(data), size)
+    given = b''
+    with pytest.raises(BodySizeError) as info:
+        while True:
+            block = body.read(4)
+            if not block:
+                break
+            given += block
+    assert (info.value.announced, info.value.sent, info.value.longer) == (
+        size, sent, longer)
+    # what was given never completes the announced length
+    assert len(given) < size or size == 0
+    assert not isinstance(info.value, OSError)
 
 
 # -- pages that do not advance -----------------------------------------------
