@@ -38,12 +38,13 @@ from trytond.tests.test_tryton import (
     DB_NAME, activate_module, db_exist, drop_db)
 from trytond.transaction import Transaction
 
-from tests.dicom_samples import make_instance, random_patients
-from tests.orthanc_server import OrthancServer
 from trytond.modules.health_orthanc import mapping
 from trytond.modules.health_orthanc import server as server_module
 from trytond.modules.health_orthanc import sync as sync_module
 from trytond.modules.health_orthanc.orthanc_client import OrthancClient
+from trytond.modules.health_orthanc.tests.dicom_samples import (
+    make_instance, random_patients)
+from trytond.modules.health_orthanc.tests.orthanc_server import OrthancServer
 
 # SQLite cannot alter constraints: harmless warnings of the activation
 warnings.filterwarnings('ignore', category=UserWarning,

@@ -5,10 +5,10 @@
 a sync, poison DICOM data, and servers failing each in their own way.
 
 Like ``OrthancSyncTestCase`` these tests start a real Orthanc
-(``tests/orthanc_server.py``; a missing Orthanc is an error, not a skip)
-and run in one transaction each, without the commit of every page
-(``orthanc_page_commit``): what a page saved stays in the transaction, as
-it would be committed in production.
+(``health_orthanc/tests/orthanc_server.py``; a missing Orthanc is an
+error, not a skip) and run in one transaction each, without the commit of
+every page (``orthanc_page_commit``): what a page saved stays in the
+transaction, as it would be committed in production.
 """
 import shutil
 import tempfile
@@ -19,13 +19,15 @@ from trytond.pool import Pool
 from trytond.tests.test_tryton import with_transaction
 from trytond.transaction import Transaction
 
-from tests.fake_orthanc import FakeOrthanc, orthanc_error
-from tests.orthanc_case import RealOrthancCase, upload_study
-from tests.orthanc_server import OrthancServer
 from trytond.modules.health_orthanc.mapping import MAX_LENGTH
 from trytond.modules.health_orthanc.orthanc_client import OrthancClient
 from trytond.modules.health_orthanc.server import ServerStore
 from trytond.modules.health_orthanc.sync import Synchronizer
+from trytond.modules.health_orthanc.tests.fake_orthanc import (
+    FakeOrthanc, orthanc_error)
+from trytond.modules.health_orthanc.tests.orthanc_case import (
+    RealOrthancCase, upload_study)
+from trytond.modules.health_orthanc.tests.orthanc_server import OrthancServer
 
 NO_COMMIT = {'orthanc_page_commit': False}
 EMPTY_CHANGES = {'Changes': [], 'Done': True, 'Last': 0}

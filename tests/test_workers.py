@@ -12,8 +12,8 @@ importing the same server at once.  This test runs it for real:
 - its own database (``test_imaging_workers``, dropped at the end) with
   ``health_orthanc`` activated, created by trytond's test tooling in a
   subprocess (so ``DB_CACHE`` is used when set);
-- four real Orthancs (``tests/orthanc_server.py``), each with its own
-  studies, and four validated server records;
+- four real Orthancs (``health_orthanc/tests/orthanc_server.py``), each
+  with its own studies, and four validated server records;
 - two ``trytond-worker`` processes (one process each) with a
   configuration file pointing to the PostgreSQL database;
 - every sync queued twice to provoke contention: in a row for each server
@@ -45,8 +45,8 @@ from trytond.pool import Pool
 from trytond.tests.test_tryton import db_exist, drop_db
 from trytond.transaction import Transaction
 
-from tests.orthanc_case import upload_study
-from tests.orthanc_server import OrthancServer
+from trytond.modules.health_orthanc.tests.orthanc_case import upload_study
+from trytond.modules.health_orthanc.tests.orthanc_server import OrthancServer
 
 DATABASE = 'test_imaging_workers'
 WORKERS = 2

@@ -15,14 +15,15 @@ from trytond.pool import Pool
 from trytond.tests.test_tryton import activate_module, with_transaction
 from trytond.transaction import Transaction
 
-from tests.dicom_samples import make_study
-from tests.fake_orthanc import FakeOrthanc, orthanc_error
-from tests.orthanc_case import RealOrthancCase, upload_study
-from tests.orthanc_server import OrthancServer, plugin_path
 from trytond.modules.health_imaging.tests.tools import (
     create_patient, create_user)
 from trytond.modules.health_orthanc.tests.test_upload_files import (
     patch_members)
+
+from .dicom_samples import make_study
+from .fake_orthanc import FakeOrthanc, orthanc_error
+from .orthanc_case import RealOrthancCase, upload_study
+from .orthanc_server import OrthancServer, plugin_path
 
 NO_COMMIT = {'orthanc_page_commit': False}
 PNG = b'\x89PNG\r\n\x1a\n'

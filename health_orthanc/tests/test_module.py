@@ -9,11 +9,12 @@ from trytond.pool import Pool
 from trytond.tests.test_tryton import ModuleTestCase, with_transaction
 from trytond.transaction import Transaction
 
-from tests.fake_orthanc import FakeOrthanc
-from tests.orthanc_case import RealOrthancCase, upload_study
-from tests.orthanc_server import free_port
 from trytond.modules.health_imaging.tests.tools import (
     create_patient, create_user)
+
+from .fake_orthanc import FakeOrthanc
+from .orthanc_case import RealOrthancCase, upload_study
+from .orthanc_server import free_port
 
 NO_COMMIT = {'orthanc_page_commit': False}
 

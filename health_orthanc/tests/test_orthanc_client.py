@@ -16,14 +16,15 @@ import subprocess
 import pydicom
 import pytest
 
-from tests.dicom_samples import make_instance, make_study
-from tests.fake_orthanc import SYSTEM, FakeOrthanc, Reply, orthanc_error
-from tests.orthanc_server import (
-    OrthancMissing, OrthancServer, free_port, plugin_path)
 from trytond.modules.health_orthanc.orthanc_client import (
     Change, ChangesPage, NotOrthanc, OrthancBadAnswer, OrthancClient,
     OrthancError, OrthancNotFound, OrthancTimeout, OrthancTLSError,
     OrthancUnauthorized, OrthancUnreachable, normalize_domain)
+
+from .dicom_samples import make_instance, make_study
+from .fake_orthanc import SYSTEM, FakeOrthanc, Reply, orthanc_error
+from .orthanc_server import (
+    OrthancMissing, OrthancServer, free_port, plugin_path)
 
 PASSWORD = 'S3cr3t-P@ss!'
 

@@ -25,28 +25,17 @@ from trytond.pool import Pool
 from trytond.tests.test_tryton import activate_module, with_transaction
 from trytond.transaction import Transaction
 
-from tests.dicom_samples import make_study
-from tests.fake_orthanc import FakeOrthanc
-from tests.orthanc_case import RealOrthancCase
-from tests.orthanc_server import OrthancServer, free_port, plugin_path
 from trytond.modules.health_imaging.tests import tools
 from trytond.modules.health_imaging.tests.tools import (
     create_patient, create_user)
 
+from .dicom_samples import make_study
+from .fake_orthanc import FakeOrthanc
+from .orthanc_case import RealOrthancCase, run_queue
+from .orthanc_server import OrthancServer, free_port, plugin_path
+
 NO_COMMIT = {'orthanc_page_commit': False}
 MODALITY_AET = 'CT1'
-
-
-def run_queue():
-    """Run the tasks queued by the transaction, as trytond does after the
-    commit (the test transaction is never committed)"""
-    Queue = Pool().get('ir.queue')
-    tasks = Transaction().tasks
-    count = 0
-    while tasks:
-        Queue(tasks.pop()).run()
-        count += 1
-    return count
 
 
 def create_request(patient, test_code='IMG-CT-HEAD', **values):

@@ -8,13 +8,14 @@ import zipfile
 
 import pytest
 
-from tests.dicom_samples import make_study
-from tests.orthanc_server import OrthancServer, free_port
 from trytond.modules.health_orthanc.orthanc_client import OrthancClient
 from trytond.modules.health_orthanc.upload_files import (
     ALREADY_STORED, EMPTY, ENCRYPTED, FAILED, NOT_DICOM, REJECTED, SEND_FAILED,
     STORED, UNREADABLE_ARCHIVE, UNREADABLE_MEMBER, UNSUPPORTED, count_statuses,
     iter_members, upload_files)
+
+from .dicom_samples import make_study
+from .orthanc_server import OrthancServer, free_port
 
 A, B, C = make_study(n_series=1, n_instances=3, seed=11,
     patient_id='UP-1', patient_name='UPLOAD^Ann')

@@ -5,12 +5,13 @@
 Web Viewer and DICOMweb plugins."""
 import pytest
 
-from tests.dicom_samples import make_study
-from tests.orthanc_server import OrthancServer, plugin_path
 from trytond.modules.health_orthanc.orthanc_client import OrthancClient
 from trytond.modules.health_orthanc.viewer import (
     VIEWERS, format_plugins, middle_instance, parse_plugins, series_urls,
     study_urls)
+
+from .dicom_samples import make_study
+from .orthanc_server import OrthancServer, plugin_path
 
 BASE = 'https://pacs.example.org/orthanc'
 STUDY = '6b9e19d9-62094390-5f9ddb01-4a191ae7-9766b715'

@@ -11,10 +11,11 @@ import stat
 import pydicom
 import pytest
 
-from tests.fake_orthanc import FakeOrthanc, Reply
 from trytond.modules.health_orthanc import worklist
 from trytond.modules.health_orthanc.orthanc_client import (
     OrthancBadAnswer, OrthancClient, OrthancError)
+
+from .fake_orthanc import FakeOrthanc, Reply
 
 ENTRY = {
     'accession_number': 'IMGREQ2026/00001',
