@@ -372,7 +372,7 @@ class ImagingTestRequest(metaclass=PoolMeta):
         outcome = {}
         try:
             with server.get_client() as client:
-                if not worklist.rest_available(client):
+                if not client.worklists_available():
                     message = gettext(
                         'health_orthanc.msg_worklist_no_rest',
                         server=server.label)
@@ -381,8 +381,8 @@ class ImagingTestRequest(metaclass=PoolMeta):
                 zone = _zone()
                 for request in requests:
                     try:
-                        entry_id = worklist.rest_create(
-                            client, request.get_worklist_entry(server, zone))
+                        entry_id = client.create_worklist(worklist.rest_tags(
+                                request.get_worklist_entry(server, zone)))
                     except worklist.WorklistError as exception:
                         outcome[request] = cls._worklist_failure(
                             server, gettext(
@@ -481,7 +481,7 @@ class ImagingTestRequest(metaclass=PoolMeta):
             try:
                 with server.get_client() as client:
                     for request in server_requests:
-                        worklist.rest_delete(client, request.worklist_entry)
+                        client.delete_worklist(request.worklist_entry)
                         outcome[request] = (True, None)
             except oc.OrthancError as exception:
                 message = gettext(

@@ -19,7 +19,7 @@ from trytond.wizard import Button, StateTransition, StateView, Wizard
 from . import orthanc_client as oc
 from .exceptions import OrthancDomainError
 from .sync import ImportProgress, Synchronizer, SyncResult
-from .viewer import format_plugins
+from .viewer import explorer_url, format_plugins
 
 logger = logging.getLogger(__name__)
 
@@ -204,8 +204,7 @@ class OrthancServer(ConnectionMixin, ModelSQL, ModelView):
         return result
 
     def get_explorer_url(self, name):
-        if self.base_url:
-            return self.base_url + '/app/explorer.html'
+        return explorer_url(self.base_url)
 
     @property
     def base_url(self):
