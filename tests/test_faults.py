@@ -21,7 +21,7 @@ from trytond.transaction import Transaction
 
 from trytond.modules.health_orthanc.mapping import MAX_LENGTH
 from trytond.modules.health_orthanc.orthanc_client import OrthancClient
-from trytond.modules.health_orthanc.server import ServerStore
+from trytond.modules.health_orthanc.store import ServerStore
 from trytond.modules.health_orthanc.sync import Synchronizer
 from trytond.modules.health_orthanc.tests.fake_orthanc import (
     FakeOrthanc, orthanc_error)
