@@ -11,8 +11,23 @@ from trytond.i18n import gettext
 from trytond.model import Index, Unique, fields
 from trytond.model.exceptions import SQLConstraintError
 from trytond.pool import Pool
+from trytond.pyson import Eval
 from trytond.tools import grouped_slice
 from trytond.transaction import Transaction
+
+VIEWER_FIELDS = {
+    'explorer_url': 'explorer',
+    'web_viewer_url': 'web_viewer',
+    'stone_url': 'stone',
+    'ohif_url': 'ohif',
+    }
+
+
+def viewer_field(name, string, help):
+    "A function field of a viewer URL, hidden when the server has none"
+    return fields.Function(fields.Char(
+            string, help=help, states={'invisible': ~Eval(name)}),
+        'get_viewer_urls')
 
 
 class OrthancResourceMixin:
