@@ -3,7 +3,9 @@
 # copyright notices and license terms.
 from trytond.pool import Pool
 
-from . import ir, patient, request, result, series, server, study, upload
+from . import (
+    ir, patient, request, result, series, server, study, upload,
+    worklist_publish)
 
 __all__ = ['register']
 
@@ -22,8 +24,7 @@ def register():
         result.ImagingTestResultStudy,
         result.ImagingTestResult,
         request.ImagingTestRequest,
-        request.OrthancStudy,
-        request.OrthancServer,
+        worklist_publish.ImagingTestRequest,
         ir.Cron,
         upload.UploadStart,
         upload.UploadFile,

@@ -123,9 +123,7 @@ class OrthancPatient(OrthancResourceMixin, ModelSQL, ModelView):
         whose GNU Health patient changed (one search): a study leaves a
         request of another patient, a study for review joins the request
         of its new patient."""
-        pool = Pool()
-        Study = pool.get('gnuhealth.orthanc.study')
-        Request = pool.get('gnuhealth.imaging.test.request')
+        Study = Pool().get('gnuhealth.orthanc.study')
         studies = []
         for sub_patients in grouped_slice(patients):
             studies.extend(Study.search([
@@ -137,7 +135,7 @@ class OrthancPatient(OrthancResourceMixin, ModelSQL, ModelView):
                             ],
                         ]))
         if studies:
-            Request.link_studies(studies)
+            Study.link_to_requests(studies)
 
     @classmethod
     @ModelView.button

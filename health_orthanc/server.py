@@ -17,10 +17,11 @@ from trytond.transaction import Transaction
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
 from . import orthanc_client as oc
-from .exceptions import OrthancDomainError
+from .exceptions import OrthancDomainError, OrthancWorklistError
 from .store import ServerStore, SyncTakenOver
 from .sync import ImportProgress, Synchronizer, SyncResult
 from .viewer import explorer_url, format_plugins
+from .worklist_publish import ENTRY_STATES
 
 logger = logging.getLogger(__name__)
 
@@ -248,6 +249,23 @@ class OrthancServer(ConnectionMixin, ModelSQL, ModelView):
         if to_check:
             # Reach the server after the commit, in a worker if any
             cls.__queue__.check_servers(to_check)
+
+    @classmethod
+    def delete(cls, servers):
+        "Refuse to delete a server that still holds worklist entries"
+        Request = Pool().get('gnuhealth.imaging.test.request')
+        for sub_servers in grouped_slice(servers):
+            requests = Request.search([
+                    ('worklist_server', 'in', [s.id for s in sub_servers]),
+                    ('worklist_state', 'in', list(ENTRY_STATES)),
+                    ], limit=1)
+            if requests:
+                request, = requests
+                raise OrthancWorklistError(gettext(
+                        'health_orthanc.msg_worklist_delete_server',
+                        server=request.worklist_server.label,
+                        request=request.rec_name))
+        super().delete(servers)
 
     @classmethod
     def copy(cls, servers, default=None):

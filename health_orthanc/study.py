@@ -1,7 +1,13 @@
 # This file is part of the health_orthanc module for GNU Health.
 # The COPYRIGHT file at the top level of this repository contains the full
 # copyright notices and license terms.
-"Orthanc studies and the Delete from Orthanc wizard."
+"""Orthanc studies, the imaging requests they perform, and the Delete from
+Orthanc wizard.
+
+A study that arrives with the StudyInstanceUID or the accession number of
+a request is linked to it and to its result, unless its patient is not the
+request's: then it is listed for review.
+"""
 import logging
 from collections import defaultdict
 
@@ -15,11 +21,29 @@ from trytond.wizard import Button, StateTransition, StateView, Wizard
 
 from trytond.modules.health_imaging.tools import search_in
 
+from . import linking
 from . import orthanc_client as oc
+from .patient import KEPT_LINKS
 from .resource import VIEWER_FIELDS, OrthancResourceMixin, viewer_field
 from .viewer import study_urls
 
 logger = logging.getLogger(__name__)
+
+REQUEST_LINKS = [
+    (None, ''),
+    ('linked', "Linked"),
+    ('patient_differs', "Patient differs from the request's"),
+    ('patient_unknown', "Patient not linked"),
+    ('result_done', "Result already completed"),
+    ]
+#: The links of the studies listed for review
+REVIEW_LINKS = ['patient_differs', 'patient_unknown', 'result_done']
+#: The request states whose studies may still arrive
+OPEN_STATES = ['requested', 'done']
+#: The link states of an Orthanc patient that an order may decide: its
+#: PatientID names no local patient.  Not a missing PatientID: Orthanc
+#: files every study without one under the same patient.
+ORDER_LINKABLE = {linking.NO_MATCH}
 
 
 class OrthancStudy(OrthancResourceMixin, ModelSQL, ModelView):
@@ -58,6 +82,23 @@ class OrthancStudy(OrthancResourceMixin, ModelSQL, ModelView):
     ohif_url = viewer_field(
         'ohif_url', "OHIF Viewer",
         "The study in the OHIF viewer (if Orthanc has the plugin).")
+    request = fields.Many2One(
+        'gnuhealth.imaging.test.request', "Imaging Request", readonly=True,
+        ondelete='SET NULL',
+        help="The imaging request this study performs, found by its "
+        "StudyInstanceUID or accession number.")
+    request_link = fields.Selection(
+        REQUEST_LINKS, "Request Link", readonly=True,
+        help="Why a study carrying a request's identifiers is not linked "
+        "to it: linking would show one person's images in another's "
+        "record, or change a completed result (reset the result to draft, "
+        "then press Link to Request).")
+    request_candidate = fields.Many2One(
+        'gnuhealth.imaging.test.request', "Matching Request", readonly=True,
+        ondelete='SET NULL',
+        states={'invisible': ~Eval('request_candidate')},
+        help="The request whose identifiers the study carries, not linked "
+        "because the patients do not match or its result is completed.")
 
     @classmethod
     def __setup__(cls):
@@ -75,6 +116,11 @@ class OrthancStudy(OrthancResourceMixin, ModelSQL, ModelView):
         cls._buttons.update({
                 'delete_from_orthanc': {
                     'icon': 'tryton-delete',
+                    },
+                'link_request': {
+                    'invisible': ~Eval('request_link').in_(REVIEW_LINKS),
+                    'icon': 'tryton-link',
+                    'depends': ['request_link'],
                     },
                 })
 
@@ -194,6 +240,236 @@ class OrthancStudy(OrthancResourceMixin, ModelSQL, ModelView):
             'study_id': record['study_id'],
             'last_update': record['last_update'],
             }
+
+    @classmethod
+    def upsert(cls, server, records, context=None):
+        "Store the page, then link its studies to their requests"
+        created, updated = super().upsert(server, records, context=context)
+        cls.link_to_requests(cls.browse(created + updated))
+        return created, updated
+
+    @classmethod
+    @ModelView.button
+    def link_request(cls, studies):
+        """Try the link again, e.g. after the Orthanc patient was linked
+        by hand to the request's patient"""
+        cls.link_to_requests(studies)
+
+    @classmethod
+    def link_studies_of(cls, requests):
+        """Link the studies already stored that carry the identifiers of
+        the requests (one search)"""
+        uids = [r.study_instance_uid for r in requests
+            if r.study_instance_uid]
+        accessions = [r.accession_number for r in requests
+            if r.accession_number]
+        if not uids and not accessions:
+            return
+        domain = ['OR']
+        for name, values in [('study_instance_uid', uids),
+                ('accession_number', accessions)]:
+            for sub_values in grouped_slice(values):
+                domain.append((name, 'in', list(sub_values)))
+        studies = cls.search([('request', '=', None), domain])
+        if studies:
+            cls.link_to_requests(studies)
+
+    @classmethod
+    def link_to_requests(cls, studies):
+        """Link the studies to the requests they perform, in one batch.
+
+        A study matches the request whose StudyInstanceUID it has, else
+        the request whose accession number it has (requested or done); a
+        study already linked keeps its request as long as its patient is
+        the request's.  It is linked only when its Orthanc patient is
+        linked to the request's patient (the linking rule is tried first
+        on unlinked ones) and the result of the request is not completed;
+        otherwise it is left for review with the reason, and it leaves the
+        draft results of other patients.  Linked studies are added to the
+        request's result, created if needed, and the request is marked
+        performed and done.
+        """
+        pool = Pool()
+        Request = pool.get('gnuhealth.imaging.test.request')
+        OrthancPatient = pool.get('gnuhealth.orthanc.patient')
+        Result = pool.get('gnuhealth.imaging.test.result')
+        ResultStudy = pool.get(
+            'gnuhealth.imaging.test.result-gnuhealth.orthanc.study')
+        studies = list(studies)
+        to_match = [s for s in studies if not s.request]
+        uids = {s.study_instance_uid for s in to_match
+            if s.study_instance_uid}
+        accessions = {s.accession_number.strip() for s in to_match
+            if s.accession_number and s.accession_number.strip()}
+        by_uid, by_accession = {}, {}
+        for name, values, index in [
+                ('study_instance_uid', uids, by_uid),
+                ('accession_number', accessions, by_accession)]:
+            for sub_values in grouped_slice(list(values)):
+                for request in Request.search([
+                            (name, 'in', list(sub_values)),
+                            ('state', 'in', OPEN_STATES),
+                            ]):
+                    index[getattr(request, name)] = request
+        matches = {}
+        for study in studies:
+            request = study.request or by_uid.get(
+                study.study_instance_uid) or by_accession.get(
+                (study.accession_number or '').strip())
+            if request:
+                matches[study.id] = request
+        # Studies listed for review whose request is gone or cancelled
+        stale = [s for s in studies
+            if s.request_link and s.id not in matches]
+        if not matches and not stale:
+            return
+        unlinked = {s.orthanc_patient for s in studies
+            if s.id in matches and s.orthanc_patient
+            and not s.orthanc_patient.patient
+            and s.orthanc_patient.link_state not in KEPT_LINKS}
+        if unlinked:
+            # The studies of these patients are decided below
+            with Transaction().set_context(orthanc_linking_studies=True):
+                OrthancPatient.link(list(unlinked))
+            cls._link_patients_by_order(cls.browse([
+                        s.id for s in to_match
+                        if s.study_instance_uid in by_uid]), by_uid)
+        studies = cls.browse([s.id for s in studies])
+        requests = {r.id: r for r in matches.values()}
+        results = {}
+        for sub_ids in grouped_slice(list(requests)):
+            for result in Result.search([('request', 'in', list(sub_ids))]):
+                results[result.request.id] = result
+        attached = set()
+        for sub_ids in grouped_slice([s.id for s in studies]):
+            attached.update((l.result.id, l.study.id)
+                for l in ResultStudy.search([
+                        ('study', 'in', list(sub_ids)),
+                        ]))
+        decisions = defaultdict(list)
+        linked = defaultdict(list)
+        to_detach = []
+        for study in studies:
+            request = matches.get(study.id)
+            patient = (study.orthanc_patient.patient
+                if study.orthanc_patient else None)
+            result = results.get(request.id) if request else None
+            if request is None:
+                decision = (None, None, None)
+            elif patient is None:
+                decision = (None, 'patient_unknown', request.id)
+            elif patient != request.patient:
+                decision = (None, 'patient_differs', request.id)
+            elif (result and result.state != 'draft'
+                    and (result.id, study.id) not in attached):
+                # A completed result is signed: it takes no new study
+                decision = (None, 'result_done', request.id)
+            else:
+                decision = (request.id, 'linked', None)
+            current = (getattr(study.request, 'id', None),
+                study.request_link,
+                getattr(study.request_candidate, 'id', None))
+            if current != decision:
+                decisions[decision].append(study)
+                if decision[1] == 'linked':
+                    linked[request].append(study)
+            if decision[1] != 'linked' and (current[0] or current[1]):
+                to_detach.append(study)
+        to_write = []
+        for (request, state, candidate), records in decisions.items():
+            to_write.extend((records, {
+                        'request': request,
+                        'request_link': state,
+                        'request_candidate': candidate,
+                        }))
+        if to_write:
+            with Transaction().set_context(
+                    orthanc_sync=True, _check_access=False):
+                cls.write(*to_write)
+        if to_detach:
+            cls._detach_other_patients(to_detach)
+        if linked:
+            Request.perform(linked, results, attached)
+
+    @classmethod
+    def _link_patients_by_order(cls, studies, by_uid):
+        """Link to the patient of their order the Orthanc patients whose
+        PatientID names no local patient, in one write.
+
+        Only the StudyInstanceUID, given to one request and never reused,
+        is taken as evidence (an accession number may be given again or
+        come from elsewhere).  Every study of the Orthanc patient that
+        points to a request (linked or for review) must point to requests
+        of the same patient, and no birth date may contradict it;
+        otherwise the studies stay for review.
+        """
+        OrthancPatient = Pool().get('gnuhealth.orthanc.patient')
+        evidence = defaultdict(list)
+        for study in studies:
+            orthanc_patient = study.orthanc_patient
+            if (orthanc_patient and not orthanc_patient.patient
+                    and orthanc_patient.link_state in ORDER_LINKABLE):
+                evidence[orthanc_patient].append(
+                    by_uid[study.study_instance_uid])
+        if not evidence:
+            return
+        # What their other studies already say (one search)
+        for sub_patients in grouped_slice(list(evidence)):
+            for study in cls.search([
+                        ('orthanc_patient', 'in',
+                            [p.id for p in sub_patients]),
+                        ['OR',
+                            ('request', '!=', None),
+                            ('request_candidate', '!=', None),
+                            ],
+                        ]):
+                evidence[study.orthanc_patient].append(
+                    study.request or study.request_candidate)
+        by_patient = defaultdict(list)
+        for orthanc_patient, requests in evidence.items():
+            patients = {r.patient for r in requests}
+            if len(patients) != 1:
+                continue
+            patient, = patients
+            dob = patient.party.dob
+            if (orthanc_patient.birth_date and dob
+                    and orthanc_patient.birth_date != dob):
+                continue
+            by_patient[patient].append(orthanc_patient)
+        to_write = []
+        for patient, orthanc_patients in by_patient.items():
+            to_write.extend((orthanc_patients, {
+                        'patient': patient.id,
+                        'link_state': 'order',
+                        }))
+        if to_write:
+            with Transaction().set_context(
+                    orthanc_sync=True, orthanc_linking_studies=True,
+                    _check_access=False):
+                OrthancPatient.write(*to_write)
+            # Their studies of other pages, waiting for review
+            OrthancPatient.check_request_studies(
+                [p for ps in by_patient.values() for p in ps])
+
+    @classmethod
+    def _detach_other_patients(cls, studies):
+        """Remove the studies from the draft results of another patient
+        (one search, one delete); a completed result is left as signed,
+        its study being listed for review"""
+        ResultStudy = Pool().get(
+            'gnuhealth.imaging.test.result-gnuhealth.orthanc.study')
+        to_delete = []
+        for sub_studies in grouped_slice(studies):
+            patients = {s.id: s.patient for s in sub_studies}
+            for link in ResultStudy.search([
+                        ('study', 'in', list(patients)),
+                        ('result.state', '=', 'draft'),
+                        ]):
+                if link.result.patient != patients[link.study.id]:
+                    to_delete.append(link)
+        if to_delete:
+            with Transaction().set_context(_check_access=False):
+                ResultStudy.delete(to_delete)
 
 
 class DeleteStudiesStart(ModelView):

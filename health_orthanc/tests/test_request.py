@@ -827,7 +827,7 @@ class StudyLinkTestCase(WorklistOrthancCase):
             self.upload(patient_id='PUID-ANA', patient_name='BETZ^Ana',
                 study_uid=request.study_instance_uid, seed=10 + i)
         # Stored without linking: the link is measured below
-        with mock.patch.object(Request, 'link_studies'):
+        with mock.patch.object(Study, 'link_to_requests'):
             self.sync(self.server)
         studies = Study.search([])
         self.assertEqual(len(studies), 6)
@@ -839,7 +839,7 @@ class StudyLinkTestCase(WorklistOrthancCase):
                 (ResultStudy, ResultStudy.search)]]
         mocks = [p.start() for p in patches]
         try:
-            Request.link_studies(Study.browse(studies))
+            Study.link_to_requests(Study.browse(studies))
         finally:
             for patch in patches:
                 patch.stop()
