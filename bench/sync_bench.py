@@ -249,7 +249,7 @@ def db_counts(server_id):
 
 def measure_sync(server_id):
     """Run Server.sync_servers in its own committed transaction (pages are
-    committed as they come: orthanc_page_commit keeps its default), with
+    committed as they come: _orthanc_page_commit keeps its default), with
     the peak RSS of the process during it"""
     sql, http, http_time = Counters.snapshot()
     rss_before, _ = rss_kb()
@@ -478,8 +478,7 @@ def floor_orm_create(mapped, server_id):
                         values['study'] = ids['studies'].get(
                             record['orthanc_study_id'])
                     vlist.append(values)
-                with Transaction().set_context(orthanc_sync=True):
-                    created = Model.create(vlist)
+                created = Model.create(vlist)
                 if kind in ids:
                     ids[kind].update(
                         (r['orthanc_id'], c.id)

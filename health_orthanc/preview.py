@@ -8,7 +8,7 @@ from trytond.i18n import gettext
 from trytond.model import ModelView, fields
 from trytond.pool import Pool
 from trytond.pyson import Eval
-from trytond.transaction import Transaction
+from trytond.transaction import without_check_access
 
 from . import orthanc_client as oc
 from .exceptions import OrthancResourceError
@@ -104,7 +104,7 @@ class SeriesPreviewMixin:
             to_write.extend(([record], {'preview_error': message}))
         if to_write:
             # Readers of the series may ask for its preview
-            with Transaction().set_context(_check_access=False):
+            with without_check_access():
                 cls.write(*to_write)
         return fetched, failures
 

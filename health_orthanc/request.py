@@ -8,7 +8,7 @@ import datetime
 from trytond.model import fields
 from trytond.pool import Pool, PoolMeta
 from trytond.tools import grouped_slice
-from trytond.transaction import Transaction
+from trytond.transaction import without_check_access
 
 from .worklist_publish import company_zone, to_utc
 
@@ -70,7 +70,7 @@ class ImagingTestRequest(metaclass=PoolMeta):
         results = dict(results)
         to_create = [dict(Result.values_from_request(r), date=performed(r))
             for r in requests if r.id not in results]
-        with Transaction().set_context(_check_access=False):
+        with without_check_access():
             if to_create:
                 for result in Result.create(to_create):
                     results[result.request.id] = result

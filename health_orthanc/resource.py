@@ -13,7 +13,7 @@ from trytond.model.exceptions import SQLConstraintError
 from trytond.pool import Pool
 from trytond.pyson import Eval
 from trytond.tools import grouped_slice
-from trytond.transaction import Transaction
+from trytond.transaction import Transaction, without_check_access
 
 VIEWER_FIELDS = {
     'explorer_url': 'explorer',
@@ -126,7 +126,7 @@ class OrthancResourceMixin:
             to_write.extend((cls.browse(back),
                     {'missing': False, 'missing_since': None}))
         if to_write:
-            with Transaction().set_context(orthanc_sync=True):
+            with without_check_access():
                 cls.write(*to_write)
         return len(gone)
 
@@ -195,7 +195,7 @@ class OrthancResourceMixin:
         to_write = []
         for diff, group in changed.items():
             to_write.extend((group, dict(diff)))
-        with Transaction().set_context(orthanc_sync=True):
+        with without_check_access():
             created = cls.create(to_create) if to_create else []
             if to_write:
                 cls.write(*to_write)

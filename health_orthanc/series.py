@@ -9,7 +9,7 @@ from sql.aggregate import Count, Sum
 from trytond.model import ModelSQL, ModelView, fields
 from trytond.pool import Pool
 from trytond.tools import grouped_slice
-from trytond.transaction import Transaction
+from trytond.transaction import Transaction, without_check_access
 
 from .preview import SeriesPreviewMixin
 from .resource import VIEWER_FIELDS, OrthancResourceMixin, viewer_field
@@ -167,5 +167,5 @@ class OrthancSeries(
                         'number_of_instances': n_instances,
                         }))
         if to_write:
-            with Transaction().set_context(orthanc_sync=True):
+            with without_check_access():
                 Study.write(*to_write)

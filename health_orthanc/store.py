@@ -97,7 +97,7 @@ class ServerStore:
         this one stops and leaves it the rest, from the committed cursor.
         """
         transaction = Transaction()
-        if transaction.context.get('orthanc_page_commit', True):
+        if transaction.context.get('_orthanc_page_commit', True):
             transaction.commit()
             # Tryton remembers the ids created and deleted in the
             # transaction until its end; once committed they are like any

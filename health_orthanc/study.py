@@ -16,7 +16,7 @@ from trytond.model import Index, ModelSQL, ModelView, fields
 from trytond.pool import Pool
 from trytond.pyson import Eval
 from trytond.tools import grouped_slice
-from trytond.transaction import Transaction
+from trytond.transaction import without_check_access
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
 from trytond.modules.health_imaging.tools import search_in
@@ -181,7 +181,7 @@ class OrthancStudy(OrthancResourceMixin, ModelSQL, ModelView):
         failures = {}
         linked = defaultdict(set)
         # The administrator must learn which results read them
-        with Transaction().set_context(_check_access=False):
+        with without_check_access():
             for sub_studies in grouped_slice(studies):
                 for link in ResultStudy.search([
                             ('study', 'in', [s.id for s in sub_studies]),
@@ -278,24 +278,35 @@ class OrthancStudy(OrthancResourceMixin, ModelSQL, ModelView):
     def link_to_requests(cls, studies):
         """Link the studies to the requests they perform, in one batch.
 
-        A study matches the request whose StudyInstanceUID it has, else
-        the request whose accession number it has (requested or done); a
-        study already linked keeps its request as long as its patient is
-        the request's.  It is linked only when its Orthanc patient is
-        linked to the request's patient (the linking rule is tried first
-        on unlinked ones) and the result of the request is not completed;
-        otherwise it is left for review with the reason, and it leaves the
-        draft results of other patients.  Linked studies are added to the
-        request's result, created if needed, and the request is marked
-        performed and done.
+        Match each study to a request (_match_requests), link the unlinked
+        Orthanc patients of the matches (_link_patients), decide each study
+        (linking.decide_study_link), write the decisions in one grouped
+        write, take the studies not linked off the draft results of other
+        patients, and perform the requests of the newly linked ones.
         """
-        pool = Pool()
-        Request = pool.get('gnuhealth.imaging.test.request')
-        OrthancPatient = pool.get('gnuhealth.orthanc.patient')
-        Result = pool.get('gnuhealth.imaging.test.result')
-        ResultStudy = pool.get(
-            'gnuhealth.imaging.test.result-gnuhealth.orthanc.study')
         studies = list(studies)
+        matches, by_uid = cls._match_requests(studies)
+        # Studies listed for review whose request is gone or cancelled
+        stale = [s for s in studies
+            if s.request_link and s.id not in matches]
+        if not matches and not stale:
+            return
+        others = cls._link_patients(studies, matches, by_uid)
+        if others:
+            other_matches, _ = cls._match_requests(others)
+            matches.update(other_matches)
+            studies.extend(others)
+        cls._apply_links(cls.browse([s.id for s in studies]), matches)
+
+    @classmethod
+    def _match_requests(cls, studies):
+        """Return {study id: request} and {StudyInstanceUID: request}.
+
+        A study keeps its request, else matches the open request whose
+        StudyInstanceUID it has, else the one whose accession number it
+        has (one search each).
+        """
+        Request = Pool().get('gnuhealth.imaging.test.request')
         to_match = [s for s in studies if not s.request]
         uids = {s.study_instance_uid for s in to_match
             if s.study_instance_uid}
@@ -318,26 +329,108 @@ class OrthancStudy(OrthancResourceMixin, ModelSQL, ModelView):
                 (study.accession_number or '').strip())
             if request:
                 matches[study.id] = request
-        # Studies listed for review whose request is gone or cancelled
-        stale = [s for s in studies
-            if s.request_link and s.id not in matches]
-        if not matches and not stale:
-            return
+        return matches, by_uid
+
+    @classmethod
+    def _link_patients(cls, studies, matches, by_uid):
+        """Link the unlinked Orthanc patients of the matched studies, by the
+        linking rule, then by their order; return the other studies of the
+        patients linked by order that have a request or are listed for
+        review, to decide with these"""
+        OrthancPatient = Pool().get('gnuhealth.orthanc.patient')
         unlinked = {s.orthanc_patient for s in studies
             if s.id in matches and s.orthanc_patient
             and not s.orthanc_patient.patient
             and s.orthanc_patient.link_state not in KEPT_LINKS}
-        if unlinked:
-            # The studies of these patients are decided below
-            with Transaction().set_context(orthanc_linking_studies=True):
-                OrthancPatient.link(list(unlinked))
-            cls._link_patients_by_order(cls.browse([
-                        s.id for s in to_match
-                        if s.study_instance_uid in by_uid]), by_uid)
-        studies = cls.browse([s.id for s in studies])
+        if not unlinked:
+            return []
+        # Their studies are decided by the caller
+        OrthancPatient.link(list(unlinked))
+        ordered = cls._link_patients_by_order(cls.browse([
+                    s.id for s in studies if not s.request
+                    and s.study_instance_uid in by_uid]), by_uid)
+        ids = {s.id for s in studies}
+        return [s for s in cls.request_studies_of(ordered)
+            if s.id not in ids]
+
+    @classmethod
+    def request_studies_of(cls, orthanc_patients):
+        """Return the studies of the Orthanc patients that have a request or
+        are listed for review (one search)"""
+        studies = []
+        for sub_patients in grouped_slice(orthanc_patients):
+            studies.extend(cls.search([
+                        ('orthanc_patient', 'in',
+                            [p.id for p in sub_patients]),
+                        ['OR',
+                            ('request', '!=', None),
+                            ('request_link', '!=', None),
+                            ],
+                        ]))
+        return studies
+
+    @classmethod
+    def _apply_links(cls, studies, matches):
+        """Decide the request of each study, write the decisions grouped,
+        detach and perform (see link_to_requests)"""
+        Request = Pool().get('gnuhealth.imaging.test.request')
         requests = {r.id: r for r in matches.values()}
+        results, attached = cls._results_of(list(requests), studies)
+        decisions = defaultdict(list)
+        linked = defaultdict(list)
+        to_detach = []
+        for study in studies:
+            request = matches.get(study.id)
+            current = (getattr(study.request, 'id', None),
+                study.request_link,
+                getattr(study.request_candidate, 'id', None))
+            patient = (study.orthanc_patient.patient
+                if study.orthanc_patient else None)
+            decision = linking.decide_study_link(
+                cls._request_match(study, request, results, attached),
+                patient.id if patient else None)
+            if current != decision:
+                decisions[decision].append(study)
+                if decision[1] == linking.REQUEST_LINKED:
+                    linked[request].append(study)
+            if linking.leaves_results(current, decision):
+                to_detach.append(study)
+        to_write = []
+        for (request, link, candidate), records in decisions.items():
+            to_write.extend((records, {
+                        'request': request,
+                        'request_link': link,
+                        'request_candidate': candidate,
+                        }))
+        if to_write:
+            with without_check_access():
+                cls.write(*to_write)
+        if to_detach:
+            cls._detach_other_patients(to_detach)
+        if linked:
+            Request.perform(linked, results, attached)
+
+    @staticmethod
+    def _request_match(study, request, results, attached):
+        "Return the linking.RequestMatch of the request the study matches"
+        if request is None:
+            return None
+        result = results.get(request.id)
+        return linking.RequestMatch(
+            id=request.id, patient=request.patient.id,
+            result_state=result.state if result else None,
+            attached=bool(result) and (result.id, study.id) in attached)
+
+    @classmethod
+    def _results_of(cls, request_ids, studies):
+        """Return {request id: result} of the requests and the
+        {(result id, study id)} of the studies (one search each)"""
+        pool = Pool()
+        Result = pool.get('gnuhealth.imaging.test.result')
+        ResultStudy = pool.get(
+            'gnuhealth.imaging.test.result-gnuhealth.orthanc.study')
         results = {}
-        for sub_ids in grouped_slice(list(requests)):
+        for sub_ids in grouped_slice(request_ids):
             for result in Result.search([('request', 'in', list(sub_ids))]):
                 results[result.request.id] = result
         attached = set()
@@ -346,55 +439,12 @@ class OrthancStudy(OrthancResourceMixin, ModelSQL, ModelView):
                 for l in ResultStudy.search([
                         ('study', 'in', list(sub_ids)),
                         ]))
-        decisions = defaultdict(list)
-        linked = defaultdict(list)
-        to_detach = []
-        for study in studies:
-            request = matches.get(study.id)
-            patient = (study.orthanc_patient.patient
-                if study.orthanc_patient else None)
-            result = results.get(request.id) if request else None
-            if request is None:
-                decision = (None, None, None)
-            elif patient is None:
-                decision = (None, 'patient_unknown', request.id)
-            elif patient != request.patient:
-                decision = (None, 'patient_differs', request.id)
-            elif (result and result.state != 'draft'
-                    and (result.id, study.id) not in attached):
-                # A completed result is signed: it takes no new study
-                decision = (None, 'result_done', request.id)
-            else:
-                decision = (request.id, 'linked', None)
-            current = (getattr(study.request, 'id', None),
-                study.request_link,
-                getattr(study.request_candidate, 'id', None))
-            if current != decision:
-                decisions[decision].append(study)
-                if decision[1] == 'linked':
-                    linked[request].append(study)
-            if decision[1] != 'linked' and (current[0] or current[1]):
-                to_detach.append(study)
-        to_write = []
-        for (request, state, candidate), records in decisions.items():
-            to_write.extend((records, {
-                        'request': request,
-                        'request_link': state,
-                        'request_candidate': candidate,
-                        }))
-        if to_write:
-            with Transaction().set_context(
-                    orthanc_sync=True, _check_access=False):
-                cls.write(*to_write)
-        if to_detach:
-            cls._detach_other_patients(to_detach)
-        if linked:
-            Request.perform(linked, results, attached)
+        return results, attached
 
     @classmethod
     def _link_patients_by_order(cls, studies, by_uid):
         """Link to the patient of their order the Orthanc patients whose
-        PatientID names no local patient, in one write.
+        PatientID names no local patient, in one write; return them.
 
         Only the StudyInstanceUID, given to one request and never reused,
         is taken as evidence (an accession number may be given again or
@@ -412,7 +462,7 @@ class OrthancStudy(OrthancResourceMixin, ModelSQL, ModelView):
                 evidence[orthanc_patient].append(
                     by_uid[study.study_instance_uid])
         if not evidence:
-            return
+            return []
         # What their other studies already say (one search)
         for sub_patients in grouped_slice(list(evidence)):
             for study in cls.search([
@@ -443,13 +493,9 @@ class OrthancStudy(OrthancResourceMixin, ModelSQL, ModelView):
                         'link_state': 'order',
                         }))
         if to_write:
-            with Transaction().set_context(
-                    orthanc_sync=True, orthanc_linking_studies=True,
-                    _check_access=False):
+            with without_check_access():
                 OrthancPatient.write(*to_write)
-            # Their studies of other pages, waiting for review
-            OrthancPatient.check_request_studies(
-                [p for ps in by_patient.values() for p in ps])
+        return [p for ps in by_patient.values() for p in ps]
 
     @classmethod
     def _detach_other_patients(cls, studies):
@@ -468,7 +514,7 @@ class OrthancStudy(OrthancResourceMixin, ModelSQL, ModelView):
                 if link.result.patient != patients[link.study.id]:
                     to_delete.append(link)
         if to_delete:
-            with Transaction().set_context(_check_access=False):
+            with without_check_access():
                 ResultStudy.delete(to_delete)
 
 

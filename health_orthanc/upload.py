@@ -9,7 +9,7 @@ from trytond.i18n import gettext
 from trytond.model import ModelView, fields
 from trytond.pool import Pool
 from trytond.pyson import Eval
-from trytond.transaction import Transaction
+from trytond.transaction import Transaction, without_check_access
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
 from . import orthanc_client as oc
@@ -141,7 +141,7 @@ class Upload(Wizard):
                 label=server.label, **counts)]
         if counts[STORED] or counts[ALREADY_STORED]:
             # Bring the new studies now rather than at the next sync
-            with Transaction().set_context(_check_access=False):
+            with without_check_access():
                 if plugins is not None:
                     Server._save_state([server], {'plugins': plugins})
                 result = Server.sync_servers([server])[server.id]

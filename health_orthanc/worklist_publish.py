@@ -19,7 +19,7 @@ from trytond.pool import Pool, PoolMeta
 from trytond.pyson import Eval
 from trytond.tools import grouped_slice, reduce_ids
 from trytond.tools import timezone as tz
-from trytond.transaction import Transaction
+from trytond.transaction import Transaction, without_check_access
 
 from . import orthanc_client as oc
 from . import worklist
@@ -150,7 +150,7 @@ class ImagingTestRequest(metaclass=PoolMeta):
         super().draft(requests)
         drafts = [r for r in cls.browse(requests) if r.state == 'draft']
         if drafts:
-            with Transaction().set_context(_check_access=False):
+            with without_check_access():
                 cls.write(drafts, {
                         'worklist_state': None,
                         'worklist_server': None,
@@ -472,5 +472,5 @@ class ImagingTestRequest(metaclass=PoolMeta):
         for request, values in outcome.items():
             to_write.extend(([request], values))
         if to_write:
-            with Transaction().set_context(_check_access=False):
+            with without_check_access():
                 cls.write(*to_write)

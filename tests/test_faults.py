@@ -7,7 +7,7 @@ a sync, poison DICOM data, and servers failing each in their own way.
 Like ``OrthancSyncTestCase`` these tests start a real Orthanc
 (``health_orthanc/tests/orthanc_server.py``; a missing Orthanc is an
 error, not a skip) and run in one transaction each, without the commit of
-every page (``orthanc_page_commit``): what a page saved stays in the
+every page (``_orthanc_page_commit``): what a page saved stays in the
 transaction, as it would be committed in production.
 """
 import shutil
@@ -29,7 +29,7 @@ from trytond.modules.health_orthanc.tests.orthanc_case import (
     RealOrthancCase, upload_study)
 from trytond.modules.health_orthanc.tests.orthanc_server import OrthancServer
 
-NO_COMMIT = {'orthanc_page_commit': False}
+NO_COMMIT = {'_orthanc_page_commit': False}
 EMPTY_CHANGES = {'Changes': [], 'Done': True, 'Last': 0}
 
 

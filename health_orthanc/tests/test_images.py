@@ -25,7 +25,7 @@ from .fake_orthanc import FakeOrthanc, orthanc_error
 from .orthanc_case import RealOrthancCase, upload_study
 from .orthanc_server import OrthancServer, plugin_path
 
-NO_COMMIT = {'orthanc_page_commit': False}
+NO_COMMIT = {'_orthanc_page_commit': False}
 PNG = b'\x89PNG\r\n\x1a\n'
 
 

@@ -2,6 +2,7 @@
 # The COPYRIGHT file at the top level of this repository contains the full
 # copyright notices and license terms.
 import datetime
+from unittest import mock
 
 from trytond.model.exceptions import AccessError
 from trytond.modules.company.tests import CompanyTestMixin
@@ -10,18 +11,97 @@ from trytond.tests.test_tryton import ModuleTestCase, with_transaction
 from trytond.transaction import Transaction
 
 from trytond.modules.health_imaging.tests.tools import (
-    create_patient, create_user)
+    create_patient, create_request, create_user)
+from trytond.modules.health_orthanc.store import ServerStore
 
 from .fake_orthanc import FakeOrthanc
 from .orthanc_case import RealOrthancCase, upload_study
 from .orthanc_server import free_port
 
-NO_COMMIT = {'orthanc_page_commit': False}
+NO_COMMIT = {'_orthanc_page_commit': False}
+
+
+#: Context keys a client can send: Tryton strips only those starting with _
+CLIENT_FLAGS = {
+    'orthanc_sync': True,
+    'orthanc_linking_studies': True,
+    'orthanc_page_commit': False,
+    }
 
 
 class HealthOrthancTestCase(CompanyTestMixin, ModuleTestCase):
     "Test health_orthanc module"
     module = 'health_orthanc'
+
+    @with_transaction()
+    def test_client_context_switches_no_rule_off(self):
+        """A doctor's write with the context keys that once switched the
+        rules off is refused what Orthanc holds, and relinks the study"""
+        pool = Pool()
+        Server = pool.get('gnuhealth.orthanc.config')
+        OrthancPatient = pool.get('gnuhealth.orthanc.patient')
+        Study = pool.get('gnuhealth.orthanc.study')
+        Request = pool.get('gnuhealth.imaging.test.request')
+        ana = create_patient('Ana', 'Betz', puid='PUID-ANA')
+        bob = create_patient('Bob', 'Cruz', puid='PUID-BOB')
+        server, = Server.create([{
+                    'label': 'Main', 'domain': 'http://127.0.0.1:1',
+                    'validated': True,
+                    }])
+        request = create_request(ana)
+        Request.requested([request])
+        patient, = OrthancPatient.create([{
+                    'server': server.id, 'orthanc_id': 'p1',
+                    'patient_id': 'PUID-ANA', 'name': 'BETZ, Ana',
+                    }])
+        OrthancPatient.link([patient])
+        study, = Study.create([{
+                    'server': server.id, 'orthanc_id': 's1',
+                    'orthanc_patient': patient.id,
+                    'study_instance_uid': request.study_instance_uid,
+                    }])
+        Study.link_to_requests([study])
+        result, = request.results
+        self.assertEqual((study.request, result.studies), (request, (study,)))
+
+        doctor = create_user('clinician', 'health.group_health_doctor')
+        with Transaction().set_user(doctor.id), \
+                Transaction().set_context(_check_access=True, **CLIENT_FLAGS):
+            for values in [
+                    {'name': 'Forged'},
+                    {'patient_id': 'PUID-BOB'},
+                    {'link_state': 'linked'},
+                    {'patient': bob.id, 'link_state': 'linked'},
+                    ]:
+                with self.subTest(values=values), \
+                        self.assertRaises(AccessError):
+                    OrthancPatient.write([OrthancPatient(patient.id)], values)
+            OrthancPatient.write(
+                [OrthancPatient(patient.id)], {'patient': bob.id})
+        self.assertEqual(
+            (patient.patient, patient.link_state, patient.name),
+            (bob, 'manual', 'BETZ, Ana'))
+        # Bob's images left Ana's request and result
+        self.assertEqual(
+            (study.request, study.request_link, study.request_candidate),
+            (None, 'patient_differs', request))
+        self.assertEqual(result.studies, ())
+
+    @with_transaction()
+    def test_client_context_keeps_page_commits(self):
+        "A sync queued with orthanc_page_commit still commits its pages"
+        pool = Pool()
+        Server = pool.get('gnuhealth.orthanc.config')
+        server, = Server.create([{
+                    'label': 'Main', 'domain': 'http://127.0.0.1:1',
+                    'validated': True,
+                    }])
+        transaction = Transaction()
+        with mock.patch.object(transaction, 'commit') as commit, \
+                mock.patch.object(type(server), '_lock', return_value=True), \
+                transaction.set_context(CLIENT_FLAGS):
+            ServerStore(server).commit()
+        commit.assert_called_once_with()
 
 
 class OrthancSyncTestCase(RealOrthancCase):

@@ -34,7 +34,7 @@ from .fake_orthanc import FakeOrthanc
 from .orthanc_case import RealOrthancCase, run_queue
 from .orthanc_server import OrthancServer, free_port, plugin_path
 
-NO_COMMIT = {'orthanc_page_commit': False}
+NO_COMMIT = {'_orthanc_page_commit': False}
 MODALITY_AET = 'CT1'
 
 
