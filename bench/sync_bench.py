@@ -248,7 +248,7 @@ def db_counts(server_id):
 
 
 def measure_sync(server_id):
-    """Run Server.sync_servers in its own committed transaction (pages are
+    """Run Server.sync_now in its own committed transaction (pages are
     committed as they come: _orthanc_page_commit keeps its default), with
     the peak RSS of the process during it"""
     sql, http, http_time = Counters.snapshot()
@@ -257,7 +257,7 @@ def measure_sync(server_id):
     start = time.perf_counter()
     with Transaction().start(DB_NAME, 1) as transaction:
         Server = Pool().get('gnuhealth.orthanc.config')
-        result = Server.sync_servers([Server(server_id)])[server_id]
+        result = Server.sync_now([Server(server_id)])[server_id]
         transaction.commit()
     wall = time.perf_counter() - start
     rss_after, peak = rss_kb()

@@ -4,7 +4,7 @@
 "The sync's store: writes the pages of a sync of a server (see sync.Store)."
 from trytond.pool import Pool
 from trytond.tools import grouped_slice
-from trytond.transaction import Transaction
+from trytond.transaction import Transaction, without_check_access
 
 
 class SyncTakenOver(Exception):
@@ -37,22 +37,30 @@ class ServerStore:
             Study.upsert(self.server, studies)
         if series or replace_series_of:
             Series.upsert(self.server, series, replace_series_of)
-        if cursor is not None:
-            Server._save_state([self.server], {
-                    'last': cursor,
-                    'import_cursor': None,
-                    'import_phase': None,
-                    'import_offset': None,
-                    })
-        elif progress is not None:
-            # The cursor stays empty until the import ends
-            Server._save_state([self.server], {
-                    'last': None,
-                    'import_cursor': progress.cursor,
-                    'import_phase': progress.phase,
-                    'import_offset': progress.offset,
-                    })
+        state = self._state(cursor, progress)
+        if state:
+            with without_check_access():
+                Server.write([self.server], state)
         self.commit()
+
+    @staticmethod
+    def _state(cursor, progress):
+        "Return the values of the server for the cursor or the progress"
+        if cursor is not None:
+            return {
+                'last': cursor,
+                'import_cursor': None,
+                'import_phase': None,
+                'import_offset': None,
+                }
+        if progress is not None:
+            # The cursor stays empty until the import ends
+            return {
+                'last': None,
+                'import_cursor': progress.cursor,
+                'import_phase': progress.phase,
+                'import_offset': progress.offset,
+                }
 
     def missing_patients(self, orthanc_ids):
         Patient = Pool().get('gnuhealth.orthanc.patient')

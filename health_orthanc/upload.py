@@ -143,8 +143,8 @@ class Upload(Wizard):
             # Bring the new studies now rather than at the next sync
             with without_check_access():
                 if plugins is not None:
-                    Server._save_state([server], {'plugins': plugins})
-                result = Server.sync_servers([server])[server.id]
+                    Server.write([server], {'plugins': plugins})
+                result = Server.sync_now([server])[server.id]
             if result is None:
                 server = Server(server.id)
                 messages.append(gettext('health_orthanc.msg_upload_no_sync',

@@ -12,12 +12,10 @@ after the commit.
 import logging
 from collections import defaultdict
 
-from sql import For
 from trytond.i18n import gettext
 from trytond.model import ModelView, fields
 from trytond.pool import Pool, PoolMeta
 from trytond.pyson import Eval
-from trytond.tools import grouped_slice, reduce_ids
 from trytond.tools import timezone as tz
 from trytond.transaction import Transaction, without_check_access
 
@@ -402,18 +400,8 @@ class ImagingTestRequest(metaclass=PoolMeta):
         again: a task for the same requests, a Cancel or a Done committed
         meanwhile make this task fail (and be retried) before it writes a
         file or calls Orthanc, not after"""
-        transaction = Transaction()
-        ids = [r.id for r in requests]
-        if transaction.database.has_select_for():
-            # Waits for a task holding them; a concurrent commit makes
-            # this one fail to serialize, and the queue retries it
-            table = cls.__table__()
-            cursor = transaction.connection.cursor()
-            for sub_ids in grouped_slice(ids):
-                cursor.execute(*table.select(table.id,
-                        where=reduce_ids(table.id, sub_ids),
-                        for_=For('UPDATE')))
-        return cls.browse(ids)
+        cls.lock(requests)
+        return cls.browse([r.id for r in requests])
 
     @classmethod
     def _remove_entries(cls, requests):

@@ -4,7 +4,7 @@
 """Two trytond-worker processes share the syncs of four real Orthancs
 through PostgreSQL.
 
-The scheduled action queues one ``sync_servers`` task per server
+The scheduled action queues one ``sync_now`` task per server
 (``gnuhealth.orthanc.config|sync``); the workers pull them from the
 ``ir.queue`` table and the per-server lock keeps two of them from
 importing the same server at once.  This test runs it for real:
@@ -265,7 +265,7 @@ class TwoWorkersFourServersTestCase(unittest.TestCase):
             self.assertEqual(
                 {(t.data['method'], tuple(t.data['instances']))
                     for t in tasks},
-                {('sync_servers', (s,)) for s in self.server_ids})
+                {('sync_now', (s,)) for s in self.server_ids})
             transaction.commit()
             return sorted(t.id for t in tasks)
 

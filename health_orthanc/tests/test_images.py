@@ -48,7 +48,7 @@ class OrthancImagesTestCase(RealOrthancCase):
         Server = Pool().get('gnuhealth.orthanc.config')
         server = self.create_server()
         Server.check_servers([server])
-        Server.sync_servers([server])
+        Server.sync_now([server])
         return server
 
     def create_result(self, patient, studies):
@@ -107,7 +107,7 @@ class OrthancImagesTestCase(RealOrthancCase):
         self.assertIsNone(server.public_url)
 
         # Plugins gone (detected at the next check): links hidden
-        Server._save_state([server], {'plugins': None})
+        Server.write([server], {'plugins': None})
         self.assertIsNone(Study(study.id).series[0].web_viewer_url)
 
     @with_transaction(context=NO_COMMIT)
@@ -293,7 +293,7 @@ class OrthancImagesTestCase(RealOrthancCase):
         Upload = pool.get('gnuhealth.orthanc.upload', type='wizard')
         UploadFile = pool.get('gnuhealth.orthanc.upload.file')
         server = self.create_server(password='Wrong-Secret-42')
-        Server._save_state([server], {'validated': True})
+        Server.write([server], {'validated': True})
         session_id, _, _ = Upload.create()
         wizard = Upload(session_id)
         wizard.start.server = server

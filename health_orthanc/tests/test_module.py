@@ -203,24 +203,24 @@ class OrthancSyncTestCase(RealOrthancCase):
         Study = pool.get('gnuhealth.orthanc.study')
         upload_study(self.orthanc, 'P1', 'ONE^Patient')
         server = self.create_server()
-        first = Server.sync_servers([server])[server.id]
+        first = Server.sync_now([server])[server.id]
         self.assertTrue(first.full)
         self.assertEqual(Study.search_count([('server', '=', server.id)]), 1)
 
-        nothing = Server.sync_servers([server])[server.id]
+        nothing = Server.sync_now([server])[server.id]
         self.assertFalse(nothing.full)
         self.assertEqual(nothing.requests, 1)
 
         upload_study(self.orthanc, 'P1', 'ONE^Patient', seed=2)
         upload_study(self.orthanc, 'P2', 'TWO^Patient', seed=3)
-        incremental = Server.sync_servers([server])[server.id]
+        incremental = Server.sync_now([server])[server.id]
         self.assertFalse(incremental.full)
         self.assertEqual(incremental.studies, 2)
         self.assertEqual(Study.search_count([('server', '=', server.id)]), 3)
         self.assertEqual(server.patient_count, 2)
         self.assertEqual(server.study_count, 3)
 
-        again = Server.sync_servers([server])[server.id]
+        again = Server.sync_now([server])[server.id]
         self.assertEqual(again.requests, 1)
         self.assertEqual(Study.search_count([('server', '=', server.id)]), 3)
 
@@ -230,10 +230,10 @@ class OrthancSyncTestCase(RealOrthancCase):
         Server = Pool().get('gnuhealth.orthanc.config')
         server = self.create_server()
         self.assertIsNone(server.last)
-        first = Server.sync_servers([server])[server.id]
+        first = Server.sync_now([server])[server.id]
         self.assertTrue(first.full)
         self.assertIsNotNone(server.last)
-        second = Server.sync_servers([server])[server.id]
+        second = Server.sync_now([server])[server.id]
         self.assertFalse(second.full)
         self.assertEqual(second.requests, 1)
 
@@ -244,8 +244,8 @@ class OrthancSyncTestCase(RealOrthancCase):
         Server = pool.get('gnuhealth.orthanc.config')
         upload_study(self.orthanc, 'P1', 'ONE^Patient')
         server = self.create_server()
-        Server._save_state([server], {'last': 10 ** 6})
-        result = Server.sync_servers([server])[server.id]
+        Server.write([server], {'last': 10 ** 6})
+        result = Server.sync_now([server])[server.id]
         self.assertTrue(result.full)
         self.assertEqual(server.study_count, 1)
 
@@ -263,7 +263,7 @@ class OrthancSyncTestCase(RealOrthancCase):
         upload_study(self.orthanc, 'PUID-ANA', 'BETZ^Ana', seed=2)
         upload_study(self.orthanc, 'GONE', 'GONE^Person', seed=3)
         server = self.create_server()
-        Server.sync_servers([server])
+        Server.sync_now([server])
         self.assertEqual(Study.search_count([('missing', '=', True)]), 0)
         first, second = Study.search([('patient', '=', ana.id)])
         test, = Test.search([], limit=1)
@@ -275,7 +275,7 @@ class OrthancSyncTestCase(RealOrthancCase):
         self.orthanc.request('DELETE', '/studies/' + first.orthanc_id)
         self.orthanc.request('DELETE', '/patients/' + gone.orthanc_id)
 
-        flagged = Server.reconcile_servers([server])[server.id]
+        flagged = Server.reconcile_now([server])[server.id]
         self.assertEqual(flagged, 2)
         self.assertTrue(first.missing)
         self.assertTrue(first.missing_since)
@@ -283,7 +283,7 @@ class OrthancSyncTestCase(RealOrthancCase):
         self.assertTrue(gone.missing)
         self.assertEqual(result.studies, (first,))
         self.assertEqual(
-            Server.reconcile_servers([server])[server.id], 0)
+            Server.reconcile_now([server])[server.id], 0)
 
         # Back on the server (e.g. restored from a backup)
         Study.mark_missing(server, [first.orthanc_id, second.orthanc_id])
@@ -301,7 +301,7 @@ class OrthancSyncTestCase(RealOrthancCase):
                 [('method', '=', 'gnuhealth.orthanc.config|reconcile')]))
         Server.reconcile()
         task, = Queue.search([])
-        self.assertEqual(task.data['method'], 'reconcile_servers')
+        self.assertEqual(task.data['method'], 'reconcile_now')
 
     @with_transaction(context=NO_COMMIT)
     def test_link_rules(self):
@@ -318,7 +318,7 @@ class OrthancSyncTestCase(RealOrthancCase):
             birth_date='19600606')
         upload_study(self.orthanc, 'LATER', 'LATE^Lee')
         server = self.create_server()
-        Server.sync_servers([server])
+        Server.sync_now([server])
         states = {p.patient_id: (p.patient, p.link_state)
             for p in OrthancPatient.search([('server', '=', server.id)])}
         self.assertEqual(states['MRN-TWIN'], (None, 'ambiguous'))
@@ -327,14 +327,14 @@ class OrthancSyncTestCase(RealOrthancCase):
 
         # Registered after the images arrived: linked at the next sync
         lee = create_patient('Lee', 'Late', puid='LATER')
-        Server.sync_servers([server])
+        Server.sync_now([server])
         later, = OrthancPatient.search([('patient_id', '=', 'LATER')])
         self.assertEqual((later.patient, later.link_state), (lee, 'linked'))
 
         # The same identifier given to another patient: the link is no
         # longer certain and is removed
         create_patient('Lea', 'Late', mrn='LATER')
-        Server.sync_servers([server])
+        Server.sync_now([server])
         self.assertEqual(
             (later.patient, later.link_state), (None, 'ambiguous'))
 
@@ -348,7 +348,7 @@ class OrthancSyncTestCase(RealOrthancCase):
         other = create_patient('Other', 'Person')
         upload_study(self.orthanc, 'PUID-ANA', 'BETZ^Ana')
         server = self.create_server()
-        Server.sync_servers([server])
+        Server.sync_now([server])
         patient, = OrthancPatient.search([('server', '=', server.id)])
         self.assertEqual(patient.patient, ana)
 
@@ -358,13 +358,13 @@ class OrthancSyncTestCase(RealOrthancCase):
                 OrthancPatient.write([patient], {'name': 'Someone Else'})
         self.assertEqual(patient.link_state, 'manual')
         upload_study(self.orthanc, 'PUID-ANA', 'BETZ^Ana', seed=5)
-        Server.sync_servers([server])
+        Server.sync_now([server])
         self.assertEqual(patient.patient, other)
         self.assertEqual(len(other.orthanc_studies), 2)
 
         # Unlinked by hand: stays unlinked
         OrthancPatient.write([patient], {'patient': None})
-        Server.sync_servers([server])
+        Server.sync_now([server])
         self.assertIsNone(patient.patient)
         self.assertEqual(patient.link_state, 'manual')
 
@@ -381,7 +381,7 @@ class OrthancSyncTestCase(RealOrthancCase):
             'Down', domain='http://127.0.0.1:%s' % free_port())
         wrong = self.create_server('Wrong', password='not-the-password')
         good = self.create_server('Good')
-        results = Server.sync_servers([down, wrong, good])
+        results = Server.sync_now([down, wrong, good])
         self.assertIsNone(results[down.id])
         self.assertIsNone(results[wrong.id])
         self.assertEqual(good.study_count, 1)
@@ -433,7 +433,7 @@ class OrthancSyncTestCase(RealOrthancCase):
         Server.sync()
         tasks = Queue.search([])
         self.assertEqual(len(tasks), 1)
-        self.assertEqual(tasks[0].data['method'], 'sync_servers')
+        self.assertEqual(tasks[0].data['method'], 'sync_now')
 
     @with_transaction(context=NO_COMMIT)
     def test_result_studies(self):
@@ -447,7 +447,7 @@ class OrthancSyncTestCase(RealOrthancCase):
         upload_study(self.orthanc, 'PUID-ANA', 'BETZ^Ana')
         upload_study(self.orthanc, 'OTHER', 'OTHER^Person', seed=9)
         server = self.create_server()
-        Server.sync_servers([server])
+        Server.sync_now([server])
         study, = Study.search([('patient', '=', ana.id)])
         test, = Test.search([], limit=1)
         result, = Result.create([{

@@ -130,7 +130,7 @@ class WorklistOrthancCase(RealOrthancCase):
     def sync(self, server):
         "Sync the server, then run the worklist tasks it queued"
         Server = Pool().get('gnuhealth.orthanc.config')
-        result = Server.sync_servers([server])[server.id]
+        result = Server.sync_now([server])[server.id]
         self.assertIsNotNone(result, Server(server.id).last_error)
         run_queue()
         return result
