@@ -572,10 +572,8 @@ class AddServerResult(ModelView):
 
     message = fields.Text("Message", readonly=True)
     server = fields.Many2One(
-        'gnuhealth.orthanc.config', "Server", readonly=True)
-    patients = fields.Integer("Patients Imported", readonly=True)
-    studies = fields.Integer("Studies Imported", readonly=True)
-    linked = fields.Integer("Patients Linked", readonly=True)
+        'gnuhealth.orthanc.config', "Server", readonly=True,
+        help="Open the server to follow its first import.")
 
 
 class AddServer(Wizard):
@@ -612,24 +610,35 @@ class AddServer(Wizard):
                 }
         return {}
 
-    def _fail(self, message):
-        self.failed.message = message
-        return 'failed'
-
     def transition_connect(self):
-        pool = Pool()
-        Server = pool.get('gnuhealth.orthanc.config')
-        Patient = pool.get('gnuhealth.orthanc.patient')
+        Server = Pool().get('gnuhealth.orthanc.config')
+        server, error = self._check_server()
+        if error:
+            self.failed.message = error
+            return 'failed'
+        server.validated = True
+        server.save()
+        # The first import runs in its own task, after the commit
+        Server.sync([server])
+        self.succeeded.server = server
+        self.succeeded.message = gettext(
+            'health_orthanc.msg_add_server_started', label=server.label)
+        return 'succeeded'
+
+    def _check_server(self):
+        """Return the new server (not saved) once it answered with its
+        credentials, or None and the message that says why not"""
+        Server = Pool().get('gnuhealth.orthanc.config')
         try:
             domain = oc.normalize_domain(self.start.domain)
         except ValueError as exception:
-            return self._fail(gettext(
-                    'health_orthanc.msg_server_domain_invalid',
-                    domain=self.start.domain, reason=str(exception)))
+            return None, gettext(
+                'health_orthanc.msg_server_domain_invalid',
+                domain=self.start.domain, reason=str(exception))
         label = self.start.label.strip()
         if Server.search([('label', '=', label)]):
-            return self._fail(gettext(
-                    'health_orthanc.msg_server_label_exists', label=label))
+            return None, gettext(
+                'health_orthanc.msg_server_label_exists', label=label)
         server = Server(
             label=label, domain=domain, user=self.start.user,
             password=self.start.password,
@@ -640,26 +649,8 @@ class AddServer(Wizard):
                 client.check()
                 server.plugins = format_plugins(client.plugins())
         except oc.OrthancError as exception:
-            return self._fail(error_message(exception, domain))
-        server.validated = True
-        server.save()
-        result = Server.sync_now([server])[server.id]
-        server = Server(server.id)
-        self.succeeded.server = server
-        self.succeeded.patients = server.patient_count
-        self.succeeded.studies = server.study_count
-        self.succeeded.linked = Patient.search_count([
-                ('server', '=', server.id),
-                ('patient', '!=', None),
-                ])
-        if result is None or server.last_error:
-            self.succeeded.message = gettext(
-                'health_orthanc.msg_add_server_partial',
-                label=label, error=server.last_error or '')
-        else:
-            self.succeeded.message = gettext(
-                'health_orthanc.msg_add_server_success', label=label)
-        return 'succeeded'
+            return None, error_message(exception, domain)
+        return server, None
 
     def default_failed(self, fields):
         return {'message': self.failed.message}
@@ -668,7 +659,4 @@ class AddServer(Wizard):
         return {
             'message': self.succeeded.message,
             'server': self.succeeded.server.id,
-            'patients': self.succeeded.patients,
-            'studies': self.succeeded.studies,
-            'linked': self.succeeded.linked,
             }

@@ -22,7 +22,7 @@ from trytond.modules.health_orthanc.tests.test_upload_files import (
 
 from .dicom_samples import make_study
 from .fake_orthanc import FakeOrthanc, orthanc_error
-from .orthanc_case import RealOrthancCase, upload_study
+from .orthanc_case import RealOrthancCase, run_queue, upload_study
 from .orthanc_server import OrthancServer, plugin_path
 
 NO_COMMIT = {'_orthanc_page_commit': False}
@@ -260,6 +260,9 @@ class OrthancImagesTestCase(RealOrthancCase):
         wizard.start.server = server
         wizard.start.files = [UploadFile(file_name='ann.zip', data=data)]
         self.assertEqual(wizard.transition_upload(), 'result')
+        # The sync is queued: it runs after the wizard's commit
+        self.assertEqual(Study.search_count([]), 0)
+        self.assertEqual(run_queue(), 1)
         result = wizard.default_result(None)
         self.assertEqual(
             (result['stored'], result['already_stored'], result['rejected'],
@@ -461,6 +464,7 @@ class OrthancImagesTestCase(RealOrthancCase):
                     data=make_study(1, 1, seed=21, patient_id='P4')[0])]
             wizard.transition_upload()
             self.assertEqual(wizard.default_result(None)['stored'], 1)
+            run_queue()
         self.assertEqual(Study.search_count([]), 2)
         with Transaction().set_user(admin.id), \
                 Transaction().set_context(_check_access=True):

@@ -15,7 +15,7 @@ from trytond.modules.health_imaging.tests.tools import (
 from trytond.modules.health_orthanc.store import ServerStore
 
 from .fake_orthanc import FakeOrthanc
-from .orthanc_case import RealOrthancCase, upload_study
+from .orthanc_case import RealOrthancCase, run_queue, upload_study
 from .orthanc_server import free_port
 
 NO_COMMIT = {'_orthanc_page_commit': False}
@@ -137,11 +137,19 @@ class OrthancSyncTestCase(RealOrthancCase):
             'Main', self.orthanc.url + '/', self.orthanc.user,
             self.orthanc.password)
         self.assertEqual(state, 'succeeded')
-        defaults = wizard.default_succeeded(None)
-        self.assertEqual(defaults['patients'], 3)
-        self.assertEqual(defaults['studies'], 4)
-        self.assertEqual(defaults['linked'], 2)
         server, = Server.search([('label', '=', 'Main')])
+        defaults = wizard.default_succeeded(None)
+        self.assertEqual(defaults['server'], server.id)
+        self.assertIn('first import has started', defaults['message'])
+        # The import is queued: it runs after the wizard's commit
+        self.assertIsNone(server.last)
+        self.assertEqual(run_queue(), 1)
+        self.assertEqual(server.patient_count, 3)
+        self.assertEqual(server.study_count, 4)
+        self.assertEqual(OrthancPatient.search_count([
+                    ('server', '=', server.id),
+                    ('patient', '!=', None),
+                    ]), 2)
         self.assertTrue(server.validated)
         self.assertEqual(server.domain, self.orthanc.url)
         self.assertTrue(server.sync_time)
