@@ -39,28 +39,41 @@ class ImagingTestRequest(metaclass=PoolMeta):
     @classmethod
     def perform(cls, studies_of, results=None, attached=None):
         """Attach the studies to the results of their requests and mark the
-        requests performed.
+        requests performed and done.
 
         studies_of is {request: [studies]}; results ({request id: result})
         and attached ({(result id, study id)}) when known save their
-        searches.  The missing results are created (one create), their
-        date being the study's (converted from the company's time zone).
-        Only draft results take studies.
+        searches.  Only draft results take studies.
         """
-        pool = Pool()
-        Result = pool.get('gnuhealth.imaging.test.result')
-        ResultStudy = pool.get(
-            'gnuhealth.imaging.test.result-gnuhealth.orthanc.study')
-        requests = list(studies_of)
         zone = company_zone()
+        performed = {r: cls._performed_date(studies, zone)
+            for r, studies in studies_of.items()}
+        results = cls._get_results(performed, results)
+        with without_check_access():
+            cls._attach_studies(studies_of, results, attached)
+            to_write = []
+            for request, date in performed.items():
+                if not request.performed_date:
+                    to_write.extend(([request], {'performed_date': date}))
+            if to_write:
+                cls.write(*to_write)
+            cls.done([r for r in performed if r.state == 'requested'])
 
-        def performed(request):
-            dates = [s.study_datetime for s in studies_of[request]
-                if s.study_datetime]
-            if not dates:
-                return datetime.datetime.now()
-            return to_utc(min(dates), zone)
+    @staticmethod
+    def _performed_date(studies, zone):
+        """Return the date and time of the first study (in the company's
+        time zone) in UTC, or now"""
+        dates = [s.study_datetime for s in studies if s.study_datetime]
+        if not dates:
+            return datetime.datetime.now()
+        return to_utc(min(dates), zone)
 
+    @classmethod
+    def _get_results(cls, performed, results=None):
+        """Return {request id: result} of the requests, the missing results
+        created (one create) at the date the request was performed"""
+        Result = Pool().get('gnuhealth.imaging.test.result')
+        requests = list(performed)
         if results is None:
             results = {}
             for sub_requests in grouped_slice(requests):
@@ -68,35 +81,31 @@ class ImagingTestRequest(metaclass=PoolMeta):
                             ('request', 'in', [r.id for r in sub_requests])]):
                     results[result.request.id] = result
         results = dict(results)
-        to_create = [dict(Result.values_from_request(r), date=performed(r))
+        to_create = [dict(Result.values_from_request(r), date=performed[r])
             for r in requests if r.id not in results]
-        with without_check_access():
-            if to_create:
+        if to_create:
+            with without_check_access():
                 for result in Result.create(to_create):
                     results[result.request.id] = result
-            pairs = {(results[r.id].id, s.id)
-                for r, studies in studies_of.items() for s in studies
-                if results[r.id].state == 'draft'}
-            if attached is not None:
-                existing = attached
-            else:
-                existing = set()
-                for sub_results in grouped_slice(
-                        list({r for r, _ in pairs})):
-                    existing.update((l.result.id, l.study.id)
-                        for l in ResultStudy.search([
-                                ('result', 'in', list(sub_results)),
-                                ]))
-            new_pairs = sorted(pairs - existing)
-            if new_pairs:
-                ResultStudy.create([{'result': r, 'study': s}
-                        for r, s in new_pairs])
-            to_write = []
-            for request in requests:
-                if not request.performed_date:
-                    to_write.extend(([request], {
-                                'performed_date': performed(request),
-                                }))
-            if to_write:
-                cls.write(*to_write)
-            cls.done([r for r in requests if r.state == 'requested'])
+        return results
+
+    @classmethod
+    def _attach_studies(cls, studies_of, results, attached=None):
+        """Add the studies to the draft results of their requests (one
+        create), unless attached ({(result id, study id)}) has them"""
+        ResultStudy = Pool().get(
+            'gnuhealth.imaging.test.result-gnuhealth.orthanc.study')
+        pairs = {(results[r.id].id, s.id)
+            for r, studies in studies_of.items() for s in studies
+            if results[r.id].state == 'draft'}
+        if attached is None:
+            attached = set()
+            for sub_results in grouped_slice(list({r for r, _ in pairs})):
+                attached.update((l.result.id, l.study.id)
+                    for l in ResultStudy.search([
+                            ('result', 'in', list(sub_results)),
+                            ]))
+        new_pairs = sorted(pairs - attached)
+        if new_pairs:
+            ResultStudy.create([{'result': r, 'study': s}
+                    for r, s in new_pairs])

@@ -454,29 +454,9 @@ class OrthancStudy(OrthancResourceMixin, ModelSQL, ModelView):
         otherwise the studies stay for review.
         """
         OrthancPatient = Pool().get('gnuhealth.orthanc.patient')
-        evidence = defaultdict(list)
-        for study in studies:
-            orthanc_patient = study.orthanc_patient
-            if (orthanc_patient and not orthanc_patient.patient
-                    and orthanc_patient.link_state in ORDER_LINKABLE):
-                evidence[orthanc_patient].append(
-                    by_uid[study.study_instance_uid])
-        if not evidence:
-            return []
-        # What their other studies already say (one search)
-        for sub_patients in grouped_slice(list(evidence)):
-            for study in cls.search([
-                        ('orthanc_patient', 'in',
-                            [p.id for p in sub_patients]),
-                        ['OR',
-                            ('request', '!=', None),
-                            ('request_candidate', '!=', None),
-                            ],
-                        ]):
-                evidence[study.orthanc_patient].append(
-                    study.request or study.request_candidate)
         by_patient = defaultdict(list)
-        for orthanc_patient, requests in evidence.items():
+        for orthanc_patient, requests in cls._order_evidence(
+                studies, by_uid).items():
             patients = {r.patient for r in requests}
             if len(patients) != 1:
                 continue
@@ -496,6 +476,31 @@ class OrthancStudy(OrthancResourceMixin, ModelSQL, ModelView):
             with without_check_access():
                 OrthancPatient.write(*to_write)
         return [p for ps in by_patient.values() for p in ps]
+
+    @classmethod
+    def _order_evidence(cls, studies, by_uid):
+        """Return {Orthanc patient: [requests]}: for the Orthanc patients an
+        order may link, the requests of the studies by StudyInstanceUID and
+        of their other studies (one search)"""
+        evidence = defaultdict(list)
+        for study in studies:
+            orthanc_patient = study.orthanc_patient
+            if (orthanc_patient and not orthanc_patient.patient
+                    and orthanc_patient.link_state in ORDER_LINKABLE):
+                evidence[orthanc_patient].append(
+                    by_uid[study.study_instance_uid])
+        for sub_patients in grouped_slice(list(evidence)):
+            for study in cls.search([
+                        ('orthanc_patient', 'in',
+                            [p.id for p in sub_patients]),
+                        ['OR',
+                            ('request', '!=', None),
+                            ('request_candidate', '!=', None),
+                            ],
+                        ]):
+                evidence[study.orthanc_patient].append(
+                    study.request or study.request_candidate)
+        return evidence
 
     @classmethod
     def _detach_other_patients(cls, studies):
