@@ -9,7 +9,7 @@ The scheduled action queues one ``sync_now`` task per server
 ``ir.queue`` table and the per-server lock keeps two of them from
 importing the same server at once.  This test runs it for real:
 
-- its own database (``test_imaging_workers``, dropped at the end) with
+- its own database (``<DB_NAME>_workers``, dropped at the end) with
   ``health_orthanc`` activated, created by trytond's test tooling in a
   subprocess (so ``DB_CACHE`` is used when set);
 - four real Orthancs (``health_orthanc/tests/orthanc_server.py``), each
@@ -48,7 +48,8 @@ from trytond.transaction import Transaction
 from trytond.modules.health_orthanc.tests.orthanc_case import upload_study
 from trytond.modules.health_orthanc.tests.orthanc_server import OrthancServer
 
-DATABASE = 'test_imaging_workers'
+# Beside the tests' database (test_imaging_workers under bin/test)
+DATABASE = '%s_workers' % os.environ.get('DB_NAME', 'test_imaging')
 WORKERS = 2
 SERVERS = 4
 # Guards against a hang, not timed assertions: the whole test takes well
