@@ -31,13 +31,14 @@ logger = logging.getLogger(__name__)
 
 REQUEST_LINKS = [
     (None, ''),
-    ('linked', "Linked"),
-    ('patient_differs', "Patient differs from the request's"),
-    ('patient_unknown', "Patient not linked"),
-    ('result_done', "Result already completed"),
+    (linking.REQUEST_LINKED, "Linked"),
+    (linking.PATIENT_DIFFERS, "Patient differs from the request's"),
+    (linking.PATIENT_UNKNOWN, "Patient not linked"),
+    (linking.RESULT_DONE, "Result already completed"),
     ]
 #: The links of the studies listed for review
-REVIEW_LINKS = ['patient_differs', 'patient_unknown', 'result_done']
+REVIEW_LINKS = [
+    linking.PATIENT_DIFFERS, linking.PATIENT_UNKNOWN, linking.RESULT_DONE]
 #: The request states whose studies may still arrive
 OPEN_STATES = ['requested', 'done']
 #: The link states of an Orthanc patient that an order may decide: its
