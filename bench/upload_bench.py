@@ -42,9 +42,10 @@ import zipfile
 
 import requests
 
-from tests.dicom_samples import make_instance
-from tests.orthanc_server import OrthancServer, free_port
 from trytond.modules.health_orthanc.orthanc_client import OrthancClient
+from trytond.modules.health_orthanc.tests.dicom_samples import make_instance
+from trytond.modules.health_orthanc.tests.orthanc_server import (
+    OrthancServer, free_port)
 from trytond.modules.health_orthanc.upload_files import (
     count_statuses, upload_files)
 

@@ -72,6 +72,8 @@ AUTHORIZATION_VALUE = re.compile(
 PERCENT_ESCAPE = re.compile(r'%([0-9A-F])([0-9A-F])')
 #: The characters from which the start of a base64 credential is masked
 BASE64_START = 6
+#: The first Orthanc whose worklists plugin has a REST API
+WORKLISTS_VERSION = (1, 12, 10)
 
 
 def normalize_domain(url: str) -> str:
@@ -416,6 +418,11 @@ def _stream_size(stream) -> int:
 
 
 # -- client ------------------------------------------------------------------
+def _version(text: str) -> tuple | None:
+    match = re.match(r'(\d+)\.(\d+)\.(\d+)', text or '')
+    return tuple(int(n) for n in match.groups()) if match else None
+
+
 class OrthancClient:
     """Client of the Orthanc REST API.
 
@@ -1035,15 +1042,58 @@ class OrthancClient:
             return False
         return True
 
-    # -- web pages ----------------------------------------------------------
-    def explorer_url(self) -> str:
-        "Return the URL of Orthanc Explorer."
-        return self.url('app/explorer.html')
+    # -- worklists plugin (Orthanc 1.12.10 and later) ----------------------
+    def worklists_available(self) -> bool:
+        """Return whether the server offers the worklists REST API.
 
-    def study_explorer_url(self, orthanc_study_id: str) -> str:
-        "Return the URL of a study in Orthanc Explorer."
-        return '%s#study?uuid=%s' % (self.explorer_url(),
-            quote(orthanc_study_id, safe='-'))
+        The worklists plugin must be loaded (``GET /plugins`` lists
+        ``worklists``) in version 1.12.10 or later (``GET /plugins/worklists``;
+        ``mainline`` builds count as recent): Orthanc 1.10's
+        ModalityWorklists plugin has the same name but no REST API.  Two
+        small requests: the worklists themselves are never listed.
+        """
+        plugins = self.get_json('plugins')
+        if not isinstance(plugins, list) or 'worklists' not in plugins:
+            return False
+        try:
+            plugin = self.get_json('plugins/worklists')
+        except OrthancNotFound:
+            return False
+        version = plugin.get('Version') if isinstance(plugin, dict) else None
+        if not isinstance(version, str):
+            return False
+        if version.strip().lower() == 'mainline':
+            return True
+        parsed = _version(version)
+        return parsed is not None and parsed >= WORKLISTS_VERSION
+
+    def create_worklist(self, body: dict) -> str:
+        """Create a worklist (``POST /worklists/create``); return its ID.
+
+        body is ``{"Tags": {...}}``, Orthanc's JSON of the tags by keyword.
+        Not retried: a POST that reached Orthanc may have created it.
+        """
+        response = self.request(
+            'POST', 'worklists/create', data=json.dumps(body),
+            headers={'Content-Type': 'application/json'})
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict) or not answer.get('ID'):
+            raise OrthancBadAnswer(
+                'Unexpected answer from Orthanc for worklists/create',
+                status=response.status_code)
+        return str(answer['ID'])
+
+    def delete_worklist(self, worklist_id: str) -> bool:
+        "Delete a worklist by its ID; return False if it was already gone"
+        try:
+            self.request(
+                'DELETE', 'worklists/%s' % quote(worklist_id, safe='')).close()
+        except OrthancNotFound:
+            return False
+        return True
 
     # -- life cycle ---------------------------------------------------------
     def close(self):

@@ -8,34 +8,29 @@ Plain Python (pydicom), without Tryton.  An entry is a plain dict (see
 ``<accession>-<hash>.wl`` file in the folder that Orthanc's
 ModalityWorklists plugin serves (``"Worklists": {"Enable": true,
 "Database": "<folder>"}``, the plugin of Orthanc 1.10), or through the
-REST API of the worklists plugin of Orthanc 1.12.10 and later
-(``POST /worklists/create`` with ``{"Tags": {...}}``,
-``DELETE /worklists/{id}``).
+REST API of the worklists plugin of Orthanc 1.12.10 and later, with the
+body built by :func:`rest_tags` (the HTTP calls are the client's:
+``OrthancClient.create_worklist``, ``delete_worklist``).
 """
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
 import io
-import json
 import os
 import re
 import tempfile
 import uuid
 from typing import Any
-from urllib.parse import quote
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import dcmwrite
 from pydicom.sequence import Sequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
-from . import orthanc_client as oc
-
 __all__ = [
     'WorklistError', 'build_dataset', 'dataset_bytes', 'file_name',
-    'write_file', 'remove_file', 'is_file_entry', 'rest_tags',
-    'rest_available', 'rest_create', 'rest_delete', 'person_name',
+    'write_file', 'remove_file', 'is_file_entry', 'rest_tags', 'person_name',
     'dicom_sex', 'parse_modalities', 'choose_server', 'check_entry',
     ]
 
@@ -60,8 +55,6 @@ UTF8 = 'ISO_IR 192'
 AE_VALUE = re.compile(r'[\x20-\x5b\x5d-\x7e]*')
 #: What DICOM allows in a code string (CS), here the modality
 CS_VALUE = re.compile(r'[A-Z0-9 _]*')
-#: The first Orthanc whose worklists plugin has a REST API
-REST_VERSION = (1, 12, 10)
 
 #: English texts of the problems, for the logs (the user reads the
 #: translated message of the same code, see request.py)
@@ -431,62 +424,3 @@ def rest_tags(entry: dict) -> dict:
     Cyrillic or CJK would be lost.
     """
     return {'Tags': _json_tags(build_dataset(entry))}
-
-
-def _version(text: str) -> tuple | None:
-    match = re.match(r'(\d+)\.(\d+)\.(\d+)', text or '')
-    return tuple(int(n) for n in match.groups()) if match else None
-
-
-def rest_available(client: oc.OrthancClient) -> bool:
-    """Return whether the server offers the worklists REST API.
-
-    The worklists plugin must be loaded (``GET /plugins`` lists
-    ``worklists``) in version 1.12.10 or later (``GET /plugins/worklists``;
-    ``mainline`` builds count as recent): Orthanc 1.10's
-    ModalityWorklists plugin has the same name but no REST API.  Two
-    small requests: the worklists themselves are never listed.
-    """
-    plugins = client.get_json('plugins')
-    if not isinstance(plugins, list) or 'worklists' not in plugins:
-        return False
-    try:
-        plugin = client.get_json('plugins/worklists')
-    except oc.OrthancNotFound:
-        return False
-    version = plugin.get('Version') if isinstance(plugin, dict) else None
-    if not isinstance(version, str):
-        return False
-    if version.strip().lower() == 'mainline':
-        return True
-    parsed = _version(version)
-    return parsed is not None and parsed >= REST_VERSION
-
-
-def rest_create(client: oc.OrthancClient, entry: dict) -> str:
-    """Create the worklist through the REST API; return its Orthanc ID.
-
-    Not retried: a POST that reached Orthanc may have created it.
-    """
-    response = client.request(
-        'POST', 'worklists/create', data=json.dumps(rest_tags(entry)),
-        headers={'Content-Type': 'application/json'})
-    try:
-        answer = response.json()
-    except ValueError:
-        answer = None
-    if not isinstance(answer, dict) or not answer.get('ID'):
-        raise oc.OrthancBadAnswer(
-            'Unexpected answer from Orthanc for worklists/create',
-            status=response.status_code)
-    return str(answer['ID'])
-
-
-def rest_delete(client: oc.OrthancClient, worklist_id: str) -> bool:
-    "Delete a worklist by its Orthanc ID; return False if already gone"
-    try:
-        client.request(
-            'DELETE', 'worklists/%s' % quote(worklist_id, safe='')).close()
-    except oc.OrthancNotFound:
-        return False
-    return True

@@ -20,15 +20,16 @@ from urllib.parse import quote, quote_plus
 import pydicom
 import pytest
 
-from tests.dicom_samples import make_instance, make_study
-from tests.fake_orthanc import SYSTEM, FakeOrthanc, Reply, orthanc_error
-from tests.orthanc_server import (
-    OrthancMissing, OrthancServer, free_port, plugin_path)
 from trytond.modules.health_orthanc.orthanc_client import (
     BodySizeError, Change, ChangesPage, NotOrthanc, OrthancBadAnswer,
     OrthancClient, OrthancError, OrthancNotFound, OrthancStalled,
     OrthancTimeout, OrthancTLSError, OrthancUnauthorized, OrthancUnreachable,
     Scrubber, _Body, credential_forms, normalize_domain)
+
+from .dicom_samples import make_instance, make_study
+from .fake_orthanc import SYSTEM, FakeOrthanc, Reply, orthanc_error
+from .orthanc_server import (
+    OrthancMissing, OrthancServer, free_port, plugin_path)
 
 PASSWORD = 'S3cr3t-P@ss!'
 
@@ -288,9 +289,6 @@ def test_path_prefix(fake):
     assert client.domain == fake.url + '/orthanc'
     assert client.system()['Name'] == 'FakeOrthanc'
     assert client.get_study('abc') == {'ID': 'abc'}
-    assert client.explorer_url() == fake.url + '/orthanc/app/explorer.html'
-    assert client.study_explorer_url('abc') == (
-        fake.url + '/orthanc/app/explorer.html#study?uuid=abc')
     assert [r.path for r in fake.requests] == [
         '/orthanc/system', '/orthanc/studies/abc']
 
@@ -775,15 +773,6 @@ def test_real_exists_false(client, level):
 def test_exists_bad_level(client):
     with pytest.raises(ValueError):
         client.exists('hospital', 'x')
-
-
-def test_real_explorer(client, orthanc):
-    study_id = client.list_studies(0, 1)[0]['ID']
-    url = client.study_explorer_url(study_id)
-    assert url.startswith(orthanc.url + '/app/explorer.html#')
-    response = orthanc.session().get(client.explorer_url())
-    assert response.status_code == 200
-    assert 'Orthanc Explorer' in response.text
 
 
 def test_real_not_orthanc_path(orthanc):

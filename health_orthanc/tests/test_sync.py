@@ -23,15 +23,16 @@ import time
 
 import pytest
 
-from tests.dicom_samples import make_study
-from tests.fake_orthanc import FakeOrthanc, Reply, orthanc_error
-from tests.orthanc_server import OrthancServer
 from trytond.modules.health_orthanc.orthanc_client import (
     OrthancBadAnswer, OrthancClient, OrthancError, OrthancStalled,
     OrthancTimeout, OrthancUnauthorized)
 from trytond.modules.health_orthanc.sync import (
     CHANGES_PAGE_SIZE, PAGE_SIZE, PHASES, ImportProgress, Synchronizer,
     SyncResult)
+
+from .dicom_samples import make_study
+from .fake_orthanc import FakeOrthanc, Reply, orthanc_error
+from .orthanc_server import OrthancServer
 
 PASSWORD = 'Sync-S3cr3t!'
 STABLE_TIMEOUT = 20

@@ -10,15 +10,16 @@ import zlib
 
 import pytest
 
-from tests.dicom_samples import make_study
-from tests.fake_orthanc import FakeOrthanc
-from tests.orthanc_server import OrthancServer, free_port
 from trytond.modules.health_orthanc.orthanc_client import OrthancClient
 from trytond.modules.health_orthanc.upload_files import (
     ALREADY_STORED, EMPTY, ENCRYPTED, FAILED, MAX_RATIO, MAX_SIZE, NOT_DICOM,
     RATIO_FLOOR, REJECTED, SEND_FAILED, SIZE_MISMATCH, STORED, TOO_COMPRESSED,
     TOO_LARGE, UNREADABLE_ARCHIVE, UNREADABLE_MEMBER, UNSUPPORTED, Member,
     count_statuses, iter_members, refusal, upload_files)
+
+from .dicom_samples import make_study
+from .fake_orthanc import FakeOrthanc
+from .orthanc_server import OrthancServer, free_port
 
 A, B, C = make_study(n_series=1, n_instances=3, seed=11,
     patient_id='UP-1', patient_name='UPLOAD^Ann')

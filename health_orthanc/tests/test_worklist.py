@@ -13,11 +13,12 @@ import subprocess
 import pydicom
 import pytest
 
-from tests.fake_orthanc import FakeOrthanc, Reply
-from tests.orthanc_server import OrthancServer, free_port, plugin_path
 from trytond.modules.health_orthanc import worklist
 from trytond.modules.health_orthanc.orthanc_client import (
     OrthancBadAnswer, OrthancClient, OrthancError)
+
+from .fake_orthanc import FakeOrthanc, Reply
+from .orthanc_server import OrthancServer, free_port, plugin_path
 
 ENTRY = {
     'accession_number': 'IMGREQ2026/00001',
@@ -465,7 +466,7 @@ def test_rest_available(fake, routes, expected):
     for path, body in routes.items():
         fake.set_json(path, body)
     with OrthancClient(fake.url, backoff=0) as client:
-        assert worklist.rest_available(client) is expected
+        assert client.worklists_available() is expected
     assert fake.count('/worklists') == 0
 
 
@@ -473,14 +474,15 @@ def test_rest_available_server_error(fake):
     fake.set('/plugins', status=500)
     with OrthancClient(fake.url, backoff=0, retries=0) as client:
         with pytest.raises(OrthancError):
-            worklist.rest_available(client)
+            client.worklists_available()
 
 
 def test_rest_create(fake):
     fake.set_json('/worklists/create', {
             'ID': '5fdc7404-f9dc', 'Path': '/worklists/5fdc7404-f9dc'})
     with OrthancClient(fake.url, 'u', 'p', backoff=0) as client:
-        assert worklist.rest_create(client, ENTRY) == '5fdc7404-f9dc'
+        assert client.create_worklist(
+            worklist.rest_tags(ENTRY)) == '5fdc7404-f9dc'
     request, = [r for r in fake.requests if r.path == '/worklists/create']
     assert request.method == 'POST'
     assert request.headers['Content-Type'] == 'application/json'
@@ -492,7 +494,7 @@ def test_rest_create_non_ascii(fake):
     "The body is UTF-8 JSON with the character set of the entry"
     fake.set_json('/worklists/create', {'ID': 'w1'})
     with OrthancClient(fake.url, 'u', 'p', backoff=0) as client:
-        worklist.rest_create(client, entry(patient_id='ПАЦ-77'))
+        client.create_worklist(worklist.rest_tags(entry(patient_id='ПАЦ-77')))
     request, = [r for r in fake.requests if r.path == '/worklists/create']
     tags = json.loads(request.body.decode('utf-8'))['Tags']
     assert tags['PatientID'] == 'ПАЦ-77'
@@ -508,7 +510,7 @@ def test_rest_create_bad_answer(fake, reply):
     fake.set('/worklists/create', reply)
     with OrthancClient(fake.url, backoff=0) as client:
         with pytest.raises(OrthancBadAnswer):
-            worklist.rest_create(client, ENTRY)
+            client.create_worklist(worklist.rest_tags(ENTRY))
 
 
 def test_rest_create_not_retried(fake):
@@ -516,22 +518,22 @@ def test_rest_create_not_retried(fake):
     fake.set('/worklists/create', status=503)
     with OrthancClient(fake.url, backoff=0) as client:
         with pytest.raises(OrthancError):
-            worklist.rest_create(client, ENTRY)
+            client.create_worklist(worklist.rest_tags(ENTRY))
     assert fake.count('/worklists/create') == 1
 
 
 def test_rest_create_invalid_entry_sends_nothing(fake):
     with OrthancClient(fake.url, backoff=0) as client:
         with pytest.raises(worklist.WorklistError):
-            worklist.rest_create(client, entry(patient_id=''))
+            client.create_worklist(worklist.rest_tags(entry(patient_id='')))
     assert fake.count('/worklists/create') == 0
 
 
 def test_rest_delete(fake):
     fake.set_json('/worklists/5fdc7404-f9dc', {})
     with OrthancClient(fake.url, backoff=0) as client:
-        assert worklist.rest_delete(client, '5fdc7404-f9dc') is True
-        assert worklist.rest_delete(client, 'gone') is False
+        assert client.delete_worklist('5fdc7404-f9dc') is True
+        assert client.delete_worklist('gone') is False
     methods = [(r.method, r.path) for r in fake.requests]
     assert ('DELETE', '/worklists/5fdc7404-f9dc') in methods
     assert ('DELETE', '/worklists/gone') in methods
@@ -541,7 +543,7 @@ def test_rest_delete_error(fake):
     fake.set('/worklists/x', status=500)
     with OrthancClient(fake.url, backoff=0, retries=0) as client:
         with pytest.raises(OrthancError):
-            worklist.rest_delete(client, 'x')
+            client.delete_worklist('x')
 
 
 # -- a real Orthanc 1.10 serving the folder, queried as a modality does -----
