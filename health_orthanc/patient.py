@@ -72,6 +72,14 @@ class OrthancPatient(OrthancResourceMixin, ModelSQL, ModelView):
                     },
                 })
 
+    @classmethod
+    def __register__(cls, module_name):
+        super().__register__(module_name)
+        table_h = cls.__table_handler__(module_name)
+        # The required column of GNU Health's model of the same name
+        if table_h.column_exist('uuid'):
+            table_h.not_null_action('uuid', 'remove')
+
     @staticmethod
     def default_link_state():
         return linking.NO_MATCH

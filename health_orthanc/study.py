@@ -7,6 +7,7 @@ from collections import defaultdict
 
 from sql import Literal
 from sql.aggregate import Count, Sum
+from trytond import backend
 from trytond.i18n import gettext
 from trytond.model import Index, ModelSQL, ModelView, fields
 from trytond.pool import Pool, PoolMeta
@@ -17,6 +18,7 @@ from trytond.wizard import Button, StateTransition, StateView, Wizard
 
 from trytond.modules.health_imaging.tools import search_in
 
+from . import legacy
 from . import orthanc_client as oc
 from .exceptions import OrthancResourceError
 from .resource import OrthancResourceMixin
@@ -93,6 +95,20 @@ class OrthancStudy(OrthancResourceMixin, ModelSQL, ModelView):
                     'icon': 'tryton-delete',
                     },
                 })
+
+    @classmethod
+    def __register__(cls, module_name):
+        # GNU Health 5.0's own module keeps its studies in another table and
+        # has an older model of this name, without Orthanc ID
+        migrate = legacy.has_legacy_studies() and not (
+            backend.TableHandler.table_exist(cls._table)
+            and cls.__table_handler__(module_name).column_exist('orthanc_id'))
+        super().__register__(module_name)
+        table_h = cls.__table_handler__(module_name)
+        if table_h.column_exist('uuid'):
+            table_h.not_null_action('uuid', 'remove')
+        if migrate:
+            legacy.migrate_studies()
 
     def get_rec_name(self, name):
         date = self.study_date.isoformat() if self.study_date else '?'
@@ -615,6 +631,16 @@ class ImagingTestResultStudy(ModelSQL):
     study = fields.Many2One(
         'gnuhealth.orthanc.study', "Study", required=True,
         ondelete='RESTRICT')
+
+    @classmethod
+    def __register__(cls, module_name):
+        # Registered after the studies, which the update may have created
+        # from GNU Health's own module
+        migrate = legacy.has_legacy_studies() and not (
+            backend.TableHandler.table_exist(cls._table))
+        super().__register__(module_name)
+        if migrate:
+            legacy.migrate_result_studies(cls.__table__())
 
 
 class ImagingTestResult(metaclass=PoolMeta):
