@@ -12,14 +12,13 @@ with GNU Health's "Get new studies", a study linked by hand, a study
 attached to a result, notes. The studies of legacy_data.STUDIES must be in
 the Orthanc server already.
 
-    python build_legacy.py -c trytond.conf -d NAME --orthanc URL USER PASSWORD \
-        --facts facts.json
+    python build_legacy.py -c trytond.conf -d NAME \
+        --orthanc URL USER PASSWORD --facts facts.json
 
 facts.json receives what the database holds (the test compares the upgraded
 database with it) and how long each step took.
 """
 import argparse
-import datetime
 import json
 import os
 import subprocess
@@ -115,7 +114,7 @@ def create_people():
             (data.PUID_BEN, "Ben", "Adler", 'm'),
             (data.PUID_CARL, "Carl", "Klein", 'm')]:
         party = create_party(name=name, lastname=lastname, gender=gender,
-            is_patient=True, ref=puid, dob=datetime.date(1970, 5, 17))
+            is_patient=True, ref=puid, dob=data.BIRTH_DATE)
         patients[puid], = Patient.find([('party', '=', party.id)])
     return doctor, radiologist, patients
 

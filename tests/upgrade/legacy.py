@@ -75,9 +75,9 @@ def run(args, **kwargs):
 def build(config, database, orthanc, facts_path):
     "Build the legacy database; return its facts"
     run([legacy_python(), os.path.join(HERE, 'build_legacy.py'),
-            '-c', config, '-d', database,
-            '--orthanc', orthanc.url, orthanc.user, orthanc.password,
-            '--facts', facts_path])
+        '-c', config, '-d', database,
+        '--orthanc', orthanc.url, orthanc.user, orthanc.password,
+        '--facts', facts_path])
     with open(facts_path) as file:
         return json.load(file)
 
@@ -93,7 +93,7 @@ def upgrade(config, database):
 def inspect(config, database, facts_path):
     "Sync, order and read the upgraded database; return its facts"
     run([sys.executable, os.path.join(HERE, 'inspect_upgraded.py'),
-            '-c', config, '-d', database, '--facts', facts_path])
+        '-c', config, '-d', database, '--facts', facts_path])
     with open(facts_path) as file:
         return json.load(file)
 

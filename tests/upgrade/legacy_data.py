@@ -8,6 +8,8 @@ the legacy virtualenv's Python: standard library only) and by the test that
 uploads the studies to Orthanc and checks the upgraded database.
 """
 
+import datetime
+
 # party.ref (the PUID) of the patients; the legacy sync links a study to the
 # patient whose PUID is its PatientID (9 characters or more)
 PUID_ANA = 'UPG000001'
@@ -48,3 +50,5 @@ IMAGE_DATA = bytes.fromhex(
     '89504e470d0a1a0a0000000d4948445200000001000000010802000000907753'
     'de0000000c4944415408d763f8ffff3f0005fe02fea73581e40000000049454e'
     '44ae426082')
+# The birth date of the patients, the one of the DICOM samples
+BIRTH_DATE = datetime.date(1980, 1, 15)
