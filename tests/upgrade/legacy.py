@@ -13,6 +13,7 @@ builds a legacy database (TRYTOND_DATABASE_URI, SQLite by default, in a
 temporary folder), updates it with our modules and prints the timings.
 """
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -32,15 +33,21 @@ class LegacyMissing(RuntimeError):
 
 
 def legacy_python():
-    "Return the Python of the legacy virtualenv (LEGACY_PYTHON)"
-    python = os.environ.get('LEGACY_PYTHON') or os.path.join(
-        ROOT, '.venv-legacy', 'bin', 'python')
-    if not os.access(python, os.X_OK):
-        raise LegacyMissing(
-            "%s not found: bin/test creates it; by hand: python3 -m venv "
-            ".venv-legacy && .venv-legacy/bin/pip install -r "
-            "tests/upgrade/requirements-legacy.txt" % python)
-    return python
+    """Return the Python of the legacy virtualenv: LEGACY_PYTHON, the one
+    of bin/test (bin/lib.sh ensure_legacy_venv) or .venv-legacy"""
+    with open(os.path.join(HERE, 'requirements-legacy.txt'), 'rb') as file:
+        key = hashlib.sha1(file.read()).hexdigest()[:12]
+    candidates = [os.environ.get('LEGACY_PYTHON'),
+        os.path.join(ROOT, '.cache', 'venv-legacy-' + key, 'bin', 'python'),
+        os.path.join(ROOT, '.venv-legacy', 'bin', 'python')]
+    for python in filter(None, candidates):
+        if os.access(python, os.X_OK):
+            return python
+    raise LegacyMissing(
+        "No virtualenv with GNU Health's own imaging modules: bin/test "
+        "creates it; by hand: python3 -m venv .venv-legacy && "
+        ".venv-legacy/bin/pip install -r "
+        "tests/upgrade/requirements-legacy.txt")
 
 
 def write_config(workdir, uri):
@@ -60,12 +67,13 @@ def upload_studies(orthanc):
 
 
 def run(args, **kwargs):
-    "Run args; raise with their output when they fail; return the seconds"
+    """Run args; raise with their output when they fail or log an error;
+    return the seconds"""
     start = time.monotonic()
     process = subprocess.run(args, stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         **kwargs)
-    if process.returncode:
+    if process.returncode or ' ERROR ' in process.stdout:
         raise RuntimeError("%s failed (%s):\n%s" % (
                 ' '.join(args[:3]), process.returncode,
                 process.stdout[-6000:]))
