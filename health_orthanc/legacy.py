@@ -229,54 +229,109 @@ def insert(table, rows):
     return ids
 
 
+def stored_ids(table, keys):
+    "Return {(server, Orthanc ID): id} of the records of table among keys"
+    cursor = Transaction().connection.cursor()
+    cursor.execute(*table.select(table.server, table.orthanc_id, table.id,
+            where=table.orthanc_id.in_([k[1] for k in keys] or [''])))
+    return {(s, o): i for s, o, i in cursor if (s, o) in keys}
+
+
 def migrate_studies():
     """Create our records of the legacy studies that carry a decision: the
     hand links, the notes (as notes of our study); the results are attached
-    by migrate_result_studies"""
+    by migrate_result_studies. GNU Health 4's records of the same Orthanc
+    IDs, already in our tables, are completed instead."""
     pool = Pool()
-    Patient = pool.get('gnuhealth.orthanc.patient')
+    patient_table = pool.get('gnuhealth.orthanc.patient').__table__()
     Study = pool.get('gnuhealth.orthanc.study')
+    study_table = Study.__table__()
     Note = pool.get('ir.note')
+    cursor = Transaction().connection.cursor()
     studies = read_studies()
     patients, new_studies, skipped = plan(
         studies, server_ids(), patient_puids(), read_series_notes())
     for study in skipped:
         logger.warning("Orthanc study %s of %s: no server has this URL, "
             "not kept", study.orthanc_id, study.server)
-    patient_keys = sorted(patients)
-    patient_ids = dict(zip(patient_keys, insert(Patient.__table__(), [
+    patient_ids = stored_ids(patient_table, set(patients))
+    for key, id_ in patient_ids.items():
+        if patients[key]['link_state'] == 'manual':
+            cursor.execute(*patient_table.update(
+                    [patient_table.patient, patient_table.link_state],
+                    [patients[key]['patient'], 'manual'],
+                    where=patient_table.id == id_))
+    new_keys = sorted(set(patients) - set(patient_ids))
+    patient_ids.update(zip(new_keys, insert(patient_table, [
                     dict(patients[k], server=k[0], orthanc_id=k[1],
                         missing=False)
-                    for k in patient_keys])))
-    study_keys = sorted(new_studies)
+                    for k in new_keys])))
+    study_ids = stored_ids(study_table, set(new_studies))
+    new_keys = sorted(set(new_studies) - set(study_ids))
     rows = []
-    for key in study_keys:
+    for key in new_keys:
         values = dict(new_studies[key], server=key[0], orthanc_id=key[1],
             missing=False)
         values['orthanc_patient'] = patient_ids[values['orthanc_patient']]
         del values['notes'], values['result']
         rows.append(values)
-    study_ids = dict(zip(study_keys, insert(Study.__table__(), rows)))
+    study_ids.update(zip(new_keys, insert(study_table, rows)))
     insert(Note.__table__(), [{
                 'resource': '%s,%s' % (Study.__name__, study_ids[k]),
-                'message': new_studies[k]['notes'],
-                } for k in study_keys if new_studies[k]['notes']])
+                'message': v['notes'],
+                } for k, v in sorted(new_studies.items()) if v['notes']])
     logger.info("GNU Health's Orthanc studies: %s kept with a decision, "
         "%s hand links; the first sync imports the rest", len(study_ids),
         sum(p['link_state'] == 'manual' for p in patients.values()))
 
 
-def migrate_result_studies(relation_table):
-    "Attach to the results the studies that GNU Health's module attached"
+def migrate_result_studies(relation_table, v4_results=False):
+    """Attach to the results the studies that GNU Health's module attached
+    (and GNU Health 4's, whose studies are in our table)"""
     pool = Pool()
     study = pool.get('gnuhealth.orthanc.study').__table__()
     cursor = Transaction().connection.cursor()
-    servers = server_ids()
-    keys = {(servers.get(server_key(s.server)), s.orthanc_id): s.result
-        for s in read_studies() if s.result}
-    cursor.execute(*study.select(study.server, study.orthanc_id, study.id,
-            where=study.orthanc_id.in_([k[1] for k in keys] or [''])))
-    rows = [{'result': keys[(server, orthanc_id)], 'study': id_}
-        for server, orthanc_id, id_ in cursor.fetchall()
-        if (server, orthanc_id) in keys]
-    insert(relation_table, rows)
+    pairs = set()
+    if has_legacy_studies():
+        servers = server_ids()
+        keys = {(servers.get(server_key(s.server)), s.orthanc_id): s.result
+            for s in read_studies() if s.result}
+        pairs.update((keys[k], i) for k, i in stored_ids(study, keys).items())
+    if v4_results:
+        imaging_test = Column(study, 'imaging_test')
+        cursor.execute(*study.select(imaging_test, study.id,
+                where=imaging_test != Null))
+        pairs.update(cursor)
+    insert(relation_table,
+        [{'result': r, 'study': s} for r, s in sorted(pairs)])
+
+
+def migrate_v4_patients(table):
+    """Give GNU Health 4's Orthanc patients, in our table, our columns; a
+    link to a patient other than the one of its PUID was made by hand"""
+    cursor = Transaction().connection.cursor()
+    cursor.execute(*table.update(
+            [table.orthanc_id, table.patient_id, table.birth_date],
+            [Column(table, 'uuid'), Column(table, 'ident'),
+                Column(table, 'bd')],
+            where=table.orthanc_id == Null))
+    puids = patient_puids()
+    cursor.execute(*table.select(table.id, table.patient, table.patient_id,
+            where=table.patient != Null))
+    for id_, patient, patient_id in cursor.fetchall():
+        state = 'linked' if puids.get(patient) == patient_id else 'manual'
+        cursor.execute(*table.update([table.link_state], [state],
+                where=table.id == id_))
+
+
+def migrate_v4_studies(table):
+    "Give GNU Health 4's Orthanc studies, in our table, our columns"
+    cursor = Transaction().connection.cursor()
+    cursor.execute(*table.update([
+                table.orthanc_id, table.orthanc_patient,
+                table.study_instance_uid, table.study_date, table.study_id,
+                table.referring_physician],
+            [Column(table, c) for c in [
+                    'uuid', 'patient', 'instance_uid', 'date', 'ident',
+                    'ref_phys']],
+            where=table.orthanc_id == Null))

@@ -4,6 +4,7 @@
 "Orthanc patients and their link to GNU Health patients."
 from collections import defaultdict
 
+from trytond import backend
 from trytond.i18n import gettext
 from trytond.model import Index, ModelSQL, ModelView, fields
 from trytond.model.exceptions import AccessError
@@ -14,7 +15,7 @@ from trytond.transaction import Transaction
 
 from trytond.modules.health_imaging.tools import search_in
 
-from . import linking
+from . import legacy, linking
 from .resource import OrthancResourceMixin
 
 LINK_STATES = [
@@ -74,11 +75,14 @@ class OrthancPatient(OrthancResourceMixin, ModelSQL, ModelView):
 
     @classmethod
     def __register__(cls, module_name):
+        # GNU Health's model of the same name (4.x, kept by 5.0)
+        v4 = backend.TableHandler.table_exist(cls._table) and not (
+            cls.__table_handler__(module_name).column_exist('orthanc_id'))
         super().__register__(module_name)
-        table_h = cls.__table_handler__(module_name)
-        # The required column of GNU Health's model of the same name
-        if table_h.column_exist('uuid'):
-            table_h.not_null_action('uuid', 'remove')
+        if v4:
+            cls.__table_handler__(module_name).not_null_action(
+                'uuid', 'remove')
+            legacy.migrate_v4_patients(cls.__table__())
 
     @staticmethod
     def default_link_state():

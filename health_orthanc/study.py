@@ -98,16 +98,17 @@ class OrthancStudy(OrthancResourceMixin, ModelSQL, ModelView):
 
     @classmethod
     def __register__(cls, module_name):
-        # GNU Health 5.0's own module keeps its studies in another table and
-        # has an older model of this name, without Orthanc ID
-        migrate = legacy.has_legacy_studies() and not (
-            backend.TableHandler.table_exist(cls._table)
-            and cls.__table_handler__(module_name).column_exist('orthanc_id'))
+        # GNU Health's model of the same name (4.x, kept by 5.0) has no
+        # Orthanc ID; 5.0 keeps its studies in another table
+        exist = backend.TableHandler.table_exist(cls._table)
+        first = not exist or not (
+            cls.__table_handler__(module_name).column_exist('orthanc_id'))
         super().__register__(module_name)
-        table_h = cls.__table_handler__(module_name)
-        if table_h.column_exist('uuid'):
-            table_h.not_null_action('uuid', 'remove')
-        if migrate:
+        if exist and first:
+            cls.__table_handler__(module_name).not_null_action(
+                'uuid', 'remove')
+            legacy.migrate_v4_studies(cls.__table__())
+        if first and legacy.has_legacy_studies():
             legacy.migrate_studies()
 
     def get_rec_name(self, name):
@@ -636,11 +637,12 @@ class ImagingTestResultStudy(ModelSQL):
     def __register__(cls, module_name):
         # Registered after the studies, which the update may have created
         # from GNU Health's own module
-        migrate = legacy.has_legacy_studies() and not (
-            backend.TableHandler.table_exist(cls._table))
+        migrate = not backend.TableHandler.table_exist(cls._table)
         super().__register__(module_name)
+        study_h = Pool().get('gnuhealth.orthanc.study').__table_handler__()
         if migrate:
-            legacy.migrate_result_studies(cls.__table__())
+            legacy.migrate_result_studies(cls.__table__(),
+                v4_results=study_h.column_exist('imaging_test'))
 
 
 class ImagingTestResult(metaclass=PoolMeta):

@@ -160,7 +160,7 @@ class UpgradeFromGnuHealthTestCase(unittest.TestCase):
         self.assertEqual(studies, len(legacy_data.STUDIES))
         # The studies with a decision exist before the sync
         self.assertEqual(
-            self.after['before_sync']['gnuhealth.orthanc.study'], [2, 2])
+            self.after['before_sync']['gnuhealth.orthanc.study'], [3, 3])
         first = self.after['first_sync']
         self.assertEqual(first['gnuhealth.orthanc.study'], [studies] * 2)
         self.assertEqual(first['gnuhealth.orthanc.patient'], [studies] * 2)
@@ -187,6 +187,19 @@ class UpgradeFromGnuHealthTestCase(unittest.TestCase):
         self.assertEqual(
             self.study(legacy_study['orthanc_id'])['patient'],
             legacy_study['patient'])
+
+    def test_v4_records(self):
+        "GNU Health 4's Orthanc records become ours: link and result kept"
+        v4_patient, = self.before['v4_patients']
+        v4_study, = self.before['v4_studies']
+        orthanc_patient, = [p for p in self.after['orthanc_patients']
+            if p['orthanc_id'] == v4_patient['orthanc_id']]
+        self.assertEqual(orthanc_patient['patient'], v4_patient['patient'])
+        self.assertEqual(orthanc_patient['link_state'], 'manual')
+        self.assertEqual(self.study(v4_study['orthanc_id'])['patient'],
+            v4_patient['patient'])
+        result = self.by_id('results')[v4_study['result']]
+        self.assertEqual(result['studies'], [v4_study['orthanc_id']])
 
     def test_notes(self):
         "The notes of a study and of its series become a note of the study"

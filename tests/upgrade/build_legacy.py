@@ -19,6 +19,7 @@ facts.json receives what the database holds (the test compares the upgraded
 database with it) and how long each step took.
 """
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -212,6 +213,39 @@ def decide_by_hand(patients, result):
             study.save()
 
 
+def orthanc_id(*identifiers):
+    "The Orthanc ID of DICOM identifiers, as Orthanc computes it"
+    digest = hashlib.sha1('|'.join(identifiers).encode('utf-8')).hexdigest()
+    return '-'.join(digest[i:i + 8] for i in range(0, 40, 8))
+
+
+def add_v4_records(patients):
+    """The records of GNU Health 4's module, which 5.0 keeps (its models
+    gnuhealth.orthanc.patient and .study, with their old columns)"""
+    from proteus import Model
+    Server = Model.get('gnuhealth.orthanc.config')
+    Study = Model.get('gnuhealth.imaging_orthanc.study')
+    Result = Model.get('gnuhealth.imaging.test.result')
+    OrthancPatient = Model.get('gnuhealth.orthanc.patient')
+    OrthancStudy = Model.get('gnuhealth.orthanc.study')
+    server, = Server.find([])
+    patient_id, name, _, _ = data.STUDIES[data.V4_STUDY]
+    study, = Study.find([('patient_id', '=', patient_id)])
+    result, = Result.find([('comment', '=', None)])
+    # Their fields are read-only in the client: created as their sync did
+    orthanc_patient, = OrthancPatient._proxy.create([{
+                'server': server.id, 'name': name, 'ident': patient_id,
+                'uuid': orthanc_id(patient_id), 'bd': data.BIRTH_DATE,
+                'patient': patients[data.PUID_CARL].id,
+                }], {})
+    OrthancStudy._proxy.create([{
+                'server': server.id, 'patient': orthanc_patient,
+                'uuid': study.orthanc_UID,
+                'instance_uid': study.study_instance_UID,
+                'description': "Old description", 'imaging_test': result.id,
+                }], {})
+
+
 def build_data(args):
     from proteus import config
     config.set_trytond(args.database, config_file=args.config)
@@ -220,6 +254,7 @@ def build_data(args):
     result = create_orders(patients, tests, radiologist)
     connect_orthanc(*args.orthanc)
     decide_by_hand(patients, result)
+    add_v4_records(patients)
 
 
 def read_facts():
@@ -272,6 +307,12 @@ def read_facts():
                 'result': ref(s.imaging_test), 'notes': s.notes,
                 'merge_comment': s.merge_comment,
                 } for s in Study.find([])],
+        'v4_patients': [{
+                'orthanc_id': p.uuid, 'patient': ref(p.patient),
+                } for p in Model.get('gnuhealth.orthanc.patient').find([])],
+        'v4_studies': [{
+                'orthanc_id': s.uuid, 'result': ref(s.imaging_test),
+                } for s in Model.get('gnuhealth.orthanc.study').find([])],
         'series': len(Series.find([])),
         'instances': len(Instance.find([])),
         }

@@ -26,6 +26,9 @@ STUDIES = {
     # from another hospital, left alone
     3: ('EXT-777', 'ROSS^Dina', 1, None),
     }
+# The study of seed 3 was also synced by GNU Health 4 (its records are kept
+# by 5.0), linked by hand to Carl there and attached to Ana's second result
+V4_STUDY = 3
 STUDY_NOTES = "Compared with the study of last year: unchanged."
 SERIES_NOTES = "Motion artefacts on this series."
 MERGE_COMMENT = "Checked with the modality operator."
