@@ -83,6 +83,8 @@ class OrthancPatient(OrthancResourceMixin, ModelSQL, ModelView):
             cls.__table_handler__(module_name).not_null_action(
                 'uuid', 'remove')
             legacy.migrate_v4_patients(cls.__table__())
+            # Added empty to the old rows, filled now
+            cls.__table_handler__(module_name).not_null_action('orthanc_id')
 
     @staticmethod
     def default_link_state():

@@ -108,6 +108,8 @@ class OrthancStudy(OrthancResourceMixin, ModelSQL, ModelView):
             cls.__table_handler__(module_name).not_null_action(
                 'uuid', 'remove')
             legacy.migrate_v4_studies(cls.__table__())
+            # Added empty to the old rows, filled now
+            cls.__table_handler__(module_name).not_null_action('orthanc_id')
         if first and legacy.has_legacy_studies():
             legacy.migrate_studies()
 

@@ -43,7 +43,7 @@ class UpgradeFromGnuHealthTestCase(unittest.TestCase):
         legacy.upload_studies(cls.orthanc)
         cls.before = legacy.build(config, DATABASE, cls.orthanc,
             os.path.join(cls.workdir, 'legacy.json'))
-        cls.upgrade_seconds = legacy.upgrade(config, DATABASE)
+        cls.upgrade_seconds, _ = legacy.upgrade(config, DATABASE)
         cls.after = legacy.inspect(config, DATABASE,
             os.path.join(cls.workdir, 'upgraded.json'))
 

@@ -68,7 +68,7 @@ def upload_studies(orthanc):
 
 def run(args, **kwargs):
     """Run args; raise with their output when they fail or log an error;
-    return the seconds"""
+    return the seconds and the output"""
     start = time.monotonic()
     process = subprocess.run(args, stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -77,7 +77,7 @@ def run(args, **kwargs):
         raise RuntimeError("%s failed (%s):\n%s" % (
                 ' '.join(args[:3]), process.returncode,
                 process.stdout[-6000:]))
-    return time.monotonic() - start
+    return time.monotonic() - start, process.stdout
 
 
 def build(config, database, orthanc, facts_path):
@@ -92,10 +92,10 @@ def build(config, database, orthanc, facts_path):
 
 def upgrade(config, database):
     """Update the modules as the administrator does after replacing the
-    packages; return the seconds it took"""
+    packages; return the seconds it took and its output"""
     admin = os.path.join(os.path.dirname(sys.executable), 'trytond-admin')
     return run([admin, '-c', config, '-d', database,
-            '-u', 'health_imaging', 'health_orthanc'])
+            '-u', 'health_imaging', 'health_orthanc', '-v'])
 
 
 def inspect(config, database, facts_path):
@@ -118,7 +118,10 @@ def main(argv=None):
             upload_studies(orthanc)
             facts = build(config, args.database, orthanc,
                 os.path.join(workdir, 'legacy.json'))
-            seconds = upgrade(config, args.database)
+            seconds, output = upgrade(config, args.database)
+        for line in output.splitlines():
+            if ' WARNING ' in line:
+                print(line)
         print(json.dumps(dict(facts['timings'], upgrade=seconds)))
 
 
