@@ -306,15 +306,33 @@ def migrate_result_studies(relation_table, v4_results=False):
         [{'result': r, 'study': s} for r, s in sorted(pairs)])
 
 
-def migrate_v4_patients(table):
-    """Give GNU Health 4's Orthanc patients, in our table, our columns; a
-    link to a patient other than the one of its PUID was made by hand"""
+#: The columns of GNU Health 4's models of our names, renamed to ours
+V4_COLUMNS = {
+    'gnuhealth.orthanc.patient': [
+        ('uuid', 'orthanc_id'), ('ident', 'patient_id'),
+        ('bd', 'birth_date')],
+    'gnuhealth.orthanc.study': [
+        ('uuid', 'orthanc_id'), ('patient', 'orthanc_patient'),
+        ('instance_uid', 'study_instance_uid'), ('date', 'study_date'),
+        ('ident', 'study_id'), ('ref_phys', 'referring_physician')],
+    }
+
+
+def rename_v4_columns(model, table_h):
+    """Rename the columns of GNU Health 4's model of the same name (kept by
+    5.0) to ours; return whether the table was GNU Health's"""
+    if not table_h.column_exist('uuid') or table_h.column_exist('orthanc_id'):
+        return False
+    for old, new in V4_COLUMNS[model]:
+        if table_h.column_exist(old) and not table_h.column_exist(new):
+            table_h.column_rename(old, new)
+    return True
+
+
+def migrate_v4_links(table):
+    """Keep the links of GNU Health 4's Orthanc patients: a link to a
+    patient other than the one of its PUID was made by hand"""
     cursor = Transaction().connection.cursor()
-    cursor.execute(*table.update(
-            [table.orthanc_id, table.patient_id, table.birth_date],
-            [Column(table, 'uuid'), Column(table, 'ident'),
-                Column(table, 'bd')],
-            where=table.orthanc_id == Null))
     puids = patient_puids()
     cursor.execute(*table.select(table.id, table.patient, table.patient_id,
             where=table.patient != Null))
@@ -322,16 +340,3 @@ def migrate_v4_patients(table):
         state = 'linked' if puids.get(patient) == patient_id else 'manual'
         cursor.execute(*table.update([table.link_state], [state],
                 where=table.id == id_))
-
-
-def migrate_v4_studies(table):
-    "Give GNU Health 4's Orthanc studies, in our table, our columns"
-    cursor = Transaction().connection.cursor()
-    cursor.execute(*table.update([
-                table.orthanc_id, table.orthanc_patient,
-                table.study_instance_uid, table.study_date, table.study_id,
-                table.referring_physician],
-            [Column(table, c) for c in [
-                    'uuid', 'patient', 'instance_uid', 'date', 'ident',
-                    'ref_phys']],
-            where=table.orthanc_id == Null))

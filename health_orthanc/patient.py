@@ -75,16 +75,12 @@ class OrthancPatient(OrthancResourceMixin, ModelSQL, ModelView):
 
     @classmethod
     def __register__(cls, module_name):
-        # GNU Health's model of the same name (4.x, kept by 5.0)
-        v4 = backend.TableHandler.table_exist(cls._table) and not (
-            cls.__table_handler__(module_name).column_exist('orthanc_id'))
+        v4 = backend.TableHandler.table_exist(cls._table) and (
+            legacy.rename_v4_columns(
+                cls.__name__, cls.__table_handler__(module_name)))
         super().__register__(module_name)
         if v4:
-            cls.__table_handler__(module_name).not_null_action(
-                'uuid', 'remove')
-            legacy.migrate_v4_patients(cls.__table__())
-            # Added empty to the old rows, filled now
-            cls.__table_handler__(module_name).not_null_action('orthanc_id')
+            legacy.migrate_v4_links(cls.__table__())
 
     @staticmethod
     def default_link_state():

@@ -98,18 +98,15 @@ class OrthancStudy(OrthancResourceMixin, ModelSQL, ModelView):
 
     @classmethod
     def __register__(cls, module_name):
-        # GNU Health's model of the same name (4.x, kept by 5.0) has no
-        # Orthanc ID; 5.0 keeps its studies in another table
+        # GNU Health 5.0's own module keeps its studies in another table and
+        # GNU Health 4's model of this name, without our columns
         exist = backend.TableHandler.table_exist(cls._table)
         first = not exist or not (
             cls.__table_handler__(module_name).column_exist('orthanc_id'))
+        if exist:
+            legacy.rename_v4_columns(
+                cls.__name__, cls.__table_handler__(module_name))
         super().__register__(module_name)
-        if exist and first:
-            cls.__table_handler__(module_name).not_null_action(
-                'uuid', 'remove')
-            legacy.migrate_v4_studies(cls.__table__())
-            # Added empty to the old rows, filled now
-            cls.__table_handler__(module_name).not_null_action('orthanc_id')
         if first and legacy.has_legacy_studies():
             legacy.migrate_studies()
 

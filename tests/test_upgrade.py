@@ -44,6 +44,8 @@ class UpgradeFromGnuHealthTestCase(unittest.TestCase):
         cls.before = legacy.build(config, DATABASE, cls.orthanc,
             os.path.join(cls.workdir, 'legacy.json'))
         cls.upgrade_seconds, _ = legacy.upgrade(config, DATABASE)
+        # Updating again changes nothing: the migrations run once
+        legacy.upgrade(config, DATABASE)
         cls.after = legacy.inspect(config, DATABASE,
             os.path.join(cls.workdir, 'upgraded.json'))
 
