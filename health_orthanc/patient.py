@@ -4,6 +4,7 @@
 "Orthanc patients and their link to GNU Health patients."
 from collections import defaultdict
 
+from trytond import backend
 from trytond.i18n import gettext
 from trytond.model import Index, ModelSQL, ModelView, fields
 from trytond.model.exceptions import AccessError
@@ -14,7 +15,7 @@ from trytond.transaction import Transaction, without_check_access
 
 from trytond.modules.health_imaging.tools import search_in
 
-from . import linking
+from . import legacy, linking
 from .resource import OrthancResourceMixin
 
 LINK_STATES = [
@@ -71,6 +72,15 @@ class OrthancPatient(OrthancResourceMixin, ModelSQL, ModelView):
                     'icon': 'tryton-refresh',
                     },
                 })
+
+    @classmethod
+    def __register__(cls, module_name):
+        v4 = backend.TableHandler.table_exist(cls._table) and (
+            legacy.rename_v4_columns(
+                cls.__name__, cls.__table_handler__(module_name)))
+        super().__register__(module_name)
+        if v4:
+            legacy.migrate_v4_links(cls.__table__())
 
     @staticmethod
     def default_link_state():

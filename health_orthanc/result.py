@@ -2,9 +2,12 @@
 # The COPYRIGHT file at the top level of this repository contains the full
 # copyright notices and license terms.
 "The Orthanc studies read by imaging results."
+from trytond import backend
 from trytond.model import ModelSQL, fields
-from trytond.pool import PoolMeta
+from trytond.pool import Pool, PoolMeta
 from trytond.pyson import Eval
+
+from . import legacy
 
 
 class ImagingTestResultStudy(ModelSQL):
@@ -17,6 +20,17 @@ class ImagingTestResultStudy(ModelSQL):
     study = fields.Many2One(
         'gnuhealth.orthanc.study', "Study", required=True,
         ondelete='RESTRICT')
+
+    @classmethod
+    def __register__(cls, module_name):
+        # Registered after the studies, which the update may have created
+        # from GNU Health's own module
+        migrate = not backend.TableHandler.table_exist(cls._table)
+        super().__register__(module_name)
+        study_h = Pool().get('gnuhealth.orthanc.study').__table_handler__()
+        if migrate:
+            legacy.migrate_result_studies(cls.__table__(),
+                v4_results=study_h.column_exist('imaging_test'))
 
 
 class ImagingTestResult(metaclass=PoolMeta):

@@ -18,6 +18,9 @@ from trytond.tools import grouped_slice
 from trytond.transaction import Transaction, without_check_access
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
+from trytond.modules.health_imaging import upgrade
+
+from . import legacy
 from . import orthanc_client as oc
 from .exceptions import OrthancDomainError, OrthancWorklistError
 from .store import ServerStore, SyncTakenOver
@@ -186,6 +189,18 @@ class OrthancServer(ConnectionMixin, ModelSQL, ModelView):
                     'icon': 'tryton-search',
                     },
                 })
+
+    @classmethod
+    def __register__(cls, module_name):
+        exist = backend.TableHandler.table_exist(cls._table)
+        # GNU Health's own health_orthanc has the same table
+        legacy_table = exist and not cls.__table_handler__(
+            module_name).column_exist('import_phase')
+        super().__register__(module_name)
+        if legacy_table:
+            legacy.migrate_servers(cls.__table__())
+        upgrade.detach_legacy_records(
+            module_name, {'res.user': {'user_orthanc'}})
 
     @staticmethod
     def default_validated():

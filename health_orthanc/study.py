@@ -11,6 +11,7 @@ request's: then it is listed for review.
 import logging
 from collections import defaultdict
 
+from trytond import backend
 from trytond.i18n import gettext
 from trytond.model import Index, ModelSQL, ModelView, fields
 from trytond.pool import Pool
@@ -21,7 +22,7 @@ from trytond.wizard import Button, StateTransition, StateView, Wizard
 
 from trytond.modules.health_imaging.tools import search_in
 
-from . import linking
+from . import legacy, linking
 from . import orthanc_client as oc
 from .patient import KEPT_LINKS
 from .resource import VIEWER_FIELDS, OrthancResourceMixin, viewer_field
@@ -124,6 +125,20 @@ class OrthancStudy(OrthancResourceMixin, ModelSQL, ModelView):
                     'depends': ['request_link'],
                     },
                 })
+
+    @classmethod
+    def __register__(cls, module_name):
+        # GNU Health 5.0's own module keeps its studies in another table and
+        # GNU Health 4's model of this name, without our columns
+        exist = backend.TableHandler.table_exist(cls._table)
+        first = not exist or not (
+            cls.__table_handler__(module_name).column_exist('orthanc_id'))
+        if exist:
+            legacy.rename_v4_columns(
+                cls.__name__, cls.__table_handler__(module_name))
+        super().__register__(module_name)
+        if first and legacy.has_legacy_studies():
+            legacy.migrate_studies()
 
     def get_rec_name(self, name):
         date = self.study_date.isoformat() if self.study_date else '?'
