@@ -106,6 +106,10 @@ class ImagingTestRequest(Workflow, ModelSQL, ModelView):
         "StudyInstanceUID", readonly=True,
         help="The DICOM identifier given to the study of this test when "
         "it is requested.")
+    requested_date = fields.DateTime(
+        "Requested", readonly=True,
+        help="When the request was sent to the imaging department "
+        "(the Request button).")
     performed_date = fields.DateTime(
         "Performed", readonly=True,
         help="When the study was performed, from the images received.")
@@ -211,6 +215,7 @@ class ImagingTestRequest(Workflow, ModelSQL, ModelView):
         default.setdefault('state', 'draft')
         default.setdefault('accession_number')
         default.setdefault('study_instance_uid')
+        default.setdefault('requested_date')
         default.setdefault('performed_date')
         return super().copy(requests, default=default)
 
@@ -234,12 +239,14 @@ class ImagingTestRequest(Workflow, ModelSQL, ModelView):
                 'accession_number': None,
                 'study_instance_uid': None,
                 'performed_date': None,
+                'requested_date': None,
                 })
 
     @classmethod
     @ModelView.button
     @Workflow.transition('requested')
     def requested(cls, requests):
+        cls.write(requests, {'requested_date': datetime.datetime.now()})
         cls.set_dicom_identifiers(requests)
 
     @classmethod

@@ -56,6 +56,9 @@ class ImagingTestResult(Workflow, ModelSQL, ModelView):
         help="Draft while the interpretation is written; done once the "
         "health professional completed it.")
     state_string = state.translated('state')
+    completed_date = fields.DateTime(
+        "Completed", readonly=True,
+        help="When the result was last completed (the Complete button).")
     del _from_request, _draft
 
     @classmethod
@@ -138,7 +141,7 @@ class ImagingTestResult(Workflow, ModelSQL, ModelView):
     @ModelView.button
     @Workflow.transition('draft')
     def draft(cls, results):
-        pass
+        cls.write(results, {'completed_date': None})
 
     @classmethod
     @ModelView.button
@@ -149,6 +152,7 @@ class ImagingTestResult(Workflow, ModelSQL, ModelView):
                 raise ImagingResultError(gettext(
                         'health_imaging.msg_result_complete_empty',
                         result=result.rec_name))
+        cls.write(results, {'completed_date': datetime.datetime.now()})
         doctor = get_health_professional(required=False)
         if doctor:
             without = [r for r in results if not r.doctor]
@@ -160,6 +164,7 @@ class ImagingTestResult(Workflow, ModelSQL, ModelView):
         default = default.copy() if default is not None else {}
         default.setdefault('state', 'draft')
         default.setdefault('number')
+        default.setdefault('completed_date')
         default.setdefault('request')
         default.setdefault('images')
         return super().copy(results, default=default)
