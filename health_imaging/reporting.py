@@ -11,7 +11,7 @@ import datetime
 
 from dateutil.relativedelta import relativedelta
 from sql import Cast, Column, Literal, Null, Union, Values, Window
-from sql.aggregate import Count, Min, Sum
+from sql.aggregate import Aggregate, Count, Min, Sum
 from sql.conditionals import Case, Coalesce
 from sql.functions import (
     AtTimeZone, CurrentTimestamp, DateTrunc, Extract, Function, RowNumber)
@@ -133,14 +133,28 @@ def _seconds(end, start):
     return Cast(seconds, 'FLOAT')
 
 
-def _percentile(ranked, measure, numerator, denominator):
-    """The SQL aggregate of the continuous percentile numerator/denominator
-    of the values of the measure, in hours, from the rows ranked from 0 in
-    their group (rank) with the size of their group (size).
+class PercentileCont(Aggregate):
+    __slots__ = ()
+    _sql = 'PERCENTILE_CONT'
 
-    It interpolates between the values at the ranks around
-    (size - 1) * numerator / denominator, computed with integers so that
-    it is exact; NULL when the group has no value."""
+
+def _ranked(intervals, group):
+    """Return the intervals with their rank from 0 in their group and
+    measure (rank) and the size of the group and measure (size)"""
+    partition = [g.expression for g in group] + [intervals.measure]
+    return intervals.select(
+        intervals.id, *group, intervals.measure, intervals.value,
+        (RowNumber(window=Window(partition, order_by=[intervals.value.asc]))
+            - 1).as_('rank'),
+        Count(Literal(1), window=Window(partition)).as_('size'))
+
+
+def _interpolated(ranked, measure, numerator, denominator):
+    """The SQL aggregate of the continuous percentile numerator/denominator
+    of the values of the measure from the ranked intervals, as
+    PERCENTILE_CONT computes it (which SQLite has not): the interpolation
+    between the values at the ranks around (size - 1) * fraction, computed
+    with integers to be exact; NULL when the group has no value"""
     position = (ranked.size - 1) * numerator
     low = position / denominator
     fraction = Cast(position % denominator, 'FLOAT') / denominator
@@ -149,7 +163,7 @@ def _percentile(ranked, measure, numerator, denominator):
             (is_measure & (ranked.rank == low),
                 ranked.value * (Literal(1) - fraction)),
             (is_measure & (ranked.rank == low + 1),
-                ranked.value * fraction))) / 3600
+                ranked.value * fraction)))
 
 
 class ReportingContext(ModelView):
@@ -347,10 +361,6 @@ class Reporting(ModelSQL):
                 where=where))
         return Union(of_requests, of_results, all_=True)
 
-    @classmethod
-    def _urgency(cls, facts):
-        return Case((facts.urgent, 'urgent'), else_='routine')
-
 
 class TestTypeMixin:
     __slots__ = ()
@@ -395,21 +405,20 @@ class ActivityMixin(Reporting):
         """Return the requests, the performed studies and the completed
         results of the period, one row per event with a 1 in its column"""
         names = ['requests', 'performed', 'completed']
-        branches = []
-        for index, name in enumerate(names):
-            facts = cls._facts()
-            date = {
-                'requests': Coalesce(facts.requested, facts.ordered),
-                'performed': facts.performed,
-                'completed': facts.completed,
-                }[name]
-            branches.append(facts.select(
-                    (facts.id * len(names) + index).as_('id'),
-                    facts.test, facts.test_type,
-                    date.as_('date'),
-                    *(Literal(int(n == name)).as_(n) for n in names),
-                    where=cls._in_dates(date)))
-        return Union(*branches, all_=True)
+        facts = cls._facts()
+        kinds = Values([[i] for i in range(len(names))])
+        kind = Column(kinds, 'column1')
+        date = Case(
+            (kind == 0, Coalesce(facts.requested, facts.ordered)),
+            (kind == 1, facts.performed),
+            else_=facts.completed)
+        # One pass over the tests, each repeated once per kind of event
+        return facts.join(kinds, 'CROSS').select(
+            (facts.id * len(names) + kind).as_('id'),
+            facts.test, facts.test_type, date.as_('date'),
+            *(Case((kind == i, 1), else_=0).as_(n)
+                for i, n in enumerate(names)),
+            where=cls._in_dates(date))
 
     @classmethod
     def _counts(cls, events):
@@ -579,44 +588,57 @@ class TurnaroundMixin(TestTypeMixin, Reporting):
     def _intervals(cls):
         """Return the intervals in seconds of each test, one row per
         interval that ends in the period (with the date of its end)"""
-        branches = []
-        for index, (name, start, end) in enumerate(INTERVALS):
-            facts = cls._facts()
-            start, end = Column(facts, start), Column(facts, end)
-            branches.append(facts.select(
-                    (facts.id * len(INTERVALS) + index).as_('id'),
-                    facts.test_type, cls._urgency(facts).as_('urgency'),
-                    end.as_('date'),
-                    Literal(index).as_('measure'),
-                    _seconds(end, start).as_('value'),
-                    where=(start != Null) & cls._in_dates(end)))
-        return Union(*branches, all_=True)
+        facts = cls._facts()
+        measures = Values([[i] for i in range(len(INTERVALS))])
+        measure = Column(measures, 'column1')
+        start = Case(*((measure == i, Column(facts, start))
+                for i, (_, start, _) in enumerate(INTERVALS)))
+        end = Case(*((measure == i, Column(facts, end))
+                for i, (_, _, end) in enumerate(INTERVALS)))
+        # One pass over the tests, each repeated once per interval
+        return facts.join(measures, 'CROSS').select(
+            (facts.id * len(INTERVALS) + measure).as_('id'),
+            facts.test_type, facts.urgent, end.as_('date'),
+            measure.as_('measure'), _seconds(end, start).as_('value'),
+            where=(start != Null) & cls._in_dates(end))
 
     @classmethod
-    def _turnaround(cls, keys):
-        """Return the percentiles of the intervals grouped by the keys, a
-        list of functions that return a named column of the intervals"""
+    def _turnaround(cls, per_period=False):
+        """Return the intervals grouped by modality, urgency and maybe
+        period, the columns of the group and the measures aggregated"""
         intervals = cls._intervals()
-        group = [key(intervals) for key in keys]
-        partition = [g.expression for g in group] + [intervals.measure]
-        ranked = intervals.select(
-            intervals.id, *group, intervals.measure, intervals.value,
-            (RowNumber(window=Window(
-                        partition, order_by=[intervals.value.asc]))
-                - 1).as_('rank'),
-            Count(Literal(1), window=Window(partition)).as_('size'))
+        group = [intervals.test_type, intervals.urgent]
+        if per_period:
+            group.append(cls._period(intervals.date))
+        group = [g.as_('group_%d' % i) for i, g in enumerate(group)]
+        if backend.name == 'sqlite':
+            source = _ranked(intervals, group)
+
+            def percentile(measure, numerator, denominator):
+                return _interpolated(
+                    source, measure, numerator, denominator)
+        else:
+            source = intervals.select(
+                intervals.id, *group, intervals.measure, intervals.value)
+
+            def percentile(measure, numerator, denominator):
+                # NULL values (of the other measures) are ignored
+                return PercentileCont(
+                    Literal(numerator / denominator), within=[Case(
+                            (source.measure == measure, source.value))])
+        group = [Column(source, g.output_name) for g in group]
         columns = [
+            group[0].as_('test_type'),
+            Case((group[1], 'urgent'), else_='routine').as_('urgency'),
             cls.completed.sql_cast(Sum(Case(
-                        (ranked.measure == 2, 1), else_=0))).as_('completed'),
+                        (source.measure == 2, 1), else_=0))).as_('completed'),
             ]
         for index, (name, _, _) in enumerate(INTERVALS):
-            for percentile, numerator, denominator in PERCENTILES:
-                field = '%s_%s' % (name, percentile)
-                columns.append(getattr(cls, field).sql_cast(_percentile(
-                            ranked, index, numerator, denominator)
-                        ).as_(field))
-        group = [Column(ranked, g.output_name) for g in group]
-        return ranked, group, columns
+            for suffix, numerator, denominator in PERCENTILES:
+                field = '%s_%s' % (name, suffix)
+                hours = percentile(index, numerator, denominator) / 3600
+                columns.append(getattr(cls, field).sql_cast(hours).as_(field))
+        return source, group, columns
 
     @classmethod
     def view_attributes(cls):
@@ -642,15 +664,11 @@ class Turnaround(TurnaroundMixin, ModelView):
 
     @classmethod
     def _query(cls):
-        ranked, group, columns = cls._turnaround([
-                lambda i: i.test_type.as_('test_type'),
-                lambda i: i.urgency.as_('urgency'),
-                ])
-        test_type, urgency = group
-        return ranked.select(
-            (test_type * 2 + Case((urgency == 'urgent', 1), else_=0)).as_(
-                'id'),
-            *cls._log_columns(), test_type, urgency, *columns,
+        intervals, group, columns = cls._turnaround()
+        test_type, urgent = group
+        return intervals.select(
+            (test_type * 2 + Case((urgent, 1), else_=0)).as_('id'),
+            *cls._log_columns(), *columns,
             group_by=group)
 
 
@@ -660,13 +678,10 @@ class TurnaroundTimeseries(TimeseriesMixin, TurnaroundMixin, ModelView):
 
     @classmethod
     def _query(cls):
-        ranked, group, columns = cls._turnaround([
-                lambda i: i.test_type.as_('test_type'),
-                lambda i: i.urgency.as_('urgency'),
-                lambda i: cls._period(i.date).as_('date'),
-                ])
-        return ranked.select(
-            Min(ranked.id).as_('id'), *cls._log_columns(), *group, *columns,
+        intervals, group, columns = cls._turnaround(per_period=True)
+        return intervals.select(
+            Min(intervals.id).as_('id'), *cls._log_columns(), *columns,
+            group[2].as_('date'),
             group_by=group)
 
 

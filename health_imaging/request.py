@@ -7,7 +7,7 @@ import uuid
 from collections import defaultdict
 
 from trytond.i18n import gettext
-from trytond.model import ModelSQL, ModelView, Unique, Workflow, fields
+from trytond.model import Index, ModelSQL, ModelView, Unique, Workflow, fields
 from trytond.modules.health.core import get_health_professional
 from trytond.pool import Pool
 from trytond.pyson import Eval, If
@@ -125,6 +125,9 @@ class ImagingTestRequest(Workflow, ModelSQL, ModelView):
             ('study_instance_uid_uniq', Unique(t, t.study_instance_uid),
                 'health_imaging.msg_request_study_uid_unique'),
             ]
+        cls._sql_indexes.add(Index(
+                t, (t.state, Index.Equality()),
+                where=t.state.in_(['draft', 'requested'])))
         cls._order = [
             ('date', 'DESC'),
             ('request', 'DESC'),

@@ -6,7 +6,7 @@ import datetime
 import mimetypes
 
 from trytond.i18n import gettext
-from trytond.model import ModelSQL, ModelView, Unique, Workflow, fields
+from trytond.model import Index, ModelSQL, ModelView, Unique, Workflow, fields
 from trytond.modules.health.core import get_health_professional
 from trytond.pool import Pool
 from trytond.pyson import Bool, Eval, PYSONEncoder
@@ -69,6 +69,8 @@ class ImagingTestResult(Workflow, ModelSQL, ModelView):
             ('request_uniq', Unique(t, t.request),
                 'health_imaging.msg_result_request_unique'),
             ]
+        cls._sql_indexes.add(
+            Index(t, (t.completed_date, Index.Range())))
         cls._order = [
             ('date', 'DESC'),
             ('number', 'DESC'),
