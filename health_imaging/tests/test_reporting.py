@@ -658,6 +658,7 @@ class ReportingTestCase(unittest.TestCase):
                     'health_imaging.group_health_imaging_reporting'), True),
             (create_user('imaging_admin',
                     'health_imaging.group_health_imaging_admin'), True),
+            (create_user('health_admin', 'health.group_health_admin'), True),
             (create_user('doctor', 'health.group_health_doctor'), False),
             (create_user('imaging', 'health_imaging.group_health_imaging'),
                 False),
