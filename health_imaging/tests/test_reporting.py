@@ -293,6 +293,11 @@ class ReportingTestCase(unittest.TestCase):
                 to_date=datetime.date(2026, 2, 8)):
             week, = Activity.search([])
         self.assertEqual(counts([week]), [(0, 0, 0)])
+        # No period at all
+        with Transaction().set_context(
+                period='day', from_date=datetime.date(2026, 1, 8),
+                to_date=datetime.date(2026, 1, 7)):
+            self.assertEqual(Activity.search([]), [])
 
     @with_transaction()
     def test_activity_filters(self):
@@ -625,6 +630,31 @@ class ReportingTestCase(unittest.TestCase):
                     from_date=datetime.date(2026, 1, 6)):
                 self.assertEqual(
                     [a.requests for a in Activity.search([])], [0])
+
+        # Sunday 11th 22:00 in Córdoba, Monday 12th in UTC
+        sunday = datetime.datetime(2026, 1, 12, 1, 0)
+        create_test(patient, 'IMG-DX-CHEST', sunday, requested=sunday)
+        for grain in ['week', 'month']:
+            context = {
+                'period': grain,
+                'from_date': datetime.date(2026, 1, 1),
+                'to_date': datetime.date(2026, 1, 31),
+                }
+            with Transaction().set_context(**context):
+                utc = [(a.date, a.requests) for a in Activity.search([])]
+            with set_company(company), Transaction().set_context(**context):
+                local = [(a.date, a.requests) for a in Activity.search([])]
+            with self.subTest(grain=grain):
+                if grain == 'week':
+                    self.assertEqual(utc[1:3], [
+                            (datetime.date(2026, 1, 5), 1),
+                            (datetime.date(2026, 1, 12), 1)])
+                    self.assertEqual(local[1:3], [
+                            (datetime.date(2026, 1, 5), 2),
+                            (datetime.date(2026, 1, 12), 0)])
+                else:
+                    self.assertEqual(utc, [(datetime.date(2026, 1, 1), 2)])
+                    self.assertEqual(local, utc)
 
     @with_transaction()
     def test_too_many_periods(self):

@@ -764,11 +764,15 @@ async function reportingSteps(t) {
         return result;
     }
 
-    async function openReporting(name) {
+    // Open a measure from the menu and return its rows once the values of
+    // the column are loaded
+    async function openReporting(name, column) {
         await openMenu('Health', 'Imaging', 'Reporting', name);
         await waitTab(name);
         await until(async () => await table.isVisible()
-            && (await listRows().count()) > 0, `the ${name} list`, 30000);
+            && (await listRows().count()) > 0
+            && (await rows()).every(r => r[column]), `the ${name} list`,
+            30000);
         return rows();
     }
 
@@ -801,7 +805,7 @@ async function reportingSteps(t) {
 
     await run('Reporting / Activity: the list per week and its charts',
             async () => {
-        const weeks = await openReporting('Activity');
+        const weeks = await openReporting('Activity', 'Requests');
         const total = name => weeks.reduce((s, r) => s + number(r[name]), 0);
         log(`  ${weeks.length} weeks: ${total('Requests')} requests, `
             + `${total('Performed')} performed, ${total('Completed')} `
@@ -820,7 +824,7 @@ async function reportingSteps(t) {
 
     await run('Reporting / Turnaround: urgent and routine per modality, '
             + 'chart, open a modality', async () => {
-        const lines = await openReporting('Turnaround');
+        const lines = await openReporting('Turnaround', 'Completed');
         log('  ' + lines.map(r => `${r.Modality} ${r.Urgency}: completed `
             + `${r.Completed}, ordered to completed median `
             + `${r['Ordered to Completed, Median (h)']} h`).join('; '));
@@ -842,7 +846,7 @@ async function reportingSteps(t) {
 
     await run('Reporting / Backlog: to perform and to report, open the '
             + 'results to report', async () => {
-        const lines = await openReporting('Backlog');
+        const lines = await openReporting('Backlog', 'Tests');
         log('  ' + lines.map(r => `${r.Stage} ${r.Modality} ${r.Age}: `
             + `${r.Tests}`).join('; '));
         if (!lines.some(r => r.Stage === 'To Perform')
@@ -868,7 +872,7 @@ async function reportingSteps(t) {
 
     await run('Reporting / Readers: Dr House\'s completed result, chart',
             async () => {
-        const lines = await openReporting('Readers');
+        const lines = await openReporting('Readers', 'Completed');
         log('  ' + lines.map(r => `${r['Health Professional']}: `
             + `${r.Completed}`).join('; '));
         if (!lines.some(r => r['Health Professional'].includes('House'))) {
