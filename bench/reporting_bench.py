@@ -310,7 +310,7 @@ def measure_all(repeat, explain, only=None):
                         name, context, repeat, explain=explain,
                         orm=not name.endswith('.time_series')),
                     context=label))
-        # The drill-down of the busiest modality
+        # The drill-down of a modality: its domain and its filter
         dx, = TestType.search([('code', '=', 'DX')])
         for name in [
                 'gnuhealth.imaging.reporting.activity.modality.time_series',
@@ -318,7 +318,7 @@ def measure_all(repeat, explain, only=None):
             if only and only not in name:
                 continue
             results.append(dict(measure(
-                        name, context, repeat,
+                        name, dict(context, test_type=dx.id), repeat,
                         domain=[('test_type', '=', dx.id)]),
                     context=label + ', DX only'))
     rows = Backlog.search([], order=[('number', 'DESC')], limit=1)

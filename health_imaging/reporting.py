@@ -705,10 +705,14 @@ class OpenTurnaround(Wizard):
         'health_imaging.act_reporting_turnaround_time_series')
 
     def do_start(self, action):
-        # One modality: its urgent and routine rows side by side
+        # One modality: its urgent and routine rows side by side; its
+        # filter in the context, so that only its tests are read
         test_type = self.record.test_type
-        action['pyson_domain'] = PYSONEncoder().encode(
+        encoder = PYSONEncoder()
+        action['pyson_domain'] = encoder.encode(
             [('test_type', '=', test_type.id)])
+        action['pyson_context'] = encoder.encode(
+            {'test_type': test_type.id})
         action['name'] += ' (%s)' % test_type.rec_name
         return action, {}
 

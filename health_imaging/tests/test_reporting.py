@@ -577,6 +577,9 @@ class ReportingTestCase(unittest.TestCase):
         self.assertEqual(
             PYSONDecoder().decode(action['pyson_domain']),
             [['test_type', '=', row.test_type.id]])
+        self.assertEqual(
+            PYSONDecoder().decode(action['pyson_context']),
+            {'test_type': row.test_type.id})
 
     @with_transaction()
     def test_readers(self):

@@ -840,6 +840,10 @@ async function reportingSteps(t) {
             'Turnaround (Digital Radiography'), 'the DX turnaround per week');
         await until(async () => (await listRows().count()) > 0,
             'the weeks of the DX turnaround', 30000);
+        // The modality of the row is the filter of the new tab
+        await until(async () => (await pane.locator(
+            'input[name="test_type"]').inputValue()).includes(
+            'Digital Radiography'), 'the DX filter of the new tab');
         await nextChart('the chart of the DX turnaround per week',
             '.c3-line');
     });
