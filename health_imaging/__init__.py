@@ -3,7 +3,7 @@
 # copyright notices and license terms.
 from trytond.pool import Pool
 
-from . import catalogue, request, result, sequences
+from . import catalogue, reporting, request, result, sequences
 
 __all__ = ['register']
 
@@ -19,10 +19,23 @@ def register():
         sequences.GnuHealthSequences,
         sequences.ImagingRequestSequence,
         sequences.ImagingSequence,
+        reporting.ReportingContext,
+        reporting.Activity,
+        reporting.ActivityModality,
+        reporting.ActivityModalityTimeseries,
+        reporting.ActivityTest,
+        reporting.ActivityTestTimeseries,
+        reporting.Turnaround,
+        reporting.TurnaroundTimeseries,
+        reporting.Backlog,
+        reporting.Reader,
+        reporting.ReaderTimeseries,
         module='health_imaging', type_='model')
     Pool.register(
         request.RequestPatientImagingTest,
         result.GenerateResults,
+        reporting.OpenTurnaround,
+        reporting.OpenBacklog,
         module='health_imaging', type_='wizard')
     Pool.register(
         result.ImagingResultReport,

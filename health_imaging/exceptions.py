@@ -19,3 +19,7 @@ class ImagingSequenceError(UserError):
 
 class ImagingTestValidationError(ValidationError):
     pass
+
+
+class ImagingReportingError(UserError):
+    pass

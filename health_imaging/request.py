@@ -9,7 +9,7 @@ from collections import defaultdict
 from sql import Null
 from trytond import backend
 from trytond.i18n import gettext
-from trytond.model import ModelSQL, ModelView, Unique, Workflow, fields
+from trytond.model import Index, ModelSQL, ModelView, Unique, Workflow, fields
 from trytond.modules.health.core import get_health_professional
 from trytond.pool import Pool
 from trytond.pyson import Eval, If
@@ -109,6 +109,10 @@ class ImagingTestRequest(Workflow, ModelSQL, ModelView):
         "StudyInstanceUID", readonly=True,
         help="The DICOM identifier given to the study of this test when "
         "it is requested.")
+    requested_date = fields.DateTime(
+        "Requested", readonly=True,
+        help="When the request was sent to the imaging department "
+        "(the Request button).")
     performed_date = fields.DateTime(
         "Performed", readonly=True,
         help="When the study was performed, from the images received.")
@@ -124,6 +128,9 @@ class ImagingTestRequest(Workflow, ModelSQL, ModelView):
             ('study_instance_uid_uniq', Unique(t, t.study_instance_uid),
                 'health_imaging.msg_request_study_uid_unique'),
             ]
+        cls._sql_indexes.add(Index(
+                t, (t.state, Index.Equality()),
+                where=t.state.in_(['draft', 'requested'])))
         cls._order = [
             ('date', 'DESC'),
             ('request', 'DESC'),
@@ -248,6 +255,7 @@ class ImagingTestRequest(Workflow, ModelSQL, ModelView):
         default.setdefault('state', 'draft')
         default.setdefault('accession_number')
         default.setdefault('study_instance_uid')
+        default.setdefault('requested_date')
         default.setdefault('performed_date')
         return super().copy(requests, default=default)
 
@@ -271,12 +279,14 @@ class ImagingTestRequest(Workflow, ModelSQL, ModelView):
                 'accession_number': None,
                 'study_instance_uid': None,
                 'performed_date': None,
+                'requested_date': None,
                 })
 
     @classmethod
     @ModelView.button
     @Workflow.transition('requested')
     def requested(cls, requests):
+        cls.write(requests, {'requested_date': datetime.datetime.now()})
         cls.set_dicom_identifiers(requests)
 
     @classmethod

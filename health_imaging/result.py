@@ -8,7 +8,7 @@ import mimetypes
 from sql import Null
 from trytond import backend
 from trytond.i18n import gettext
-from trytond.model import ModelSQL, ModelView, Unique, Workflow, fields
+from trytond.model import Index, ModelSQL, ModelView, Unique, Workflow, fields
 from trytond.modules.health.core import get_health_professional
 from trytond.pool import Pool
 from trytond.pyson import Bool, Eval, PYSONEncoder
@@ -59,6 +59,9 @@ class ImagingTestResult(Workflow, ModelSQL, ModelView):
         help="Draft while the interpretation is written; done once the "
         "health professional completed it.")
     state_string = state.translated('state')
+    completed_date = fields.DateTime(
+        "Completed", readonly=True,
+        help="When the result was last completed (the Complete button).")
     del _from_request, _draft
 
     @classmethod
@@ -69,6 +72,8 @@ class ImagingTestResult(Workflow, ModelSQL, ModelView):
             ('request_uniq', Unique(t, t.request),
                 'health_imaging.msg_result_request_unique'),
             ]
+        cls._sql_indexes.add(
+            Index(t, (t.completed_date, Index.Range())))
         cls._order = [
             ('date', 'DESC'),
             ('number', 'DESC'),
@@ -154,7 +159,7 @@ class ImagingTestResult(Workflow, ModelSQL, ModelView):
     @ModelView.button
     @Workflow.transition('draft')
     def draft(cls, results):
-        pass
+        cls.write(results, {'completed_date': None})
 
     @classmethod
     @ModelView.button
@@ -165,6 +170,7 @@ class ImagingTestResult(Workflow, ModelSQL, ModelView):
                 raise ImagingResultError(gettext(
                         'health_imaging.msg_result_complete_empty',
                         result=result.rec_name))
+        cls.write(results, {'completed_date': datetime.datetime.now()})
         doctor = get_health_professional(required=False)
         if doctor:
             without = [r for r in results if not r.doctor]
@@ -176,6 +182,7 @@ class ImagingTestResult(Workflow, ModelSQL, ModelView):
         default = default.copy() if default is not None else {}
         default.setdefault('state', 'draft')
         default.setdefault('number')
+        default.setdefault('completed_date')
         default.setdefault('request')
         default.setdefault('images')
         return super().copy(results, default=default)

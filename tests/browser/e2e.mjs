@@ -719,6 +719,8 @@ async function main() {
             await until(async () => !(await page.locator('.modal.in')
                 .count()), 'the wizard to close');
         });
+        await reportingSteps({page, pane, toolbar, run, shot, openMenu,
+            waitTab, activeTab, listRows, rowCells});
         checkErrors();
     } catch (error) {
         console.log(`\nFAILED at step: ${step}`);
@@ -742,6 +744,147 @@ async function main() {
     }
     log(`passed: ${shots.length} screenshots in ${SHOTS}`);
     return 0;
+}
+
+// Issue #15: Health / Imaging / Reporting after the steps above (the demo's
+// orders, the request placed, the result generated and the one completed
+// by Dr House): each measure's list, its charts and a drill-down.
+async function reportingSteps(t) {
+    const {page, pane, toolbar, run, shot, openMenu, waitTab, activeTab,
+        listRows, rowCells} = t;
+    const table = pane.locator('.content-box table.tree').first();
+    const chart = pane.locator('.graph:visible svg').first();
+
+    // The rows of the list as objects keyed by column title
+    async function rows() {
+        const result = [];
+        for (const row of await listRows().all()) {
+            result.push(await rowCells(row));
+        }
+        return result;
+    }
+
+    // Open a measure from the menu and return its rows once the values of
+    // the column are loaded
+    async function openReporting(name, column) {
+        await openMenu('Health', 'Imaging', 'Reporting', name);
+        await waitTab(name);
+        await until(async () => await table.isVisible()
+            && (await listRows().count()) > 0
+            && (await rows()).every(r => r[column]), `the ${name} list`,
+            30000);
+        return rows();
+    }
+
+    // The toolbar's Switch cycles through the views: to the next chart
+    // (with its bars or lines drawn), or back to the list
+    async function nextChart(what, marks = '.c3-bar') {
+        await toolbar.getByRole('button', {name: 'Switch'}).click();
+        await until(async () => await chart.isVisible()
+            && (await chart.locator(marks).count()) > 0, what, 30000);
+    }
+
+    async function backToList() {
+        for (let i = 0; i < 4 && !(await table.isVisible()); i++) {
+            await toolbar.getByRole('button', {name: 'Switch'}).click();
+            await page.waitForTimeout(500);
+        }
+        await until(() => table.isVisible(), 'the list view');
+    }
+
+    // Double-click the cell of a column that is not a link
+    async function openCell(row, title) {
+        const titles = (await table.locator('> thead > tr > th')
+            .allInnerTexts()).map(text => text.trim());
+        await row.locator('> td').nth(titles.indexOf(title)).dblclick();
+    }
+
+    function number(text) {
+        return Number((text || '0').replace(/[^0-9.-]/g, '')) || 0;
+    }
+
+    await run('Reporting / Activity: the list per week and its charts',
+            async () => {
+        const weeks = await openReporting('Activity', 'Requests');
+        const total = name => weeks.reduce((s, r) => s + number(r[name]), 0);
+        log(`  ${weeks.length} weeks: ${total('Requests')} requests, `
+            + `${total('Performed')} performed, ${total('Completed')} `
+            + 'completed');
+        // The demo's two requests and the one placed above; Ana Betz's
+        // chest X-ray completed above
+        if (total('Requests') < 3 || total('Completed') < 1) {
+            throw new StepError('the activity misses the requests placed '
+                + 'and the result completed above');
+        }
+        await shot('17-reporting-activity.png');
+        await nextChart('the bar chart of the activity');
+        await shot('18-reporting-activity-chart.png');
+        await nextChart('the line chart of the activity', '.c3-line');
+    });
+
+    await run('Reporting / Turnaround: urgent and routine per modality, '
+            + 'chart, open a modality', async () => {
+        const lines = await openReporting('Turnaround', 'Completed');
+        log('  ' + lines.map(r => `${r.Modality} ${r.Urgency}: completed `
+            + `${r.Completed}, ordered to completed median `
+            + `${r['Ordered to Completed, Median (h)']} h`).join('; '));
+        await shot('19-reporting-turnaround.png');
+        await nextChart('the chart of the turnaround');
+        await shot('20-reporting-turnaround-chart.png');
+        await nextChart('the chart of the steps');
+        await backToList();
+        const row = listRows().filter({hasText: 'Digital Radiography'})
+            .first();
+        await openCell(row, 'Urgency');
+        await until(async () => (await activeTab()).startsWith(
+            'Turnaround (Digital Radiography'), 'the DX turnaround per week');
+        await until(async () => (await listRows().count()) > 0,
+            'the weeks of the DX turnaround', 30000);
+        // The modality of the row is the filter of the new tab
+        await until(async () => (await pane.locator(
+            'input[name="test_type"]').inputValue()).includes(
+            'Digital Radiography'), 'the DX filter of the new tab');
+        await nextChart('the chart of the DX turnaround per week',
+            '.c3-line');
+    });
+
+    await run('Reporting / Backlog: to perform and to report, open the '
+            + 'results to report', async () => {
+        const lines = await openReporting('Backlog', 'Tests');
+        log('  ' + lines.map(r => `${r.Stage} ${r.Modality} ${r.Age}: `
+            + `${r.Tests}`).join('; '));
+        if (!lines.some(r => r.Stage === 'To Perform')
+                || !lines.some(r => r.Stage === 'To Report')) {
+            throw new StepError('the backlog misses the requested test or '
+                + 'the draft result of the steps above');
+        }
+        await shot('21-reporting-backlog.png');
+        await nextChart('the chart of the tests to perform');
+        await shot('22-reporting-backlog-chart.png');
+        await nextChart('the chart of the tests to report');
+        await backToList();
+        const row = listRows().filter({hasText: 'To Report'})
+            .filter({hasText: 'Magnetic Resonance'}).first();
+        await openCell(row, 'Stage');
+        await until(async () => (await activeTab()).startsWith(
+            'Backlog: Results'), 'the results to report');
+        await until(async () => (await listRows().filter(
+            {hasText: 'Betz, Ana'}).filter({hasText: 'Brain MRI'}).count())
+            === 1, 'the draft Brain MRI result of Ana Betz', 30000);
+        await shot('23-reporting-backlog-results.png');
+    });
+
+    await run('Reporting / Readers: Dr House\'s completed result, chart',
+            async () => {
+        const lines = await openReporting('Readers', 'Completed');
+        log('  ' + lines.map(r => `${r['Health Professional']}: `
+            + `${r.Completed}`).join('; '));
+        if (!lines.some(r => r['Health Professional'].includes('House'))) {
+            throw new StepError('Dr House is not among the readers');
+        }
+        await nextChart('the chart of the readers');
+        await shot('24-reporting-readers-chart.png');
+    });
 }
 
 const watchdog = setTimeout(() => {
