@@ -219,7 +219,7 @@ def make_rdsr(content, template=('DCMR', '10011'), root=DOSE_REPORT,
     ds.PatientSex = 'F'
     ds.StudyDate = ds.ContentDate = study_date
     ds.StudyTime = ds.ContentTime = '101500'
-    ds.AccessionNumber = 'ACC-%s' % patient_id
+    ds.AccessionNumber = ('ACC-%s' % patient_id)[:16]
     ds.StudyID = '1'
     ds.ReferringPhysicianName = ''
     ds.Modality = 'SR'
@@ -489,18 +489,24 @@ SAMPLES = {
     }
 
 
+IMAGE_CLASSES = {'CT': CT_IMAGE, 'MR': '1.2.840.10008.5.1.4.1.1.4'}
+
+
 def make_image(study_uid, patient_id='DOSE-0001', patient_name='DOE^Jane',
-        modality='CT', number=1, seed=0):
+        modality='CT', number=1, seed=0, character_set=None):
     "A small image of the study (8x8 pixels) to go with its RDSR"
     series_uid = make_uid('image series', study_uid, modality, seed=seed)
     sop_uid = make_uid('image', series_uid, number, seed=seed)
+    sop_class = IMAGE_CLASSES[modality]
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = CT_IMAGE
+    ds.file_meta.MediaStorageSOPClassUID = sop_class
     ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds.SOPClassUID = CT_IMAGE
+    if character_set:
+        ds.SpecificCharacterSet = character_set
+    ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = sop_uid
     ds.StudyInstanceUID = study_uid
     ds.SeriesInstanceUID = series_uid
@@ -508,7 +514,7 @@ def make_image(study_uid, patient_id='DOSE-0001', patient_name='DOE^Jane',
     ds.PatientName = patient_name
     ds.StudyDate = '20240305'
     ds.StudyTime = '101500'
-    ds.AccessionNumber = 'ACC-%s' % patient_id
+    ds.AccessionNumber = ('ACC-%s' % patient_id)[:16]
     ds.Modality = modality
     ds.SeriesNumber = 1
     ds.InstanceNumber = number
