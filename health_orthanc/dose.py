@@ -217,6 +217,25 @@ class DoseReport:
 
 
 # -- content tree ------------------------------------------------------------
+class _Node(NamedTuple):
+    "A content item with its concept (value, scheme), read once"
+    item: Dataset
+    concept: tuple[str, str] | None
+    children: list['_Node']
+
+
+def _tree(item: Dataset) -> _Node:
+    name = _first(item, 'ConceptNameCodeSequence')
+    concept = None
+    if name is not None:
+        value = name.get('CodeValue') or name.get('LongCodeValue')
+        scheme = name.get('CodingSchemeDesignator')
+        if value:
+            concept = (str(value).strip(), str(scheme or '').strip().upper())
+    return _Node(item, concept,
+        [_tree(child) for child in item.get('ContentSequence') or []])
+
+
 def _code(item: Dataset | None) -> Code | None:
     if item is None:
         return None
@@ -234,34 +253,25 @@ def _first(item: Dataset, keyword: str) -> Dataset | None:
     return sequence[0] if sequence else None
 
 
-def _concept(item: Dataset) -> Code | None:
-    return _code(_first(item, 'ConceptNameCodeSequence'))
+def _concept(node: _Node) -> Code | None:
+    return _code(_first(node.item, 'ConceptNameCodeSequence'))
 
 
-def _is(item: Dataset, concepts: frozenset) -> bool:
-    code = _concept(item)
-    return code is not None and code[:2] in concepts
-
-
-def _children(item: Dataset) -> list[Dataset]:
-    return list(item.get('ContentSequence') or [])
-
-
-def _find_all(item: Dataset, concepts: frozenset) -> Iterator[Dataset]:
-    "Descendants of item with one of concepts (not those below a match)"
-    for child in _children(item):
-        if _is(child, concepts):
+def _find_all(node: _Node, concepts: frozenset) -> Iterator[_Node]:
+    "Descendants of node with one of concepts (not those below a match)"
+    for child in node.children:
+        if child.concept in concepts:
             yield child
         else:
             yield from _find_all(child, concepts)
 
 
-def _find(item: Dataset, concepts: frozenset) -> Dataset | None:
-    return next(_find_all(item, concepts), None)
+def _find(node: _Node, concepts: frozenset) -> _Node | None:
+    return next(_find_all(node, concepts), None)
 
 
-def _child(item: Dataset, concepts: frozenset) -> Dataset | None:
-    return next((c for c in _children(item) if _is(c, concepts)), None)
+def _child(node: _Node, concepts: frozenset) -> _Node | None:
+    return next((c for c in node.children if c.concept in concepts), None)
 
 
 def _text(value) -> str | None:
@@ -280,11 +290,11 @@ def _number(value) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _quantity(item: Dataset | None, name: str, warnings: list[str]
+def _quantity(node: _Node | None, name: str, warnings: list[str]
         ) -> Quantity | None:
-    if item is None:
+    if node is None:
         return None
-    measured = _first(item, 'MeasuredValueSequence')
+    measured = _first(node.item, 'MeasuredValueSequence')
     if measured is None:
         warnings.append('%s: no value' % name)
         return None
@@ -304,27 +314,27 @@ def _quantity(item: Dataset | None, name: str, warnings: list[str]
     return Quantity(value, unit.value if unit else None)
 
 
-def _code_value(item: Dataset | None) -> Code | None:
-    if item is None:
+def _code_value(node: _Node | None) -> Code | None:
+    if node is None:
         return None
-    return _code(_first(item, 'ConceptCodeSequence'))
+    return _code(_first(node.item, 'ConceptCodeSequence'))
 
 
-def _text_value(item: Dataset | None) -> str | None:
-    if item is None:
+def _text_value(node: _Node | None) -> str | None:
+    if node is None:
         return None
-    if item.get('ValueType') == 'CODE':
-        code = _code_value(item)
+    if node.item.get('ValueType') == 'CODE':
+        code = _code_value(node)
         return code.meaning or code.value if code else None
-    return _text(item.get('TextValue'))
+    return _text(node.item.get('TextValue'))
 
 
-def _item_value(item: Dataset | None, keyword: str) -> str | None:
-    return _text(item.get(keyword)) if item is not None else None
+def _item_value(node: _Node | None, keyword: str) -> str | None:
+    return _text(node.item.get(keyword)) if node is not None else None
 
 
-def _datetime_value(item: Dataset | None) -> dt.datetime | None:
-    return _datetime(_item_value(item, 'DateTime'))
+def _datetime_value(node: _Node | None) -> dt.datetime | None:
+    return _datetime(_item_value(node, 'DateTime'))
 
 
 def _datetime(value: str | None) -> dt.datetime | None:
@@ -338,7 +348,7 @@ def _datetime(value: str | None) -> dt.datetime | None:
 
 
 # -- templates ---------------------------------------------------------------
-def _read_ct(root: Dataset, report: DoseReport):
+def _read_ct(root: _Node, report: DoseReport):
     warnings = report.warnings
     accumulated = _find(root, CT_ACCUMULATED_DOSE_DATA)
     if accumulated is None:
@@ -363,7 +373,7 @@ def _read_ct(root: Dataset, report: DoseReport):
     report.ended = _datetime_value(_child(root, END_OF_IRRADIATION))
 
 
-def _read_ct_event(event: Dataset, name: str, warnings: list[str]
+def _read_ct_event(event: _Node, name: str, warnings: list[str]
         ) -> CTEvent:
     items = {field: _find(event, concept) for field, concept in [
             ('ctdivol', MEAN_CTDIVOL), ('dlp', DLP)]}
@@ -386,7 +396,7 @@ def _read_ct_event(event: Dataset, name: str, warnings: list[str]
             if phantom else None))
 
 
-def _read_projection(root: Dataset, report: DoseReport):
+def _read_projection(root: _Node, report: DoseReport):
     for container in _find_all(root, ACCUMULATED_XRAY_DOSE_DATA):
         report.accumulated.append(
             _read_accumulated(container, report.warnings))
@@ -410,7 +420,7 @@ def _read_projection(root: Dataset, report: DoseReport):
         report.started, report.ended = min(starts), max(starts)
 
 
-def _read_accumulated(container: Dataset, warnings: list[str]
+def _read_accumulated(container: _Node, warnings: list[str]
         ) -> AccumulatedXRayDose:
     plane = _code_value(_child(container, ACQUISITION_PLANE))
     result = AccumulatedXRayDose(
@@ -470,7 +480,7 @@ def _parse_dataset(ds: Dataset) -> DoseReport:
         report.reason = 'SOP class %s carries no dose report' % (
             report.sop_class_uid)
         return report
-    root = _concept(ds)
+    root = _code(_first(ds, 'ConceptNameCodeSequence'))
     if root is None or root[:2] not in XRAY_RADIATION_DOSE_REPORT:
         report.status = NOT_UNDERSTOOD if dose_class else NOT_DOSE
         report.reason = ('the root concept is %s, not (113701, DCM, '
@@ -478,27 +488,30 @@ def _parse_dataset(ds: Dataset) -> DoseReport:
                 _format_code(root) if root else 'missing'))
         return report
     report.reason = _check_template(ds, report)
-    if report.reason:
-        return report
-    report.procedure = _code_value(_child(ds, PROCEDURE_REPORTED))
-    is_ct = (_find(ds, CT_ACCUMULATED_DOSE_DATA) is not None
-        or _find(ds, CT_ACQUISITION) is not None)
-    is_projection = _find(ds, ACCUMULATED_XRAY_DOSE_DATA) is not None
+    if not report.reason:
+        _read_content(_tree(ds), report)
+    return report
+
+
+def _read_content(root: _Node, report: DoseReport):
+    report.procedure = _code_value(_child(root, PROCEDURE_REPORTED))
+    is_ct = (_find(root, CT_ACCUMULATED_DOSE_DATA) is not None
+        or _find(root, CT_ACQUISITION) is not None)
+    is_projection = _find(root, ACCUMULATED_XRAY_DOSE_DATA) is not None
     template = report.template or ('10011' if is_ct and not is_projection
         else '10001' if is_projection and not is_ct else None)
     if template == '10011' and is_ct:
         report.kind = CT
-        _read_ct(ds, report)
+        _read_ct(root, report)
     elif template == '10001' and is_projection:
-        _read_projection(ds, report)
+        _read_projection(root, report)
     else:
         report.reason = ('neither CT Accumulated Dose Data (113811) nor '
             'Accumulated X-Ray Dose Data (113702) for template %s'
             % (template or 'unknown'))
-        return report
+        return
     report.template = template
     report.status = OK
-    return report
 
 
 def _check_template(ds: Dataset, report: DoseReport) -> str | None:
