@@ -50,7 +50,7 @@ ENHANCED_SR = '1.2.840.10008.5.1.4.1.1.88.22'
 COMPREHENSIVE_SR = '1.2.840.10008.5.1.4.1.1.88.33'
 COMPREHENSIVE_3D_SR = '1.2.840.10008.5.1.4.1.1.88.34'
 DOSE_SR_CLASSES = {XRAY_RADIATION_DOSE_SR, ENHANCED_XRAY_RADIATION_DOSE_SR}
-# Modalities sent CT dose (TID 10011) in these before the dose SR existed
+# Some CT scanners send their TID 10011 in one of these
 GENERAL_SR_CLASSES = {ENHANCED_SR, COMPREHENSIVE_SR, COMPREHENSIVE_3D_SR}
 XRAY_MODALITIES = {
     'CT', 'CR', 'DX', 'MG', 'XA', 'RF', 'PX', 'IO', 'RG', 'DF', 'DS'}
@@ -108,16 +108,14 @@ PLANES = {('113622', 'DCM'): 'single', ('113620', 'DCM'): 'a',
     ('113621', 'DCM'): 'b'}
 PHANTOMS = {('113690', 'DCM'): 'head', ('113691', 'DCM'): 'body'}
 # CID 6022 (breast) and, as some devices send, CID 244 (generic side)
-SIDES = {}
-for _side, _codes in {
+SIDES = {code: side for side, codes in {
         'right': [('73056007', 'SCT'), ('T-04020', 'SRT'),
             ('24028007', 'SCT'), ('G-A100', 'SRT')],
         'left': [('80248007', 'SCT'), ('T-04030', 'SRT'),
             ('7771000', 'SCT'), ('G-A101', 'SRT')],
         'both': [('63762007', 'SCT'), ('T-04080', 'SRT'),
             ('51440002', 'SCT'), ('G-A102', 'SRT')],
-        }.items():
-    SIDES.update(dict.fromkeys(_codes, _side))
+        }.items() for code in codes}
 
 #: Suggested display unit per kind of value (UCUM)
 DISPLAY_UNITS = {
@@ -551,8 +549,8 @@ def is_dose_report_candidate(tags: Mapping[str, Any],
     if sop_class in DOSE_SR_CLASSES:
         return True
     if sop_class in GENERAL_SR_CLASSES:
-        return (study_modalities is None
-            or bool(XRAY_MODALITIES & {m.upper() for m in study_modalities}))
+        return (study_modalities is None or bool(XRAY_MODALITIES
+                & {(m or '').upper() for m in study_modalities}))
     return not sop_class and modality == 'SR'
 
 

@@ -272,6 +272,8 @@ def test_image_is_not_dose():
     ({'SopClassUid': samples.COMPREHENSIVE_SR, 'Modality': 'SR'},
         {'mg', 'sr'}, True),
     ({'SopClassUid': samples.ENHANCED_SR, 'Modality': 'SR'},
+        {None, 'SR'}, False),
+    ({'SopClassUid': samples.ENHANCED_SR, 'Modality': 'SR'},
         {'MR', 'SR'}, False),
     ({'SopClassUid': '1.2.840.10008.5.1.4.1.1.88.68', 'Modality': 'SR'},
         None, False),  # radiopharmaceutical dose
