@@ -1,0 +1,338 @@
+# This file is part of GNU Health.  The COPYRIGHT file at the top level of
+# this repository contains the full copyright notices and license terms.
+"Tests of the RDSR parser on documents built after the DICOM templates"
+import copy
+import datetime as dt
+
+import pytest
+from pydicom.sequence import Sequence
+
+from trytond.modules.health_orthanc.dose import (
+    CT, MAMMOGRAPHY, NOT_DOSE, NOT_UNDERSTOOD, OK, PROJECTION, Quantity,
+    convert, display_unit, format_quantity, is_dose_report_candidate,
+    parse_dose_report)
+
+from . import rdsr_samples as samples
+
+Q = Quantity
+
+
+def summary(report):
+    "The values a test compares, in a compact form"
+    planes = []
+    for plane in report.accumulated:
+        values = {k: v for k, v in vars(plane).items()
+            if v and k not in {'plane', 'reference_point'}}
+        planes.append((plane.plane, values))
+    return {
+        'status': report.status,
+        'kind': report.kind,
+        'template': report.template,
+        'dlp_total': report.ct_dlp_total,
+        'events': [(e.protocol, e.ctdivol, e.dlp, e.phantom_type)
+            for e in report.ct_events],
+        'planes': planes,
+        'warnings': report.warnings,
+        }
+
+
+def expected(status=OK, kind=None, template=None, dlp_total=None,
+        events=(), planes=(), warnings=()):
+    return {'status': status, 'kind': kind, 'template': template,
+        'dlp_total': dlp_total, 'events': list(events),
+        'planes': list(planes), 'warnings': list(warnings)}
+
+
+CASES = {
+    'ct_three_events': expected(kind=CT, template='10011',
+        dlp_total=Q(604.46, 'mGy.cm'), events=[
+            ('Topogram', Q(0.13, 'mGy'), Q(1.45, 'mGy.cm'), 'body'),
+            ('Thorax 1.0 Spiral', Q(6.72, 'mGy'), Q(254.31, 'mGy.cm'),
+                'body'),
+            ('Abdomen 1.0 Spiral', Q(8.11, 'mGy'), Q(348.7, 'mGy.cm'),
+                'body'),
+            ]),
+    'ct_head_legacy': expected(kind=CT, template='10011',
+        dlp_total=Q(910.5, 'mGy.cm'), events=[
+            ('Head Routine', Q(52.3, 'mGy'), Q(910.5, 'mGy.cm'), 'head')]),
+    'projection_radiography': expected(kind=PROJECTION, template='10001',
+        planes=[('single', {
+                'dose_area_product_total': Q(0.000012, 'Gy.m2'),
+                'dose_rp_total': Q(0.00021, 'Gy'),
+                'acquisition_dose_area_product_total': Q(0.000012, 'Gy.m2'),
+                'acquisition_dose_rp_total': Q(0.00021, 'Gy'),
+                'total_acquisition_time': Q(0.04, 's'),
+                })]),
+    'fluoroscopy_biplane': expected(kind=PROJECTION, template='10001',
+        planes=[
+            ('a', {
+                    'dose_area_product_total': Q(0.00452, 'Gy.m2'),
+                    'dose_rp_total': Q(0.385, 'Gy'),
+                    'fluoro_dose_area_product_total': Q(0.00301, 'Gy.m2'),
+                    'fluoro_dose_rp_total': Q(0.198, 'Gy'),
+                    'total_fluoro_time': Q(612.4, 's'),
+                    'acquisition_dose_area_product_total': Q(
+                        0.00151, 'Gy.m2'),
+                    'acquisition_dose_rp_total': Q(0.187, 'Gy'),
+                    'total_acquisition_time': Q(12.5, 's'),
+                    }),
+            ('b', {
+                    'dose_area_product_total': Q(0.00211, 'Gy.m2'),
+                    'dose_rp_total': Q(0.142, 'Gy'),
+                    'fluoro_dose_area_product_total': Q(0.0012, 'Gy.m2'),
+                    'fluoro_dose_rp_total': Q(0.081, 'Gy'),
+                    'total_fluoro_time': Q(301.0, 's'),
+                    'acquisition_dose_area_product_total': Q(
+                        0.00091, 'Gy.m2'),
+                    'acquisition_dose_rp_total': Q(0.061, 'Gy'),
+                    'total_acquisition_time': Q(12.5, 's'),
+                    }),
+            ]),
+    'mammography_both': expected(kind=MAMMOGRAPHY, template='10001',
+        planes=[('single', {'average_glandular_dose': {
+                        'right': Q(2.41, 'mGy'), 'left': Q(2.63, 'mGy')}})]),
+    'mammography_legacy': expected(kind=MAMMOGRAPHY, template='10001',
+        planes=[('single', {'average_glandular_dose': {
+                        'both': Q(0.052, 'dGy')}})]),
+    'private_template': expected(NOT_UNDERSTOOD),
+    'unknown_dcmr_template': expected(NOT_UNDERSTOOD),
+    'odd_units': expected(kind=CT, template='10011',
+        dlp_total=Q(0.631, 'Gy.cm'), events=[
+            ('Abdomen', Q(9100, 'uGy'), Q(0.412, 'Gy.cm'), 'body'),
+            ('Pelvis', Q(7.3, 'mGy'), Q(21.9, 'cGy.cm'), 'body'),
+            ]),
+    'missing_values': expected(kind=CT, template='10011', events=[
+            ('Chest', None, Q(120.0, 'mGy.cm'), 'body'),
+            (None, Q(4.2, 'mGy'), None, None),
+            ], warnings=[
+            'no CT Dose Length Product Total (113813)',
+            'CT Acquisition 1 Mean CTDIvol: no value',
+            'CT Acquisition 2 DLP: no value',
+            ]),
+    'not_a_dose_report': expected(NOT_DOSE),
+    }
+
+
+def test_every_sample_has_a_case():
+    assert set(CASES) == set(samples.SAMPLES)
+
+
+@pytest.mark.parametrize('name, values', CASES.items())
+def test_parse_samples(name, values):
+    data = samples.to_bytes(samples.SAMPLES[name]())
+    assert summary(parse_dose_report(data)) == values
+
+
+@pytest.mark.parametrize('name, reason', [
+    ('private_template', 'the root concept is (DR-01, 99ACME, '
+        '"ACME Dose Summary"), not (113701, DCM, '
+        '"X-Ray Radiation Dose Report")'),
+    ('unknown_dcmr_template',
+        'template TID 10021 is not a dose template this parser knows'),
+    ('not_a_dose_report', 'the root concept is (18748-4, LN, '
+        '"Diagnostic Imaging Report"), not (113701, DCM, '
+        '"X-Ray Radiation Dose Report")'),
+    ])
+def test_reason(name, reason):
+    report = parse_dose_report(samples.SAMPLES[name]())
+    assert report.reason == reason
+    assert not report.understood
+
+
+def test_ct_details():
+    report = parse_dose_report(samples.ct_three_events())
+    assert report.sop_class_uid == samples.XRAY_RADIATION_DOSE_SR
+    assert report.study_instance_uid == samples.make_uid(
+        'study', 'DOSE-0001')
+    assert report.procedure.value == '77477000'
+    assert report.started == dt.datetime(2024, 3, 5, 10, 10)
+    assert report.ended == dt.datetime(2024, 3, 5, 10, 14, 30)
+    assert report.ct_event_count == 3
+    assert (report.manufacturer, report.model, report.station) == (
+        'GNU Health Test Imaging', 'Scanner 1', 'ROOM1')
+    first = report.ct_events[0]
+    assert first.irradiation_event_uid == samples.make_uid('ct event', 1)
+    assert first.target_region.meaning == 'Chest'
+    assert first.acquisition_type.value == '116152004'
+    assert first.phantom == ('113691', 'DCM', 'IEC Body Dosimetry Phantom')
+
+
+def test_projection_details():
+    report = parse_dose_report(samples.fluoroscopy_biplane())
+    assert report.event_count == 6
+    assert report.started == dt.datetime(2024, 3, 5, 10, 1)
+    assert report.ended == dt.datetime(2024, 3, 5, 10, 6)
+    assert [a.reference_point for a in report.accumulated] == [
+        '15cm from Isocenter toward Source'] * 2
+
+
+def _shuffle(item):
+    "Reverse every content sequence and put a vendor item first"
+    for child in item.get('ContentSequence') or []:
+        _shuffle(child)
+    if 'ContentSequence' in item:
+        children = list(item.ContentSequence)[::-1]
+        children.insert(0, samples.text(
+                ('X-1', '99ACME', 'Vendor note'), 'ignored'))
+        item.ContentSequence = Sequence(children)
+
+
+@pytest.mark.parametrize('name', ['ct_three_events', 'fluoroscopy_biplane',
+        'mammography_both'])
+def test_by_concept_not_by_position(name):
+    ds = samples.SAMPLES[name]()
+    shuffled = copy.deepcopy(ds)
+    _shuffle(shuffled)
+    original, reordered = parse_dose_report(ds), parse_dose_report(shuffled)
+    original.ct_events.reverse()
+    original.accumulated.reverse()
+    assert reordered.status == OK
+    assert summary(reordered) == summary(original)
+
+
+def test_private_template_under_standard_root():
+    report = parse_dose_report(samples.ct_three_events(
+            template=('99ACME', '4711')))
+    assert report.status == NOT_UNDERSTOOD
+    assert report.reason == 'private template 4711 of 99ACME'
+
+
+def test_missing_root_concept():
+    ds = samples.ct_three_events()
+    del ds.ConceptNameCodeSequence
+    report = parse_dose_report(ds)
+    assert report.status == NOT_UNDERSTOOD
+    assert report.reason.startswith('the root concept is missing')
+
+
+def test_template_without_its_content():
+    ds = samples.projection_radiography(template=('DCMR', '10011'))
+    report = parse_dose_report(ds)
+    assert report.status == NOT_UNDERSTOOD
+    assert report.reason == ('neither CT Accumulated Dose Data (113811) '
+        'nor Accumulated X-Ray Dose Data (113702) for template 10011')
+
+
+def test_no_template_is_recognised_from_content():
+    report = parse_dose_report(samples.fluoroscopy_biplane(template=None))
+    assert (report.status, report.template) == (OK, '10001')
+
+
+@pytest.mark.parametrize('numeric, value, warning', [
+    ('12.5', 12.5, None),
+    ('1.2E-5', 0.000012, None),
+    ('-3', None, "CT Dose Length Product Total: '-3' is not a dose value"),
+    ])
+def test_numeric_values(numeric, value, warning):
+    report = parse_dose_report(samples.ct_report([], dlp_total=numeric))
+    assert report.ct_dlp_total == (Q(value, 'mGy.cm') if value else None)
+    assert ([w for w in report.warnings if 'Total:' in w]
+        == ([warning] if warning else []))
+
+
+def test_floating_point_value_wins():
+    ds = samples.ct_report([], dlp_total='12.3')
+    total = ds.ContentSequence[-2].ContentSequence[1]
+    total.MeasuredValueSequence[0].FloatingPointValue = 12.345678901
+    report = parse_dose_report(ds)
+    assert report.ct_dlp_total == Q(12.345678901, 'mGy.cm')
+
+
+@pytest.mark.parametrize('data, reason', [
+    (b'', 'the file cannot be read'),
+    (b'not a DICOM file', 'the file cannot be read'),
+    (None, 'the file cannot be read'),
+    # cut before the content tree (pydicom reads a truncated file silently:
+    # the HTTP client must check the length, as urllib3 does)
+    (samples.to_bytes(samples.ct_three_events())[:700],
+        'the root concept is missing'),
+    ])
+def test_unreadable_never_raises(data, reason):
+    report = parse_dose_report(data)
+    assert report.status == NOT_UNDERSTOOD
+    assert report.reason.startswith(reason)
+
+
+def test_image_is_not_dose():
+    report = parse_dose_report(samples.make_image('1.2.3'))
+    assert report.status == NOT_DOSE
+    assert report.reason == (
+        'SOP class 1.2.840.10008.5.1.4.1.1.2 carries no dose report')
+
+
+@pytest.mark.parametrize('tags, modalities, candidate', [
+    ({'SopClassUid': samples.XRAY_RADIATION_DOSE_SR, 'Modality': 'SR'},
+        None, True),
+    ({'SOPClassUID': samples.XRAY_RADIATION_DOSE_SR, 'Modality': 'CT'},
+        {'MR'}, True),
+    ({'SopClassUid': '1.2.840.10008.5.1.4.1.1.88.76'}, None, True),
+    ({'SopClassUid': samples.ENHANCED_SR, 'Modality': 'SR'}, None, True),
+    ({'SopClassUid': samples.ENHANCED_SR, 'Modality': 'SR'},
+        {'CT', 'SR'}, True),
+    ({'SopClassUid': samples.COMPREHENSIVE_SR, 'Modality': 'SR'},
+        {'mg', 'sr'}, True),
+    ({'SopClassUid': samples.ENHANCED_SR, 'Modality': 'SR'},
+        {None, 'SR'}, False),
+    ({'SopClassUid': samples.ENHANCED_SR, 'Modality': 'SR'},
+        {'MR', 'SR'}, False),
+    ({'SopClassUid': '1.2.840.10008.5.1.4.1.1.88.68', 'Modality': 'SR'},
+        None, False),  # radiopharmaceutical dose
+    ({'SopClassUid': '1.2.840.10008.5.1.4.1.1.88.59', 'Modality': 'KO'},
+        None, False),
+    ({'SopClassUid': samples.CT_IMAGE, 'Modality': 'CT'}, None, False),
+    ({'SopClassUid': '1.2.840.10008.5.1.4.1.1.104.1', 'Modality': 'DOC'},
+        None, False),
+    ({'Modality': 'SR'}, None, True),
+    ({'Modality': 'CT'}, None, False),
+    ({}, None, False),
+    ])
+def test_is_dose_report_candidate(tags, modalities, candidate):
+    assert is_dose_report_candidate(tags, modalities) is candidate
+
+
+@pytest.mark.parametrize('quantity, unit, result', [
+    (Q(0.0012, 'Gy.m2'), 'Gy.cm2', Q(12.0, 'Gy.cm2')),
+    (Q(12.0, 'Gy.cm2'), 'uGy.m2', Q(1200.0, 'uGy.m2')),
+    (Q(3.5, 'dGy.cm2'), 'Gy.cm2', Q(0.35, 'Gy.cm2')),
+    (Q(0.631, 'Gy.cm'), 'mGy.cm', Q(631.0, 'mGy.cm')),
+    (Q(21.9, 'cGy.cm'), 'mGy.cm', Q(219.0, 'mGy.cm')),
+    (Q(9100, 'uGy'), 'mGy', Q(9.1, 'mGy')),
+    (Q(0.052, 'dGy'), 'mGy', Q(5.2, 'mGy')),
+    (Q(0.385, 'Gy'), 'mGy', Q(385.0, 'mGy')),
+    (Q(612.4, 's'), 'min', Q(10.206666666667, 'min')),
+    (Q(2, 'min'), 's', Q(120.0, 's')),
+    (Q(10, 'mm'), 'cm', Q(1.0, 'cm')),
+    (Q(3, '{events}'), '1', Q(3.0, '1')),
+    (Q(1.0, 'mGy'), 'mGy.cm', None),
+    (Q(1.0, 'mGy'), 'mSv', None),
+    (Q(1.0, 'mGy'), 'Gy.m2', None),
+    (Q(1.0, 'R'), 'mGy', None),
+    (Q(1.0, None), 'mGy', None),
+    (None, 'mGy', None),
+    ])
+def test_convert(quantity, unit, result):
+    assert convert(quantity, unit) == result
+
+
+@pytest.mark.parametrize('unit, text', [
+    ('mGy.cm', 'mGy·cm'),
+    ('Gy.m2', 'Gy·m²'),
+    ('uGy.m2', 'µGy·m²'),
+    ('s', 's'),
+    ('{events}', 'events'),
+    ('[arb\'U]', '[arb\'U]'),
+    (None, ''),
+    ])
+def test_display_unit(unit, text):
+    assert display_unit(unit) == text
+
+
+@pytest.mark.parametrize('quantity, unit, text', [
+    (Q(0.0012, 'Gy.m2'), 'Gy.cm2', '12.00 Gy·cm²'),
+    (Q(604.456, 'mGy.cm'), None, '604.46 mGy·cm'),
+    (Q(0.385, 'Gy'), 'mGy', '385.00 mGy'),
+    (Q(5, 'R'), 'mGy', '5.00 R'),
+    (None, 'mGy', ''),
+    ])
+def test_format_quantity(quantity, unit, text):
+    assert format_quantity(quantity, unit) == text
