@@ -140,7 +140,7 @@ def tag_key(tag: str) -> str:
         number = int(match.group(1) + match.group(2), 16)
         return keyword_for_tag(number) or '%s,%s' % (
             match.group(1).lower(), match.group(2).lower())
-    if tag_for_keyword(text) is None:
+    if not text or tag_for_keyword(text) is None:
         raise ProfileError('unknown DICOM attribute: %r' % tag)
     return text
 
@@ -210,7 +210,7 @@ def normalize_tags(tags: Mapping) -> dict:
 def _vr(keyword):
     try:
         return dictionary_VR(keyword)
-    except KeyError:
+    except (KeyError, ValueError):
         return None
 
 
@@ -283,7 +283,7 @@ def _shift_dates(keywords, instances, days, plan, replace, keep):
             if value != common:
                 plan.corrections.setdefault(instance_id, {})[keyword] = value
         time = _time_of(keyword)
-        if time:
+        if time and any(time in tags for tags in instances.values()):
             keep.append(time)
 
 
@@ -387,7 +387,7 @@ def _leaf_vr(path):
         if match:
             return dictionary_VR(int(match.group(1) + match.group(2), 16))
         return dictionary_VR(leaf)
-    except KeyError:
+    except (KeyError, ValueError):
         return None
 
 

@@ -43,7 +43,9 @@ MIN_NAME_PART = 3
 MIN_ID_LENGTH = 4
 MIN_NUMBER_LENGTH = 6
 _NON_WORD = re.compile(r'[\W_]+')
-_UID = re.compile(r'^[0-9]+(\.[0-9]+){2,}$')
+_UID = re.compile(r'^[0-9]+(\.[0-9]+){3,}$')
+# a whole number: not a part of a longer number or of a decimal
+_NUMBER = re.compile(r'(?<!\d)(?<!\d\.)\d+(?!\d)(?!\.\d)')
 _DIGIT_RUN = re.compile(r'\d+')
 _DATE_DIGITS = re.compile(r'^(\d{4})-?(\d{2})-?(\d{2})$')
 
@@ -188,7 +190,7 @@ class PhiScanner:
         for value, kind in self.ids:
             if value in compact:
                 return kind
-        for run in _DIGIT_RUN.findall(normal):
+        for run in _NUMBER.findall(text):
             if run in self.numbers:
                 return self.numbers[run]
         return None
