@@ -277,7 +277,8 @@ def _shift_dates(keywords, instances, days, plan, replace, keep):
             continue
         counts = collections.Counter(
             v for v in shifted.values() if v is not None)
-        common = counts.most_common(1)[0][0]
+        # the most common value; the earliest on a tie, to be repeatable
+        common = min(counts, key=lambda v: (-counts[v], v))
         replace[keyword] = common
         for instance_id, value in shifted.items():
             if value != common:
