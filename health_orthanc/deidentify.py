@@ -31,8 +31,8 @@ from .phi_scan import iter_values
 __all__ = ['TagRule', 'Profile', 'Subject', 'AnonymizationPlan',
     'ProfileError', 'PROFILES', 'BASIC', 'BASIC_SHIFTED', 'check_profile',
     'profile_from_rows', 'plan_anonymization', 'correction_body',
-    'normalize_tags', 'tag_key', 'check_dates', 'ACTIONS', 'DATE_MODES',
-    'BIRTH_DATE_MODES']
+    'normalize_tags', 'tag_key', 'check_dates', 'date_attributes',
+    'ACTIONS', 'DATE_MODES', 'BIRTH_DATE_MODES']
 
 ACTIONS = ('keep', 'remove', 'replace')
 DATE_MODES = ('remove', 'shift')
@@ -214,8 +214,9 @@ def _vr(keyword):
         return None
 
 
-def _date_keywords(instances):
-    "Keywords of the public DA/DT attributes present at top level."
+def date_attributes(instances: Mapping[str, Mapping]) -> list[str]:
+    """Return the keywords of the public DA/DT attributes at the top level
+    of the instances (tags keyed by keyword, see :func:`normalize_tags`)."""
     found = set()
     for tags in instances.values():
         for key, value in tags.items():
@@ -336,7 +337,7 @@ def plan_anonymization(profile: Profile, subject: Subject,
             'Force': True, 'DicomVersion': profile.dicom_version,
             }, corrections={}, notes=[])
     ruled = set(keep) | set(remove) | set(replace)
-    dates = [k for k in _date_keywords(instances)
+    dates = [k for k in date_attributes(instances)
         if k not in ruled and k != 'PatientBirthDate']
     if profile.dates == 'shift':
         _shift_dates(dates, instances, subject.date_shift, plan, replace,
@@ -345,8 +346,9 @@ def plan_anonymization(profile: Profile, subject: Subject,
         _remove_dates(dates, plan, keep)
     if profile.birth_date == 'year' and 'PatientBirthDate' not in ruled:
         _birth_year(instances, subject.date_shift, plan, replace)
-    plan.body['Keep'] = sorted(set(keep) - set(replace))
     plan.body['Remove'] = sorted(set(plan.body['Remove']))
+    plan.body['Keep'] = sorted(
+        set(keep) - set(replace) - set(plan.body['Remove']))
     return plan
 
 

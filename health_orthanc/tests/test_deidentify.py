@@ -5,8 +5,8 @@ import pytest
 
 from trytond.modules.health_orthanc.deidentify import (
     BASIC, BASIC_SHIFTED, PROFILES, Profile, ProfileError, Subject, TagRule,
-    check_dates, check_profile, correction_body, normalize_tags,
-    plan_anonymization, profile_from_rows, tag_key)
+    check_dates, check_profile, correction_body, date_attributes,
+    normalize_tags, plan_anonymization, profile_from_rows, tag_key)
 
 SUBJECT = Subject('TRIAL-K3M9Q2XZ-7', -10)
 
@@ -150,6 +150,24 @@ def test_options_and_rules():
     assert '3 attribute rule(s) of profile p' in method
     assert [c['CodeValue'] for c in body['Replace'][
             'DeidentificationMethodCodeSequence']] == ['113100', '113108']
+
+
+def test_a_removed_time_is_not_kept():
+    "The time that goes with a shifted date is kept, unless removed"
+    profile = Profile('p', 'P', dates='shift',
+        rules=(TagRule('remove', 'StudyTime'),))
+    body = plan_anonymization(profile, SUBJECT, ONE).body
+    assert 'StudyTime' in body['Remove']
+    assert 'StudyTime' not in body['Keep']
+
+
+def test_date_attributes():
+    assert date_attributes(study(
+            {'StudyDate': '1', 'StudyTime': '1', 'PatientName': 'X',
+                'AcquisitionDateTime': '1', '0009,1010': '20230101'},
+            {'SeriesDate': '1', 'RequestAttributesSequence': [
+                    {'ScheduledProcedureStepStartDate': '1'}]})) == [
+        'AcquisitionDateTime', 'SeriesDate', 'StudyDate']
 
 
 def test_a_rule_wins_over_the_dates():
