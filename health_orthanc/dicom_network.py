@@ -738,12 +738,19 @@ def retrieve_studies(client, name: str, study_uids, target_aet=None,
 
 
 def move_studies(client, name: str, study_uids, target_aet=None,
-        timeout: int | None = None):
+        timeout: int | None = None, one_move: bool = False):
     """Move the studies from the node ``name`` and wait until done.
 
     ``/modalities/{name}/move`` is synchronous whatever the body says:
-    prefer :func:`retrieve_studies` for more than a few studies.
+    prefer :func:`retrieve_studies` for large studies.  Orthanc sends one
+    C-MOVE per study, each making the node open a new association to the
+    target; ``one_move`` sends a single C-MOVE of the list of UIDs instead
+    (2.5 times faster for 100 small studies on loopback, but a failure
+    then tells nothing about which studies arrived).
     """
+    study_uids = list(study_uids)
+    if one_move:
+        study_uids = ['\\'.join(study_uids)]
     body = {
         'Level': 'Study',
         'Resources': [{'StudyInstanceUID': uid} for uid in study_uids],

@@ -22,21 +22,19 @@ import zipfile
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
+import openpyxl
+from openpyxl.styles import Font
+
 from .query_plan import MODALITIES, parse_modalities
 
-try:
-    import openpyxl
-    from openpyxl.styles import Font
-except ImportError:  # pragma: no cover
-    openpyxl = None
 try:
     import python_calamine
 except ImportError:  # pragma: no cover
     python_calamine = None
 
 __all__ = ['COLUMNS', 'SheetRow', 'SheetProblem', 'SheetResult',
-    'QuerySheetError', 'read_sheet', 'parse_study_date', 'template_csv',
-    'template_xlsx', 'PROBLEMS']
+    'QuerySheetError', 'read_sheet', 'parse_row', 'parse_study_date',
+    'decode_text', 'template_csv', 'template_xlsx', 'PROBLEMS']
 
 #: The columns of the template, in order.
 COLUMNS = ('PatientID', 'Modality', 'StudyDate', 'AccessionNumber',
@@ -217,8 +215,6 @@ def _csv_rows(text: str):
 
 
 def _xlsx_rows(data: bytes):
-    if openpyxl is None:  # pragma: no cover
-        raise QuerySheetError('unsupported', format='XLSX')
     try:
         workbook = openpyxl.load_workbook(io.BytesIO(data), read_only=True,
             data_only=True)

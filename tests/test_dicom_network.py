@@ -378,6 +378,12 @@ def test_move_studies_is_synchronous(client, empty_ours):
         UID['ACC-3001']]
 
 
+def test_move_studies_in_one_move(client, empty_ours):
+    wanted = [UID['ACC-1001'], UID['ACC-1002'], UID['ACC-3002']]
+    dn.move_studies(client, 'PACS', wanted, OUR_AET, one_move=True)
+    assert sorted(dn.find_local_studies(client, wanted)) == sorted(wanted)
+
+
 def test_job_vanished(client, empty_ours):
     query_id = dn.start_query(client, 'PACS', {'AccessionNumber': 'ACC-1004'})
     first = dn.retrieve_query(client, query_id)

@@ -348,6 +348,13 @@ def test_move_studies():
         'TargetAet': 'US', 'Timeout': 9}
 
 
+def test_move_studies_one_move():
+    client = StubClient({('POST', 'modalities/PACS/move'): {}})
+    dn.move_studies(client, 'PACS', iter(['1.1', '1.2']), one_move=True)
+    assert client.sent[0][3]['Resources'] == [
+        {'StudyInstanceUID': '1.1\\1.2'}]
+
+
 FAILED_JOB = {
     'CompletionTime': '20261206T195816.757019',
     'Content': {'Description': 'REST API', 'LocalAet': 'GNUHEALTH',

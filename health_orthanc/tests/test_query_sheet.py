@@ -10,6 +10,7 @@ from xml.sax.saxutils import escape
 import openpyxl
 import pytest
 
+from trytond.modules.health_orthanc import query_sheet
 from trytond.modules.health_orthanc.query_sheet import (
     COLUMNS, QuerySheetError, SheetProblem, SheetRow, parse_row,
     parse_study_date, read_sheet, template_csv, template_xlsx)
@@ -401,6 +402,7 @@ def test_xlsx_damaged():
 
 # -- ODS ---------------------------------------------------------------------
 def test_ods():
+    "ODS is read with python-calamine, when it is installed"
     data = ods([
             ['Patient ID', 'Modality', 'Study Date'],
             ['P1', 'CT', D(2023, 1, 31)],
@@ -408,6 +410,11 @@ def test_ods():
             [None, 'MR', None],
             ['P4', None, '2023-01-01 - 2023-02-01'],
             ])
+    if query_sheet.python_calamine is None:
+        with pytest.raises(QuerySheetError) as info:
+            read_sheet(data)
+        assert info.value.code == 'unsupported'
+        return
     result = read_sheet(data)
     assert result.format == 'ods'
     assert result.rows == [
@@ -416,6 +423,15 @@ def test_ods():
         SheetRow(5, 'P4', (), D(2023, 1, 1), D(2023, 2, 1)),
         ]
     assert bad(result) == [(4, 'no_patient_id', '')]
+
+
+def test_ods_without_calamine(monkeypatch):
+    monkeypatch.setattr(query_sheet, 'python_calamine', None)
+    with pytest.raises(QuerySheetError) as info:
+        read_sheet(ods([['PatientID'], ['P1']]))
+    assert (info.value.code, info.value.params) == (
+        'unsupported', {'format': 'ODS'})
+    assert 'save the spreadsheet as XLSX or CSV' in str(info.value)
 
 
 def test_zip_that_is_no_spreadsheet():
