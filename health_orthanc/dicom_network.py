@@ -297,6 +297,13 @@ class RetrieveJob:
 
 
 # -- errors ------------------------------------------------------------------
+_OPERATION_TEXT = {
+    'echo': 'the echo (C-ECHO)',
+    'find': 'the query (C-FIND)',
+    'move': 'the retrieval (C-MOVE)',
+    }
+
+
 class DicomNetworkError(OrthancError):
     """An error talking DICOM to a node, through Orthanc.
 
@@ -316,7 +323,8 @@ class DicomNetworkError(OrthancError):
         self.dimse_status = dimse_status
         if text is None:
             text = self.template % {
-                'node': node, 'operation': operation or 'the request',
+                'node': node,
+                'operation': _OPERATION_TEXT.get(operation, 'the request'),
                 'status': dimse_status or 0,
                 }
         super().__init__(text, **kwargs)
