@@ -58,6 +58,9 @@ setup(
         'requests >= 2.28',
         'pydicom >= 2.3',
         'python-dateutil',
+        # spreadsheets of PACS queries: XLSX, and ODS through calamine
+        'openpyxl >= 3.1',
+        'python-calamine >= 0.2',
         ],
     extras_require={
         'test': [

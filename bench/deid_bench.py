@@ -27,10 +27,10 @@ import statistics
 import tempfile
 import time
 
-from tests.orthanc_server import OrthancServer
 from trytond.modules.health_orthanc.deidentify import (
     PROFILES, Subject, correction_body, plan_anonymization)
 from trytond.modules.health_orthanc.phi_scan import Identity, PhiScanner
+from trytond.modules.health_orthanc.tests.orthanc_server import OrthancServer
 from trytond.modules.health_orthanc.tests.phi_samples import (
     PATIENT, Patient, make_phi_study)
 

@@ -33,10 +33,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pydicom
 import requests
 
-from tests.orthanc_server import OrthancServer
 from trytond.modules.health_orthanc.dose import (
     OK, is_dose_report_candidate, parse_dose_report)
 from trytond.modules.health_orthanc.tests import rdsr_samples as samples
+from trytond.modules.health_orthanc.tests.orthanc_server import OrthancServer
 
 MIX = ['ct_three_events', 'ct_three_events', 'ct_head_legacy',
     'projection_radiography', 'fluoroscopy_biplane', 'mammography_both']

@@ -11,7 +11,8 @@ while the servers start.
 import contextlib
 import os
 
-from .orthanc_server import OrthancServer, free_port
+from trytond.modules.health_orthanc.tests.orthanc_server import (
+    OrthancServer, free_port)
 
 __all__ = ['PACS_AET', 'OUR_AET', 'nodelay', 'start_pacs', 'start_pair']
 

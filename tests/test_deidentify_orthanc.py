@@ -14,11 +14,11 @@ import time
 
 import pytest
 
-from tests.orthanc_server import OrthancServer
 from trytond.modules.health_orthanc.deidentify import (
     BASIC, BASIC_SHIFTED, PROFILES, Profile, Subject, TagRule, check_dates,
     correction_body, plan_anonymization)
 from trytond.modules.health_orthanc.phi_scan import Identity, PhiScanner
+from trytond.modules.health_orthanc.tests.orthanc_server import OrthancServer
 from trytond.modules.health_orthanc.tests.phi_samples import (
     PATIENT, make_phi_study)
 

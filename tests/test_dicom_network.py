@@ -20,10 +20,10 @@ from trytond.modules.health_orthanc.orthanc_client import OrthancClient
 from trytond.modules.health_orthanc.query_plan import (
     StudyFilter, StudyQuery, parse_terms, plan_rows, run_plan, run_query)
 from trytond.modules.health_orthanc.query_sheet import read_sheet
+from trytond.modules.health_orthanc.tests.orthanc_server import free_port
 from trytond.modules.health_orthanc.tests.pacs_samples import (
     PACS_STUDIES, PacsStudy, bulk_studies, load)
 
-from .orthanc_server import free_port
 from .pacs_pair import OUR_AET, start_pacs, start_pair
 
 TODAY = date(2024, 6, 1)

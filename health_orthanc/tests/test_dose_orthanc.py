@@ -20,7 +20,6 @@ import zlib
 import pydicom
 import pytest
 
-from tests.orthanc_server import OrthancServer, free_port
 from trytond.modules.health_orthanc.dose import (
     NOT_DOSE, OK, is_dose_report_candidate, parse_dose_report)
 from trytond.modules.health_orthanc.report_dicom import (
@@ -28,6 +27,7 @@ from trytond.modules.health_orthanc.report_dicom import (
     prepare_pdf, report_orthanc_ids, report_uids)
 
 from . import rdsr_samples as samples
+from .orthanc_server import OrthancServer, free_port
 
 AET = 'DOSETEST'
 
