@@ -61,6 +61,19 @@ ensure_venv() {
     fi
 }
 
+# check_node : fail with a clear message unless node is as recent as the
+# browser test needs ("engines" of tests/browser/package.json: Debian 12's
+# nodejs is 18, so it pins the last playwright-core release that runs on 18)
+check_node() {
+    local version minimum
+    minimum="$(sed -n 's/^ *"node": *">= *\([0-9]*\).*/\1/p' \
+        "$ROOT/tests/browser/package.json" | head -n 1)"
+    version="$(node -p 'process.versions.node' 2>/dev/null)" \
+        || die "node does not run (apt-get install nodejs npm)"
+    [ "${version%%.*}" -ge "${minimum:-0}" ] \
+        || die "the browser test needs Node.js $minimum or newer for playwright-core, node is $version (apt-get install nodejs npm: Debian 12 has 18)"
+}
+
 # free_port : print a TCP port free on 127.0.0.1
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
