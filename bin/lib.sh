@@ -79,8 +79,31 @@ free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
 
+# postgres_dir DIR : print where root's cluster of DIR lives.  The server
+# runs as the postgres user, which cannot enter a directory such as /root:
+# then the cluster lives under postgres's home, DIR becomes a link to it.
+postgres_dir() {
+    local dir="$1" home
+    [ -L "$dir" ] && dir="$(readlink -f "$dir")"
+    mkdir -p "$dir"
+    chown postgres: "$dir"
+    if runuser -u postgres -- test -w "$dir" -a -x "$dir"; then
+        echo "$dir"
+        return
+    fi
+    home="$(getent passwd postgres | cut -d: -f6)"
+    home="$home/gnuhealth-imaging/$(basename "$dir")-$(echo "$dir" | sha1sum | cut -c1-8)"
+    rmdir "$dir" 2>/dev/null || die "the postgres user cannot enter $dir and it is not empty: remove it or run from a directory that postgres can read"
+    mkdir -p "$home"
+    chown postgres: "$home"
+    ln -s "$home" "$dir"
+    log "the postgres user cannot enter $dir: the PostgreSQL cluster is in $home ($dir links to it)" >&2
+    echo "$home"
+}
+
 # start_postgresql DIR : a private PostgreSQL cluster on 127.0.0.1 (trust
-# authentication, loopback only); sets PG_URI and PG_STOP
+# authentication, loopback only); sets PG_URI, PG_STOP and PG_DIR (where
+# the cluster is: DIR, or when root, where the postgres user can reach)
 start_postgresql() {
     local dir="$1" bin port user run=()
     bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
@@ -89,12 +112,15 @@ start_postgresql() {
     if [ "$(id -u)" = 0 ]; then
         user=postgres
         run=(runuser -u postgres --)
+        dir="$(postgres_dir "$dir")"
+    else
+        mkdir -p "$dir"
     fi
-    mkdir -p "$dir"
-    [ "$(id -u)" = 0 ] && chown postgres: "$dir"
+    PG_DIR="$dir"
     if [ ! -s "$dir/data/PG_VERSION" ]; then
         "${run[@]}" "$bin/initdb" -D "$dir/data" -U "$user" -A trust \
-            -E UTF8 --locale=C.UTF-8 >/dev/null
+            -E UTF8 --locale=C.UTF-8 >/dev/null \
+            || die "initdb could not create a cluster in $dir/data"
     fi
     port="$(free_port)"
     "${run[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
