@@ -35,6 +35,18 @@ ensure_debs() {
             --no-install-recommends "${missing[@]}" >/dev/null; } || status=$?
     [ -n "$policy" ] && as_root rm -f /usr/sbin/policy-rc.d
     [ $status -eq 0 ] || die "apt-get could not install: ${missing[*]}"
+    case " ${missing[*]} " in *" orthanc "*) disable_orthanc_service;; esac
+}
+
+# disable_orthanc_service : Debian's orthanc package enables a system-wide
+# Orthanc (ports 8042 and 4242) that would start at the next boot; we
+# installed the package for its program and plugins only.  An Orthanc
+# installed before is left as it is.
+disable_orthanc_service() {
+    command -v systemctl >/dev/null || return 0
+    as_root systemctl disable --quiet orthanc.service 2>/dev/null || return 0
+    log "disabled the orthanc system service that the package enables" \
+        "(systemctl enable --now orthanc starts it again)"
 }
 
 # GNU Health's billing of imaging orders, tested on top of our modules
