@@ -66,9 +66,12 @@ ensure_venv() {
         | sha1sum | cut -c1-16)"
     if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
         log "installing the project and its dependencies (pip)"
-        "$PY" -m pip install -q --upgrade pip >/dev/null
-        "$PY" -m pip install -q -e "$ROOT[test,postgresql]"
-        "$PY" -m pip install -q --no-deps "$SERVICES_IMAGING"
+        # pip's output (and setuptools' warnings) only when it fails
+        local out="$VENV/pip.log"
+        { "$PY" -m pip install --upgrade pip \
+            && "$PY" -m pip install -e "$ROOT[test,postgresql]" \
+            && "$PY" -m pip install --no-deps "$SERVICES_IMAGING"; } \
+            >"$out" 2>&1 || { tail -n 30 "$out" >&2; die "pip failed (whole log: $out)"; }
         echo "$want" > "$stamp"
     fi
 }
