@@ -100,6 +100,9 @@ def populate(orthanc, worklist_folder=None, station_aet=None):
         doctor = Party(name="Gregory", lastname="House", is_person=True,
             is_healthprof=True, gender='m', fed_country='XX',
             internal_user=admin)
+        # A person party becomes a patient too unless told otherwise
+        doctor.create_target = False
+        doctor.is_patient = False
         doctor.save()
         HealthProf(party=doctor).save()
 
