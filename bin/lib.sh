@@ -10,7 +10,13 @@ log() { printf '\033[1m[%s]\033[0m %s\n' "$(basename "$0")" "$*"; }
 die() { printf '[%s] error: %s\n' "$(basename "$0")" "$*" >&2; exit 1; }
 
 as_root() {
-    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+    if [ "$(id -u)" = 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null; then
+        sudo "$@"
+    else
+        die "installing what is missing needs root: run this as root, or install sudo and let this user use it"
+    fi
 }
 
 # ensure_debs PACKAGE... : install the Debian packages that are missing
