@@ -437,11 +437,14 @@ class Demo:
             if self.args.no_wait:
                 return
             signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
-            while all(p.poll() is None for _, p in self.processes):
+            while (self.orthanc.running
+                    and all(p.poll() is None for _, p in self.processes)):
                 time.sleep(1)
             for name, process in self.processes:
                 if process.poll() is not None:
                     log("%s stopped:\n%s" % (name, self.log_tail(name)))
+            if not self.orthanc.running:
+                log("Orthanc stopped:\n%s" % self.orthanc.log_tail(10))
         except KeyboardInterrupt:
             pass
         finally:
