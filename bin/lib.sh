@@ -132,7 +132,8 @@ start_postgresql() {
     user="$(id -un)"
     if [ "$(id -u)" = 0 ]; then
         user=postgres
-        run=(runuser -u postgres --)
+        # from /: postgres may not enter the current directory
+        run=(runuser -u postgres -- env --chdir=/)
         dir="$(postgres_dir "$dir")"
     else
         mkdir -p "$dir"

@@ -9,6 +9,7 @@ checks the options (and prints the help) with the system's Python before
 installing anything: import here only the standard library.
 """
 import argparse
+import hashlib
 import ipaddress
 import json
 import os
@@ -76,6 +77,15 @@ class Demo:
         self.orthanc = None
         self.pg_stop = None
         self.port = self.orthanc_port = None
+
+    @property
+    def database_key(self):
+        """What tells the demo's databases apart in the names of its marker
+        files: nothing for SQLite, a hash of --postgresql's value"""
+        if not self.args.postgresql:
+            return ''
+        return '-pg-' + hashlib.sha1(
+            self.args.postgresql.encode()).hexdigest()[:8]
 
     @property
     def remote(self):
@@ -247,7 +257,7 @@ class Demo:
         return os.path.join(os.path.dirname(sys.executable), name)
 
     def create_database(self, admin_password):
-        marker = self.path('db', '.activated')
+        marker = self.path('db', '.activated' + self.database_key)
         if os.path.exists(marker):
             return False
         os.makedirs(self.path('db'), exist_ok=True)
@@ -278,7 +288,7 @@ class Demo:
 
     def populate(self):
         from .data import populate
-        marker = self.path('db', '.populated')
+        marker = self.path('db', '.populated' + self.database_key)
         if os.path.exists(marker):
             return None
         log("adding the Orthanc server, patients and imaging orders")
@@ -306,13 +316,17 @@ class Demo:
     def recorded_orthanc(self):
         "The URLs of Orthanc that the GNU Health server record holds"
         try:
-            with open(self.path('orthanc-server.json')) as fp:
+            with open(self.path(
+                        'db', 'orthanc-server%s.json' % self.database_key)
+                    ) as fp:
                 return json.load(fp)
         except OSError:
             return {}
 
     def record_orthanc(self):
-        with open(self.path('orthanc-server.json'), 'w') as fp:
+        with open(self.path(
+                    'db', 'orthanc-server%s.json' % self.database_key),
+                'w') as fp:
             json.dump({
                     'domain': self.orthanc.url,
                     'public_url': self.orthanc_public_url,
