@@ -10,7 +10,13 @@ log() { printf '\033[1m[%s]\033[0m %s\n' "$(basename "$0")" "$*"; }
 die() { printf '[%s] error: %s\n' "$(basename "$0")" "$*" >&2; exit 1; }
 
 as_root() {
-    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+    if [ "$(id -u)" = 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null; then
+        sudo "$@"
+    else
+        die "installing what is missing needs root: run this as root, or install sudo and let this user use it"
+    fi
 }
 
 # ensure_debs PACKAGE... : install the Debian packages that are missing
@@ -35,6 +41,18 @@ ensure_debs() {
             --no-install-recommends "${missing[@]}" >/dev/null; } || status=$?
     [ -n "$policy" ] && as_root rm -f /usr/sbin/policy-rc.d
     [ $status -eq 0 ] || die "apt-get could not install: ${missing[*]}"
+    case " ${missing[*]} " in *" orthanc "*) disable_orthanc_service;; esac
+}
+
+# disable_orthanc_service : Debian's orthanc package enables a system-wide
+# Orthanc (ports 8042 and 4242) that would start at the next boot; we
+# installed the package for its program and plugins only.  An Orthanc
+# installed before is left as it is.
+disable_orthanc_service() {
+    command -v systemctl >/dev/null || return 0
+    as_root systemctl disable --quiet orthanc.service 2>/dev/null || return 0
+    log "disabled the orthanc system service that the package enables" \
+        "(systemctl enable --now orthanc starts it again)"
 }
 
 # GNU Health's billing of imaging orders, tested on top of our modules
@@ -54,9 +72,12 @@ ensure_venv() {
         | sha1sum | cut -c1-16)"
     if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
         log "installing the project and its dependencies (pip)"
-        "$PY" -m pip install -q --upgrade pip >/dev/null
-        "$PY" -m pip install -q -e "$ROOT[test,postgresql]"
-        "$PY" -m pip install -q --no-deps "$SERVICES_IMAGING"
+        # pip's output (and setuptools' warnings) only when it fails
+        local out="$VENV/pip.log"
+        { "$PY" -m pip install --upgrade pip \
+            && "$PY" -m pip install -e "$ROOT[test,postgresql]" \
+            && "$PY" -m pip install --no-deps "$SERVICES_IMAGING"; } \
+            >"$out" 2>&1 || { tail -n 30 "$out" >&2; die "pip failed (whole log: $out)"; }
         echo "$want" > "$stamp"
     fi
 }
@@ -80,13 +101,49 @@ ensure_legacy_venv() {
     export LEGACY_PYTHON="$dir/bin/python"
 }
 
+# check_node : fail with a clear message unless node is as recent as the
+# browser test needs ("engines" of tests/browser/package.json: Debian 12's
+# nodejs is 18, so it pins the last playwright-core release that runs on 18)
+check_node() {
+    local version minimum
+    minimum="$(sed -n 's/^ *"node": *">= *\([0-9]*\).*/\1/p' \
+        "$ROOT/tests/browser/package.json" | head -n 1)"
+    version="$(node -p 'process.versions.node' 2>/dev/null)" \
+        || die "node does not run (apt-get install nodejs npm)"
+    [ "${version%%.*}" -ge "${minimum:-0}" ] \
+        || die "the browser test needs Node.js $minimum or newer for playwright-core, node is $version (apt-get install nodejs npm: Debian 12 has 18)"
+}
+
 # free_port : print a TCP port free on 127.0.0.1
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
 
+# postgres_dir DIR : print where root's cluster of DIR lives.  The server
+# runs as the postgres user, which cannot enter a directory such as /root:
+# then the cluster lives under postgres's home, DIR becomes a link to it.
+postgres_dir() {
+    local dir="$1" home
+    [ -L "$dir" ] && dir="$(readlink -f "$dir")"
+    mkdir -p "$dir"
+    chown postgres: "$dir"
+    if runuser -u postgres -- test -w "$dir" -a -x "$dir"; then
+        echo "$dir"
+        return
+    fi
+    home="$(getent passwd postgres | cut -d: -f6)"
+    home="$home/gnuhealth-imaging/$(basename "$dir")-$(echo "$dir" | sha1sum | cut -c1-8)"
+    rmdir "$dir" 2>/dev/null || die "the postgres user cannot enter $dir and it is not empty: remove it or run from a directory that postgres can read"
+    mkdir -p "$home"
+    chown postgres: "$home"
+    ln -s "$home" "$dir"
+    log "the postgres user cannot enter $dir: the PostgreSQL cluster is in $home ($dir links to it)" >&2
+    echo "$home"
+}
+
 # start_postgresql DIR : a private PostgreSQL cluster on 127.0.0.1 (trust
-# authentication, loopback only); sets PG_URI and PG_STOP
+# authentication, loopback only); sets PG_URI, PG_STOP and PG_DIR (where
+# the cluster is: DIR, or when root, where the postgres user can reach)
 start_postgresql() {
     local dir="$1" bin port user run=()
     bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
@@ -94,13 +151,17 @@ start_postgresql() {
     user="$(id -un)"
     if [ "$(id -u)" = 0 ]; then
         user=postgres
-        run=(runuser -u postgres --)
+        # from /: postgres may not enter the current directory
+        run=(runuser -u postgres -- env --chdir=/)
+        dir="$(postgres_dir "$dir")"
+    else
+        mkdir -p "$dir"
     fi
-    mkdir -p "$dir"
-    [ "$(id -u)" = 0 ] && chown postgres: "$dir"
+    PG_DIR="$dir"
     if [ ! -s "$dir/data/PG_VERSION" ]; then
         "${run[@]}" "$bin/initdb" -D "$dir/data" -U "$user" -A trust \
-            -E UTF8 --locale=C.UTF-8 >/dev/null
+            -E UTF8 --locale=C.UTF-8 >/dev/null \
+            || die "initdb could not create a cluster in $dir/data"
     fi
     port="$(free_port)"
     "${run[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \

@@ -65,7 +65,20 @@ def upload_samples(orthanc):
     return count
 
 
-def populate(orthanc, worklist_folder=None, station_aet=None):
+def update_server(domain, public_url):
+    """Point the demo's Orthanc server record at Orthanc's new URLs and
+    check the connection again (proteus already connected)"""
+    from proteus import Model
+    Server = Model.get('gnuhealth.orthanc.config')
+    for server in Server.find([]):
+        server.domain = domain
+        server.public_url = public_url
+        server.save()
+        server.click('check_servers')
+
+
+def populate(orthanc, worklist_folder=None, station_aet=None,
+        public_url=None):
     """Create the GNU Health side with proteus (already connected).
 
     Returns a summary of what was created.
@@ -100,6 +113,9 @@ def populate(orthanc, worklist_folder=None, station_aet=None):
         doctor = Party(name="Gregory", lastname="House", is_person=True,
             is_healthprof=True, gender='m', fed_country='XX',
             internal_user=admin)
+        # A person party becomes a patient too unless told otherwise
+        doctor.create_target = False
+        doctor.is_patient = False
         doctor.save()
         HealthProf(party=doctor).save()
 
@@ -135,13 +151,15 @@ def populate(orthanc, worklist_folder=None, station_aet=None):
             raise RuntimeError(add.form.message)
         summary['server'] = add.form.message
         add.execute('end')
+        server, = Server.find([])
+        # The viewer links for the browsers of other machines (--host)
+        server.public_url = public_url
         if worklist_folder:
             # The requested tests become worklist entries for the scanner
-            server, = Server.find([])
             server.publish_worklists = True
             server.worklist_folder = worklist_folder
             server.worklist_station_aet = station_aet
-            server.save()
+        server.save()
 
     Request = Model.get('gnuhealth.imaging.test.request')
     if not Request.find([]):

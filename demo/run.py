@@ -4,31 +4,42 @@
 """Run the demo: GNU Health with both modules, a local Orthanc with sample
 studies, the sao web client, trytond-cron and trytond-worker.
 
-Started by bin/demo, which installs what is needed first.
+Started by bin/demo, which installs what is needed first.  bin/demo
+checks the options (and prints the help) with the system's Python before
+installing anything: import here only the standard library.
 """
 import argparse
+import hashlib
+import ipaddress
 import json
 import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
-
-from trytond.modules.health_orthanc.tests.orthanc_server import (
-    OrthancServer, plugin_path)
+import warnings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATABASE = 'health'
 ADMIN_EMAIL = 'admin@example.org'
 # The AE title of the scanner that the demo's worklist entries are for
 MODALITY_AET = 'MODALITY'
+PORT = 8000
+ORTHANC_PORT = 8042
+# The demo's well-known admin password, only when it listens on loopback
+ADMIN_PASSWORD = 'gnuhealth'
+ORTHANC_SERVICE_HINT = (
+    "Debian's orthanc service? Stop it with: systemctl disable --now orthanc")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(prog='bin/demo', description=__doc__
+        .split('\n\n')[0], epilog="Stop the demo with Ctrl-C, or kill "
+        "the PID it prints (SIGTERM).  See doc/installation.rst.")
     parser.add_argument('--reset', action='store_true',
         help="delete the demo database and Orthanc storage, start over")
     parser.add_argument('--postgresql', metavar='URI', nargs='?',
@@ -36,10 +47,17 @@ def parse_args(argv=None):
         help="use PostgreSQL instead of the embedded SQLite database: a "
         "private cluster in the state directory, or the server of URI "
         "(postgresql://user@host:port/)")
-    parser.add_argument('--port', type=int, default=8000,
-        help="port of the web client (default %(default)s)")
-    parser.add_argument('--orthanc-port', type=int, default=8042,
-        help="port of Orthanc (default %(default)s)")
+    parser.add_argument('--host', default='127.0.0.1', metavar='ADDRESS',
+        help="the address trytond listens on, and Orthanc lets in (default "
+        "%(default)s: this machine only).  To reach a demo on a VM from "
+        "another machine give the VM's address, or 0.0.0.0 for all its "
+        "addresses: anyone who reaches it can then log in")
+    parser.add_argument('--port', type=int,
+        help="port of the web client (default %d, or the next free one)"
+        % PORT)
+    parser.add_argument('--orthanc-port', type=int,
+        help="HTTP port of Orthanc (default the one used last time, "
+        "%d, or the next free one)" % ORTHANC_PORT)
     parser.add_argument('--state', default=os.path.join(ROOT, '.var', 'demo'),
         help="where the demo keeps its files (default %(default)s)")
     parser.add_argument('--sao', default=os.path.join(ROOT, '.var', 'sao'),
@@ -58,6 +76,48 @@ class Demo:
         self.processes = []
         self.orthanc = None
         self.pg_stop = None
+        self.port = self.orthanc_port = None
+
+    @property
+    def database_key(self):
+        """What tells the demo's databases apart in the names of its marker
+        files: nothing for SQLite, a hash of --postgresql's value"""
+        if not self.args.postgresql:
+            return ''
+        return '-pg-' + hashlib.sha1(
+            self.args.postgresql.encode()).hexdigest()[:8]
+
+    @property
+    def remote(self):
+        "Whether the demo answers other machines (--host)"
+        return not is_loopback(self.args.host)
+
+    @property
+    def public_host(self):
+        "The name of this machine in the URLs printed"
+        host = self.args.host
+        if host in ('0.0.0.0', '::'):
+            return socket.getfqdn()
+        return '[%s]' % host if ':' in host else host
+
+    @property
+    def orthanc_public_url(self):
+        "Orthanc's URL for the browsers of other machines (--host)"
+        if self.remote:
+            return 'http://%s:%s' % (self.public_host, self.orthanc.http_port)
+
+    def choose_ports(self):
+        "The ports asked for, or the usual ones, or the next free ones"
+        recorded = self.recorded_orthanc().get('domain') or ''
+        last = recorded.rsplit(':', 1)[-1]
+        self.port = choose_port(
+            self.args.host, self.args.port, PORT, '--port')
+        # Orthanc listens on every address; RemoteAccessAllowed refuses
+        # other machines unless --host
+        self.orthanc_port = choose_port(
+            '0.0.0.0', self.args.orthanc_port,
+            int(last) if last.isdigit() else ORTHANC_PORT,
+            '--orthanc-port', ORTHANC_SERVICE_HINT)
 
     @property
     def worklist_folder(self):
@@ -73,7 +133,8 @@ class Demo:
             with open(path) as fp:
                 return json.load(fp)
         values = {
-            'admin': 'gnuhealth',
+            'admin': (secrets.token_urlsafe(9) if self.remote
+                else ADMIN_PASSWORD),
             'orthanc': secrets.token_urlsafe(12),
             }
         with open(path, 'w') as fp:
@@ -83,11 +144,16 @@ class Demo:
 
     def start_postgresql(self):
         "Start the private PostgreSQL cluster; return its URI"
-        script = ('. "$1/bin/lib.sh"; start_postgresql "$2" >&2; '
+        script = ('set -e; . "$1/bin/lib.sh"; start_postgresql "$2" >&2; '
             'echo "$PG_URI"; printf "%s\\n" "${PG_STOP[@]}"')
-        output = subprocess.run(
-            ['bash', '-c', script, '_', ROOT, self.path('pg')],
-            check=True, stdout=subprocess.PIPE, text=True).stdout.split('\n')
+        try:
+            output = subprocess.run(
+                ['bash', '-c', script, 'demo', ROOT, self.path('pg')],
+                check=True, stdout=subprocess.PIPE, text=True
+                ).stdout.split('\n')
+        except subprocess.CalledProcessError:
+            raise SystemExit("the private PostgreSQL cluster did not start "
+                "(see above)")
         self.pg_stop = [a for a in output[1:] if a]
         return output[0]
 
@@ -114,7 +180,9 @@ class Demo:
                 'path = %s' % self.path('db'),
                 '',
                 '[web]',
-                'listen = 127.0.0.1:%s' % self.args.port,
+                'listen = %s:%s' % (
+                    '[%s]' % self.args.host if ':' in self.args.host
+                    else self.args.host, self.port),
                 'root = %s' % self.args.sao,
                 '',
                 '[queue]',
@@ -131,23 +199,45 @@ class Demo:
         return self.path('trytond.conf')
 
     def start_orthanc(self, password):
+        from trytond.modules.health_orthanc.tests.orthanc_server import (
+            OrthancMissing, OrthancServer, OrthancStartError, plugin_path)
         self.orthanc = OrthancServer(
             self.path('orthanc'), user='orthanc', password=password,
-            port=self.args.orthanc_port,
+            port=self.orthanc_port,
             plugins=[plugin_path('DicomWeb'), plugin_path('WebViewer'),
                 plugin_path('ModalityWorklists')],
             dicom=True, aet='GNUHEALTH', extra_config={
                 'Name': 'GNU Health Demo',
+                # Authentication is always on (OrthancServer): other
+                # machines get in only with --host
+                'RemoteAccessAllowed': self.remote,
                 # GNU Health writes the worklist entries of the requested
                 # tests there; Orthanc answers the modalities' queries
                 'Worklists': {
                     'Enable': True, 'Database': self.worklist_folder},
-                # Orthanc answers only the modalities it knows
+                # Orthanc answers only the modalities it knows, from
+                # their address; its DICOM port listens on every address
                 'DicomModalities': {
                     'modality': [MODALITY_AET, '127.0.0.1', 11112]},
+                'DicomCheckModalityHost': True,
+                'DicomAlwaysAllowStore': False,
                 })
         os.makedirs(self.worklist_folder, exist_ok=True)
-        self.orthanc.start()
+        try:
+            self.orthanc.start()
+        except OrthancMissing as error:
+            raise SystemExit(str(error))
+        except OrthancStartError:
+            # Orthanc's log lines of errors (E) and fatal errors (F)
+            errors = [line for line in self.orthanc.log_tail(200).split('\n')
+                if line[:1] in 'EF'][-5:]
+            hint = ''
+            if any('already in use' in line for line in errors):
+                hint = ("%s; or choose another port with --orthanc-port "
+                    "N; " % ORTHANC_SERVICE_HINT)
+            raise SystemExit("Orthanc did not start on port %s:\n%s\n"
+                "(%sits log: %s)" % (self.orthanc_port, '\n'.join(errors),
+                    hint, self.orthanc.log_path))
         count = self.orthanc.request('GET', '/statistics').json()[
             'CountStudies']
         if not count:
@@ -167,7 +257,7 @@ class Demo:
         return os.path.join(os.path.dirname(sys.executable), name)
 
     def create_database(self, admin_password):
-        marker = self.path('db', '.activated')
+        marker = self.path('db', '.activated' + self.database_key)
         if os.path.exists(marker):
             return False
         os.makedirs(self.path('db'), exist_ok=True)
@@ -182,36 +272,92 @@ class Demo:
         log("creating the database with GNU Health, health_imaging and "
             "health_orthanc (takes a minute)")
         with self.logfile('trytond-admin') as logfile:
-            subprocess.run([
+            status = subprocess.run([
                     self.bin('trytond-admin'), '-d', DATABASE,
                     '--email', ADMIN_EMAIL,
                     '-u', 'health_imaging', 'health_orthanc',
                     '--activate-dependencies'],
-                env=env, check=True, stdout=logfile,
-                stderr=subprocess.STDOUT)
+                env=env, stdout=logfile, stderr=subprocess.STDOUT
+                ).returncode
+        if status:
+            raise SystemExit("trytond-admin could not create the database:\n"
+                "%s" % self.log_tail('trytond-admin'))
         os.remove(passfile)
         open(marker, 'w').close()
         return True
 
     def populate(self):
-        from proteus import config as pconfig
-
         from .data import populate
-        marker = self.path('db', '.populated')
+        marker = self.path('db', '.populated' + self.database_key)
         if os.path.exists(marker):
             return None
         log("adding the Orthanc server, patients and imaging orders")
-        pconfig.set_trytond(
-            DATABASE, config_file=self.path('trytond.conf'))
+        self.connect()
         summary = populate(
-            self.orthanc, self.worklist_folder, MODALITY_AET)
+            self.orthanc, self.worklist_folder, MODALITY_AET,
+            public_url=self.orthanc_public_url)
+        self.record_orthanc()
         with open(marker, 'w') as fp:
             json.dump(summary, fp)
         return summary
 
+    def connect(self):
+        "Connect proteus to the database, quietly"
+        import trytond.report  # noqa: F401
+        from proteus import config as pconfig
+
+        # trytond.report resets the warning filters on import: only then
+        # hide what passlib's import of crypt says on Python 3.11
+        warnings.filterwarnings(
+            'ignore', "'crypt' is deprecated", DeprecationWarning)
+        pconfig.set_trytond(
+            DATABASE, config_file=self.path('trytond.conf'))
+
+    def recorded_orthanc(self):
+        "The URLs of Orthanc that the GNU Health server record holds"
+        try:
+            with open(self.path(
+                        'db', 'orthanc-server%s.json' % self.database_key)
+                    ) as fp:
+                return json.load(fp)
+        except OSError:
+            return {}
+
+    def record_orthanc(self):
+        with open(self.path(
+                    'db', 'orthanc-server%s.json' % self.database_key),
+                'w') as fp:
+            json.dump({
+                    'domain': self.orthanc.url,
+                    'public_url': self.orthanc_public_url,
+                    }, fp)
+
+    def update_orthanc_urls(self):
+        "Point the server record at Orthanc when its port or host changed"
+        from .data import update_server
+        recorded = self.recorded_orthanc()
+        if recorded == {'domain': self.orthanc.url,
+                'public_url': self.orthanc_public_url}:
+            return
+        log("Orthanc moved: updating its server in GNU Health")
+        self.connect()
+        update_server(self.orthanc.url, self.orthanc_public_url)
+        self.record_orthanc()
+
     def logfile(self, name):
         os.makedirs(self.path('logs'), exist_ok=True)
         return open(self.path('logs', name + '.log'), 'ab')
+
+    def log_tail(self, name, lines=15):
+        "The end of a log, without the HTTP access lines, and its path"
+        path = self.path('logs', name + '.log')
+        try:
+            with open(path, errors='replace') as fp:
+                tail = [line.rstrip('\n') for line in fp
+                    if ' INFO werkzeug ' not in line][-lines:]
+        except OSError:
+            tail = []
+        return '\n'.join(tail + ['(whole log: %s)' % path])
 
     def spawn(self, name, *args):
         with self.logfile(name) as logfile:
@@ -241,21 +387,25 @@ class Demo:
             # the write lock of the jobs before: on SQLite a job that writes
             # after another waits and fails.  Run each in its own.
             self.spawn_python('demo-cron', '-m', 'demo.cron', DATABASE)
-        url = 'http://127.0.0.1:%s/' % self.args.port
+        host = self.args.host
+        if host in ('0.0.0.0', '::'):
+            host = '127.0.0.1' if host == '0.0.0.0' else '::1'
+        url = 'http://%s:%s/' % ('[%s]' % host if ':' in host else host,
+            self.port)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             for name, process in self.processes:
                 if process.poll() is not None:
-                    raise SystemExit(
-                        "%s stopped; see %s" % (
-                            name, self.path('logs', name + '.log')))
+                    raise SystemExit("%s stopped:\n%s" % (
+                            name, self.log_tail(name)))
             try:
                 with urllib.request.urlopen(url, timeout=2) as response:
                     if response.status == 200:
-                        return url
+                        return 'http://%s:%s/' % (self.public_host, self.port)
             except OSError:
                 time.sleep(0.3)
-        raise SystemExit("trytond did not answer on %s" % url)
+        raise SystemExit("trytond did not answer on %s:\n%s" % (
+                url, self.log_tail('trytond')))
 
     def stop(self):
         for name, process in reversed(self.processes):
@@ -273,11 +423,19 @@ class Demo:
             subprocess.run(self.pg_stop, stdout=subprocess.DEVNULL)
             self.pg_stop = None
 
+    def reset(self):
+        log("--reset: deleting %s" % self.state)
+        pg = self.path('pg')
+        if os.path.islink(pg):
+            # root's cluster, where the postgres user can reach it
+            shutil.rmtree(os.path.realpath(pg), ignore_errors=True)
+        shutil.rmtree(self.state)
+
     def run(self):
         if self.args.reset and os.path.isdir(self.state):
-            log("--reset: deleting %s" % self.state)
-            shutil.rmtree(self.state)
+            self.reset()
         os.makedirs(self.state, exist_ok=True)
+        self.choose_ports()
         passwords = self.secrets()
         started = time.monotonic()
         try:
@@ -285,15 +443,22 @@ class Demo:
             studies = self.start_orthanc(passwords['orthanc'])
             self.create_database(passwords['admin'])
             summary = self.populate()
+            if summary is None:
+                self.update_orthanc_urls()
             url = self.start_servers()
             self.print_summary(url, passwords, studies, summary,
                 time.monotonic() - started)
             if self.args.no_wait:
                 return
             signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
-            while all(p.poll() is None for _, p in self.processes):
+            while (self.orthanc.running
+                    and all(p.poll() is None for _, p in self.processes)):
                 time.sleep(1)
-            log("a server stopped; see the logs in %s" % self.path('logs'))
+            for name, process in self.processes:
+                if process.poll() is not None:
+                    log("%s stopped:\n%s" % (name, self.log_tail(name)))
+            if not self.orthanc.running:
+                log("Orthanc stopped:\n%s" % self.orthanc.log_tail(10))
         except KeyboardInterrupt:
             pass
         finally:
@@ -309,7 +474,8 @@ class Demo:
             '  Database:    %s   login: admin   password: %s' % (
                 DATABASE, passwords['admin']),
             '  Orthanc:     %s/app/explorer.html   user: orthanc   '
-            'password: %s' % (self.orthanc.url, passwords['orthanc']),
+            'password: %s' % (self.orthanc_public_url or self.orthanc.url,
+                passwords['orthanc']),
             '  Loaded:      %s sample studies in Orthanc, synced into GNU '
             'Health; patients linked by PUID and MRN; imaging orders in '
             'draft, requested and done, a result with a study attached' % (
@@ -322,9 +488,19 @@ class Demo:
             '-k AccessionNumber -k PatientName 127.0.0.1 %s' % (
                 MODALITY_AET, self.orthanc.aet, self.orthanc.dicom_port),
             '  Files:       %s (logs in logs/)' % self.state,
+            ]
+        if self.remote:
+            lines.append('  Reachable:   from other machines over plain '
+                'HTTP (--host %s): anyone who reaches them can try to log '
+                'in; for a trusted network only' % self.args.host)
+            if passwords['admin'] == ADMIN_PASSWORD:
+                lines.append('  Warning:     the admin password is the '
+                    "demo's usual one: change it in the web client "
+                    '(Preferences), or start over with --reset --host')
+        lines += [
             '',
-            '  Stop with Ctrl-C.  Run again to reuse this data; '
-            'bin/demo --reset starts over.',
+            '  Stop with Ctrl-C (or: kill %s).  Run again to reuse this '
+            'data; bin/demo --reset starts over.' % os.getpid(),
             '',
             ]
         print('\n'.join(lines), flush=True)
@@ -332,6 +508,47 @@ class Demo:
 
 def log(message):
     print('[demo] %s' % message, flush=True)
+
+
+def is_loopback(host):
+    if host == 'localhost':
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def port_free(host, port):
+    "Whether a server can listen on host:port"
+    family = socket.AF_INET6 if ':' in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # as the servers do: a closed connection's TIME_WAIT does not count
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def choose_port(host, asked, usual, option, hint=None):
+    """The port asked for on the command line, which must be free;
+    otherwise the usual one or the next free one after it"""
+    hint = ' (%s)' % hint if hint else ''
+    if asked:
+        if not port_free(host, asked):
+            raise SystemExit("port %s is in use%s: free it, or choose "
+                "another one with %s N" % (asked, hint, option))
+        return asked
+    for port in range(usual, usual + 100):
+        if port_free(host, port):
+            if port != usual:
+                log("port %s is in use%s: using %s instead (or choose one "
+                    "with %s N)" % (usual, hint, port, option))
+            return port
+    raise SystemExit("ports %s to %s are in use: choose a free one with "
+        "%s N" % (usual, usual + 99, option))
 
 
 def main(argv=None):

@@ -12,7 +12,7 @@ file for the steps) against it.
 Needs, besides what the other tests need:
 
 - Chromium:            apt-get install chromium
-- node and npm:        apt-get install nodejs npm
+- node (18 or newer) and npm: apt-get install nodejs npm
 - playwright-core:     npm ci --prefix tests/browser
 - sao 7.0:             bin/install-sao .var/sao
 
@@ -21,6 +21,7 @@ Environment: E2E_CHROMIUM (default /usr/bin/chromium), SAO_DIR (default
 """
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -46,13 +47,34 @@ DEMO_TIMEOUT = 300
 E2E_TIMEOUT = 170
 
 
+def node_minimum():
+    "The oldest Node.js major version of tests/browser/package.json"
+    with open(os.path.join(BROWSER_DIR, 'package.json')) as fp:
+        engine = json.load(fp)['engines']['node']
+    return int(re.fullmatch(r'>=\s*(\d+)(\.\d+)*', engine).group(1))
+
+
+def node_major():
+    "The major version of the node on PATH, None without one"
+    if not shutil.which('node'):
+        return None
+    version = subprocess.run(['node', '-p', 'process.versions.node'],
+        stdout=subprocess.PIPE, text=True).stdout
+    return int(version.split('.')[0])
+
+
 def check_requirements():
     "Fail, naming the install command, when something is missing"
     missing = []
     if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
         missing.append('Chromium (%s): apt-get install chromium' % CHROMIUM)
-    if not shutil.which('node'):
+    major, minimum = node_major(), node_minimum()
+    if major is None:
         missing.append('node: apt-get install nodejs npm')
+    elif major < minimum:
+        missing.append('Node.js %s or newer for playwright-core (node on '
+            'PATH is %s): apt-get install nodejs npm (Debian 12 has 18)' % (
+                minimum, major))
     if not os.path.isfile(os.path.join(
                 BROWSER_DIR, 'node_modules', 'playwright-core',
                 'package.json')):

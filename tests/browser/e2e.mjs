@@ -198,6 +198,30 @@ async function main() {
             childList: true, subtree: true, characterData: true});
     });
 
+    // sao's calls to the server in flight (the bus aside): a list can be
+    // loaded twice in a row (opening its tab, then choosing a domain tab),
+    // and a row opened in between loses its record to the second load
+    let calls = 0;
+    const isCall = request => request.method() === 'POST'
+        && !request.url().endsWith('/bus');
+    page.on('request', request => {
+        calls += isCall(request) ? 1 : 0;
+    });
+    for (const event of ['requestfinished', 'requestfailed']) {
+        page.on(event, request => {
+            calls -= isCall(request) ? 1 : 0;
+        });
+    }
+
+    // Wait until sao has had no call in flight for a few polls
+    async function settled() {
+        let quiet = 0;
+        await until(() => {
+            quiet = calls ? 0 : quiet + 1;
+            return quiet >= 3;
+        }, 'the calls to the server to finish');
+    }
+
     const pane = page.locator('#tabcontent > .tab-pane.active');
     const toolbar = pane.locator('nav.toolbar');
     const dialog = page.locator('.modal.in .modal-dialog').last();
@@ -248,6 +272,7 @@ async function main() {
     // Open the record of a list row in its form (double-click, like a user;
     // on the first column, which is never a link)
     async function openRow(row) {
+        await settled();
         await row.locator('> td').nth(2).dblclick();
         await until(() => pane.locator('.form').first().isVisible(),
             'the form view');
