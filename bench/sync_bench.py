@@ -38,12 +38,13 @@ from trytond.tests.test_tryton import (
     DB_NAME, activate_module, db_exist, drop_db)
 from trytond.transaction import Transaction
 
-from tests.dicom_samples import make_instance, random_patients
-from tests.orthanc_server import OrthancServer
 from trytond.modules.health_orthanc import mapping
 from trytond.modules.health_orthanc import server as server_module
 from trytond.modules.health_orthanc import sync as sync_module
 from trytond.modules.health_orthanc.orthanc_client import OrthancClient
+from trytond.modules.health_orthanc.tests.dicom_samples import (
+    make_instance, random_patients)
+from trytond.modules.health_orthanc.tests.orthanc_server import OrthancServer
 
 # SQLite cannot alter constraints: harmless warnings of the activation
 warnings.filterwarnings('ignore', category=UserWarning,
@@ -247,8 +248,8 @@ def db_counts(server_id):
 
 
 def measure_sync(server_id):
-    """Run Server.sync_servers in its own committed transaction (pages are
-    committed as they come: orthanc_page_commit keeps its default), with
+    """Run Server.sync_now in its own committed transaction (pages are
+    committed as they come: _orthanc_page_commit keeps its default), with
     the peak RSS of the process during it"""
     sql, http, http_time = Counters.snapshot()
     rss_before, _ = rss_kb()
@@ -256,7 +257,7 @@ def measure_sync(server_id):
     start = time.perf_counter()
     with Transaction().start(DB_NAME, 1) as transaction:
         Server = Pool().get('gnuhealth.orthanc.config')
-        result = Server.sync_servers([Server(server_id)])[server_id]
+        result = Server.sync_now([Server(server_id)])[server_id]
         transaction.commit()
     wall = time.perf_counter() - start
     rss_after, peak = rss_kb()
@@ -477,8 +478,7 @@ def floor_orm_create(mapped, server_id):
                         values['study'] = ids['studies'].get(
                             record['orthanc_study_id'])
                     vlist.append(values)
-                with Transaction().set_context(orthanc_sync=True):
-                    created = Model.create(vlist)
+                created = Model.create(vlist)
                 if kind in ids:
                     ids[kind].update(
                         (r['orthanc_id'], c.id)

@@ -61,6 +61,25 @@ ensure_venv() {
     fi
 }
 
+# ensure_legacy_venv : a virtualenv with GNU Health's own imaging modules
+# (tests/test_upgrade.py builds a database with them; never in ours: they
+# have our modules' names), cached under .cache and keyed on its
+# requirements; exports LEGACY_PYTHON
+ensure_legacy_venv() {
+    local req="$ROOT/tests/upgrade/requirements-legacy.txt" dir
+    dir="$ROOT/.cache/venv-legacy-$(sha1sum < "$req" | cut -c1-12)"
+    if [ ! -e "$dir/.installed" ]; then
+        log "creating the virtualenv of GNU Health's own imaging modules"
+        find "$ROOT/.cache" -maxdepth 1 -name 'venv-legacy-*' \
+            -exec rm -rf {} + 2>/dev/null || true
+        python3 -m venv "$dir"
+        "$dir/bin/python" -m pip install -q --upgrade pip >/dev/null
+        "$dir/bin/python" -m pip install -q -r "$req"
+        touch "$dir/.installed"
+    fi
+    export LEGACY_PYTHON="$dir/bin/python"
+}
+
 # free_port : print a TCP port free on 127.0.0.1
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'

@@ -8,7 +8,7 @@ record number and one matches nobody, so every linking case shows.
 """
 import datetime
 
-from tests.dicom_samples import make_study
+from trytond.modules.health_orthanc.tests.dicom_samples import make_study
 
 # (PatientID, DICOM name, birth date, sex, studies: (modalities, date,
 # description, body part))

@@ -17,7 +17,8 @@ import sys
 import time
 import urllib.request
 
-from tests.orthanc_server import OrthancServer, plugin_path
+from trytond.modules.health_orthanc.tests.orthanc_server import (
+    OrthancServer, plugin_path)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATABASE = 'health'

@@ -6,6 +6,8 @@ import datetime
 import uuid
 from collections import defaultdict
 
+from sql import Null
+from trytond import backend
 from trytond.i18n import gettext
 from trytond.model import ModelSQL, ModelView, Unique, Workflow, fields
 from trytond.modules.health.core import get_health_professional
@@ -14,6 +16,7 @@ from trytond.pyson import Eval, If
 from trytond.transaction import Transaction
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
+from . import upgrade
 from .exceptions import ImagingRequestError
 from .tools import search_in
 
@@ -154,6 +157,40 @@ class ImagingTestRequest(Workflow, ModelSQL, ModelView):
                     'depends': ['state'],
                     },
                 })
+
+    @classmethod
+    def __register__(cls, module_name):
+        # GNU Health's own requests have no DICOM identifiers
+        legacy = backend.TableHandler.table_exist(cls._table) and not (
+            cls.__table_handler__(module_name).column_exist(
+                'accession_number'))
+        super().__register__(module_name)
+        upgrade.rename_legacy_xml_ids(module_name, 'ir.model.button')
+        if legacy:
+            cls._migrate_dicom_identifiers()
+
+    @classmethod
+    def _migrate_dicom_identifiers(cls):
+        "Give the requested tests the identifiers that requesting gives"
+        table = cls.__table__()
+        cursor = Transaction().connection.cursor()
+        cursor.execute(*table.select(table.id, table.request, table.state,
+                where=table.request != Null, order_by=[table.id.asc]))
+        orders = defaultdict(list)
+        for id_, order, state in cursor.fetchall():
+            orders[order].append((id_, state))
+        used = set()
+        for order, requests in orders.items():
+            for position, (id_, state) in enumerate(requests, 1):
+                number = accession_number(order, position)
+                # Two orders cut to the same 16 characters keep none
+                if state != 'requested' or number in used:
+                    continue
+                used.add(number)
+                cursor.execute(*table.update(
+                        [table.accession_number, table.study_instance_uid],
+                        [number, new_study_instance_uid()],
+                        where=table.id == id_))
 
     @staticmethod
     def default_state():

@@ -5,12 +5,15 @@
 import datetime
 import mimetypes
 
+from sql import Null
+from trytond import backend
 from trytond.i18n import gettext
 from trytond.model import ModelSQL, ModelView, Unique, Workflow, fields
 from trytond.modules.health.core import get_health_professional
 from trytond.pool import Pool
 from trytond.pyson import Bool, Eval, PYSONEncoder
 from trytond.report import Report
+from trytond.transaction import Transaction
 from trytond.wizard import StateAction, Wizard
 
 from .exceptions import ImagingResultError
@@ -87,6 +90,19 @@ class ImagingTestResult(Workflow, ModelSQL, ModelView):
                     'depends': ['state'],
                     },
                 })
+
+    @classmethod
+    def __register__(cls, module_name):
+        table = cls.__table__()
+        cursor = Transaction().connection.cursor()
+        # GNU Health's own results have no state
+        legacy = backend.TableHandler.table_exist(cls._table) and not (
+            cls.__table_handler__(module_name).column_exist('state'))
+        super().__register__(module_name)
+        if legacy:
+            # A written interpretation was the report
+            cursor.execute(*table.update([table.state], ['done'],
+                    where=(table.comment != Null) & (table.comment != '')))
 
     @staticmethod
     def default_state():

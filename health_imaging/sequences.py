@@ -2,6 +2,7 @@
 # The COPYRIGHT file at the top level of this repository contains the full
 # copyright notices and license terms.
 "Numbering of imaging orders and results in GNU Health's sequences."
+from trytond import backend
 from trytond.i18n import gettext
 from trytond.model import ModelSQL, ValueMixin, fields
 from trytond.pool import Pool, PoolMeta
@@ -66,3 +67,15 @@ class ImagingSequence(ModelSQL, ValueMixin):
     "Imaging Result Sequence Setup"
     __name__ = 'gnuhealth.sequences.imaging_sequence'
     imaging_sequence = imaging_sequence
+
+    @classmethod
+    def __register__(cls, module_name):
+        # GNU Health's own health_imaging names it imaging_test_sequence
+        TableHandler = backend.TableHandler
+        legacy = 'gnuhealth_sequences_imaging_test_sequence'
+        if (TableHandler.table_exist(legacy)
+                and not TableHandler.table_exist(cls._table)):
+            TableHandler.table_rename(legacy, cls._table)
+            cls.__table_handler__(module_name).column_rename(
+                'imaging_test_sequence', 'imaging_sequence')
+        super().__register__(module_name)

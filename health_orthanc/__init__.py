@@ -3,7 +3,9 @@
 # copyright notices and license terms.
 from trytond.pool import Pool
 
-from . import ir, patient, request, server, study, upload
+from . import (
+    ir, patient, request, result, series, server, study, upload,
+    worklist_publish)
 
 __all__ = ['register']
 
@@ -16,14 +18,13 @@ def register():
         patient.OrthancPatient,
         patient.Patient,
         study.OrthancStudy,
-        study.OrthancSeries,
         study.DeleteStudiesStart,
         study.DeleteStudiesResult,
-        study.ImagingTestResultStudy,
-        study.ImagingTestResult,
+        series.OrthancSeries,
+        result.ImagingTestResultStudy,
+        result.ImagingTestResult,
         request.ImagingTestRequest,
-        request.OrthancStudy,
-        request.OrthancServer,
+        worklist_publish.ImagingTestRequest,
         ir.Cron,
         upload.UploadStart,
         upload.UploadFile,

@@ -23,20 +23,24 @@ client relies on:
 * ``HEAD`` is not supported on resources (always 404): use ``GET``.
 * An unknown resource is a 404 with an empty body.
 """
+import base64
+import json
 import logging
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
 
 import requests
 
 __all__ = [
-    'normalize_domain', 'OrthancClient', 'Change', 'ChangesPage',
+    'normalize_domain', 'credential_forms', 'Scrubber', 'OrthancClient',
+    'Change', 'ChangesPage',
     'OrthancError', 'OrthancUnauthorized', 'OrthancNotFound',
     'OrthancUnreachable', 'OrthancTimeout', 'OrthancTLSError', 'NotOrthanc',
-    'OrthancBadAnswer', 'LEVELS',
+    'OrthancBadAnswer', 'OrthancStalled', 'BodySizeError', 'LEVELS',
     ]
 
 logger = logging.getLogger(__name__)
@@ -55,6 +59,21 @@ MAX_DETAILS = 300
 MAX_BACKOFF = 30
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 UPLOAD_BLOCK = 64 * 1024
+#: A user name or password shorter than this is not scrubbed alone: it
+#: would blank out ordinary words (the pair user:password always is)
+MIN_SECRET = 3
+MASK = '***'
+#: The value of an Authorization header echoed in a text, whatever its
+#: scheme: even cut short, a Basic value gives the credentials' start.
+#: A token with a capital, a digit or a sign, not a word ("Basic auth")
+AUTHORIZATION_VALUE = re.compile(
+    r'\b((?i:basic|bearer|digest))(?:\s+|%20|\+)'
+    r'(?=[\w+/=.~%-]*[A-Z0-9+/=%])[\w+/=.~%-]+')
+PERCENT_ESCAPE = re.compile(r'%([0-9A-F])([0-9A-F])')
+#: The characters from which the start of a base64 credential is masked
+BASE64_START = 6
+#: The first Orthanc whose worklists plugin has a REST API
+WORKLISTS_VERSION = (1, 12, 10)
 
 
 def normalize_domain(url: str) -> str:
@@ -107,12 +126,124 @@ def normalize_domain(url: str) -> str:
     return urlunsplit((scheme, netloc, path, '', ''))
 
 
+# -- credentials in texts ----------------------------------------------------
+def _encodings(value: str) -> list[bytes]:
+    "The bytes an HTTP client may send for value (requests uses Latin-1)"
+    forms = [value.encode('utf-8')]
+    try:
+        latin = value.encode('latin-1')
+    except UnicodeEncodeError:
+        pass
+    else:
+        if latin not in forms:
+            forms.append(latin)
+    return forms
+
+
+def _written_forms(value: str) -> set[str]:
+    "value as a server may write it back: as is, URL-encoded, JSON-escaped"
+    forms = {value, json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1]}
+    forms |= {quote(value, safe=''), quote(value), quote_plus(value)}
+    return forms
+
+
+def _pattern(form: str) -> str:
+    "The regular expression of form, its %-escapes in either case"
+    return PERCENT_ESCAPE.sub(
+        lambda m: '%%[%s%s][%s%s]' % (m.group(1), m.group(1).lower(),
+            m.group(2), m.group(2).lower()),
+        re.escape(form))
+
+
+def _secrets(user: str, password: str) -> set[str]:
+    "The user name, the password and the user:password of HTTP Basic"
+    values = {v for v in (user, password) if len(v) >= MIN_SECRET}
+    if user or password:
+        values.add('%s:%s' % (user, password))
+    return values
+
+
+def _base64_forms(values) -> set[str]:
+    forms = set()
+    for value in values:
+        for raw in _encodings(value):
+            for encoder in (base64.b64encode, base64.urlsafe_b64encode):
+                encoded = encoder(raw).decode('ascii')
+                forms |= {encoded, encoded.rstrip('=')}
+    return forms
+
+
+def credential_forms(user: str | None, password: str | None) -> list[str]:
+    """Return every text that would give away the credentials, longest
+    first.
+
+    The user name and the password alone (from :data:`MIN_SECRET`
+    characters), the ``user:password`` of HTTP Basic, each of them in
+    base64 (standard and URL-safe, with and without padding, from UTF-8
+    and Latin-1), and all of these URL-encoded (matched with their
+    %-escapes in either case) or JSON-escaped.
+    """
+    values = _secrets(user or '', password or '')
+    forms = set()
+    for value in values | _base64_forms(values):
+        forms |= _written_forms(value)
+    forms.discard('')
+    return sorted(forms, key=lambda f: (-len(f), f))
+
+
+class Scrubber:
+    """Remove credentials from texts.
+
+    Every form of :func:`credential_forms`, any Authorization value
+    (``Basic ...``) and the start of a base64 form cut short (from
+    :data:`BASE64_START` characters) become ``***``.  Scrub a text before
+    cutting it short: a form cut in the middle is no longer recognised.
+    """
+
+    def __init__(self, user: str | None, password: str | None):
+        forms = credential_forms(user, password)
+        self._pattern = re.compile('|'.join(map(_pattern, forms))) \
+            if forms else None
+        self._base64 = sorted(
+            (f for f in _base64_forms(_secrets(user or '', password or ''))
+                if len(f) > BASE64_START), key=len, reverse=True)
+
+    def __call__(self, text: Any) -> str:
+        text = '' if text is None else str(text)
+        if not text:
+            return text
+        text = AUTHORIZATION_VALUE.sub(
+            lambda m: '%s %s' % (m.group(1), MASK), text)
+        if self._pattern is not None:
+            text = self._pattern.sub(MASK, text)
+        for form in self._base64:
+            text = _mask_starts(text, form)
+        return text
+
+
+def _mask_starts(text: str, form: str) -> str:
+    "Mask what begins like form for at least BASE64_START characters"
+    head = form[:BASE64_START]
+    start = text.find(head)
+    while start >= 0:
+        end = start + len(head)
+        while (end < len(text) and end - start < len(form)
+                and text[end] == form[end - start]):
+            end += 1
+        text = text[:start] + MASK + text[end:]
+        start = text.find(head, start + len(MASK))
+    return text
+
+
 # -- errors ------------------------------------------------------------------
 class OrthancError(Exception):
     """Base class of the errors of this client.
 
-    ``str()`` is a short, user-safe message that never contains the
-    password.
+    ``str()`` is a short, user-safe message: an error made by
+    :class:`OrthancClient` contains neither the user name nor the password
+    in any form (see :class:`Scrubber`), even from a server that echoes
+    the request's headers.
 
     Attributes
     ----------
@@ -184,6 +315,14 @@ class OrthancBadAnswer(OrthancError):
     default_text = 'Orthanc sent an invalid answer'
 
 
+class OrthancStalled(OrthancBadAnswer):
+    """A paged answer that does not advance: a page of changes that is not
+    after the one asked for, an empty page that is not the last, the same
+    page of a listing again (e.g. a caching proxy that ignores the
+    query).  Following it would ask forever."""
+    default_text = 'Orthanc sent the same page again'
+
+
 # -- data --------------------------------------------------------------------
 @dataclass(frozen=True)
 class Change:
@@ -214,12 +353,29 @@ def _short(text: Any, size: int = MAX_DETAILS) -> str:
     return text
 
 
+class BodySizeError(ValueError):
+    """A streamed body ended before its announced length, or went on after
+    it: the request was cut off (its connection closed) before it was
+    complete, so the server never took it nor waits for the rest."""
+
+    def __init__(self, announced: int, sent: int, longer: bool = False):
+        self.announced = announced
+        self.sent = sent
+        self.longer = longer
+        super().__init__('%s bytes announced, %s %d read' % (
+                announced, 'more than' if longer else 'only', sent))
+
+
 class _Body:
     """A file-like body that requests sends in blocks, with its length.
 
     requests gives a Content-Length to bodies it can measure; a zip
     member cannot be measured without reading it, and Orthanc's HTTP
-    server does not take chunked request bodies.
+    server does not take chunked request bodies.  Exactly ``size`` bytes
+    are sent: a stream that ends sooner, or that has more (checked before
+    its last block is given), raises BodySizeError before the request is
+    complete, instead of leaving the server waiting for bytes that never
+    come or sending it what was not announced.
     """
 
     def __init__(self, stream, size=None):
@@ -227,16 +383,27 @@ class _Body:
         if size is None:
             size = _stream_size(stream)
         self.size = int(size)
+        self.left = self.size
 
     def __len__(self):
         return self.size
 
     def read(self, size=-1):
-        return self.stream.read(size)
+        if self.left <= 0:
+            return b''
+        if size is None or size < 0 or size > self.left:
+            size = self.left
+        block = self.stream.read(size)
+        if not block:
+            raise BodySizeError(self.size, self.size - self.left)
+        self.left -= len(block)
+        if not self.left and self.stream.read(1):
+            raise BodySizeError(self.size, self.size, longer=True)
+        return block
 
     def __iter__(self):
         while True:
-            block = self.stream.read(UPLOAD_BLOCK)
+            block = self.read(UPLOAD_BLOCK)
             if not block:
                 return
             yield block
@@ -251,6 +418,11 @@ def _stream_size(stream) -> int:
 
 
 # -- client ------------------------------------------------------------------
+def _version(text: str) -> tuple | None:
+    match = re.match(r'(\d+)\.(\d+)\.(\d+)', text or '')
+    return tuple(int(n) for n in match.groups()) if match else None
+
+
 class OrthancClient:
     """Client of the Orthanc REST API.
 
@@ -288,6 +460,7 @@ class OrthancClient:
         self.domain = normalize_domain(domain)
         self.user = user or None
         self._password = password or ''
+        self._scrub = Scrubber(self.user, self._password)
         self.timeout = timeout
         self.retries = max(0, int(retries))
         self.backoff = max(0.0, float(backoff))
@@ -310,15 +483,12 @@ class OrthancClient:
         """Return the absolute URL of ``path`` (the path prefix is kept)."""
         return '%s/%s' % (self.domain, path.lstrip('/'))
 
-    def _scrub(self, text: str) -> str:
-        if self._password and len(self._password) >= 3 and text:
-            text = text.replace(self._password, '***')
-        return text
-
     def _error(self, cls, text=None, **kwargs):
+        """Return the error cls: every error of the client is made here,
+        its texts scrubbed of the credentials, then cut short"""
         for key in ('message', 'details'):
             if kwargs.get(key):
-                kwargs[key] = self._scrub(_short(kwargs[key]))
+                kwargs[key] = _short(self._scrub(kwargs[key]))
         if text:
             text = self._scrub(text)
         return cls(text, **kwargs)
@@ -364,7 +534,7 @@ class OrthancClient:
         except OSError as exc:
             # e.g. a CA bundle path that does not exist
             raise self._error(OrthancTLSError,
-                details=_short(exc), url=url) from None
+                details=str(exc), url=url) from None
 
     @staticmethod
     def _reason(exc: Exception) -> str:
@@ -457,20 +627,21 @@ class OrthancClient:
             raise self._error(NotOrthanc,
                 'The server redirects (HTTP %d) instead of answering; check '
                 'the URL (http/https, path prefix)' % status,
-                details=_short(location), status=status, url=url)
+                details=location, status=status, url=url)
         raise self._error(OrthancError,
             'Orthanc rejected the request (HTTP %d)' % status, **kwargs)
 
     @staticmethod
     def _error_body(response: requests.Response) -> tuple[str, str]:
+        "Orthanc's Message and Details, whole: cut once scrubbed"
         try:
             body = response.json()
         except ValueError:
             return '', ''
         if not isinstance(body, dict):
             return '', ''
-        return (_short(body.get('Message', '')),
-            _short(body.get('Details', '')))
+        return (str(body.get('Message') or ''),
+            str(body.get('Details') or ''))
 
     def get_json(self, path: str, params=None, auth: bool = True) -> Any:
         """GET ``path`` and return the decoded JSON.
@@ -617,7 +788,29 @@ class OrthancClient:
             raise self._error(OrthancBadAnswer,
                 'Unexpected answer from Orthanc for changes',
                 details=_short(repr(exc))) from None
-        return ChangesPage(changes=changes, last=last, done=done)
+        page = ChangesPage(changes=changes, last=last, done=done)
+        self._check_changes(page, int(since))
+        return page
+
+    def _check_changes(self, page: ChangesPage, since: int):
+        """Raise OrthancStalled unless the page is after since: Orthanc
+        only returns changes after since, and an empty page is the last"""
+        if page.changes:
+            first = min(c.seq for c in page.changes)
+            if first > since and page.last > since:
+                return
+            raise self._error(OrthancStalled,
+                'The change log of Orthanc did not advance',
+                details='asked for the changes after %s, received changes '
+                '%s to %s with Last %s' % (since, first,
+                    max(c.seq for c in page.changes), page.last),
+                url=self.url('changes'))
+        if not page.done:
+            raise self._error(OrthancStalled,
+                'The change log of Orthanc did not advance',
+                details='asked for the changes after %s, received none '
+                'with Last %s and Done false' % (since, page.last),
+                url=self.url('changes'))
 
     # -- listings -----------------------------------------------------------
     def _list(self, collection: str, since: int, limit: int) -> list[dict]:
@@ -654,11 +847,35 @@ class OrthancClient:
         "Return expanded series, see :meth:`list_patients`."
         return self._list('series', since, limit)
 
+    def check_page(self, collection: str, items: list[dict], limit: int,
+            previous: list[str] | None = None) -> list[str]:
+        """Return the IDs of a page of a listing; raise OrthancStalled
+        when it cannot be the page asked for.
+
+        A page holds at most ``limit`` items, and a full page is not the
+        previous one (``previous``, its IDs) again: a server or proxy
+        ignoring ``since`` or ``limit`` would be listed forever.
+        """
+        ids = [i.get('ID') for i in items]
+        if len(items) > limit:
+            raise self._error(OrthancStalled,
+                'Orthanc did not page the list of %s' % collection,
+                details='received %d for a page of %d' % (
+                    len(items), limit),
+                url=self.url(collection))
+        if previous and len(items) == limit and ids == previous:
+            raise self._error(OrthancStalled,
+                'Orthanc sent the same page of %s again' % collection,
+                details='%d identical items from %s' % (len(ids), ids[0]),
+                url=self.url(collection))
+        return ids
+
     def _iter(self, collection: str, page_size: int) -> Iterator[dict]:
         page_size = max(1, int(page_size))
-        since = 0
+        since, ids = 0, None
         while True:
             page = self._list(collection, since, page_size)
+            ids = self.check_page(collection, page, page_size, ids)
             yield from page
             if len(page) < page_size:
                 return
@@ -751,7 +968,8 @@ class OrthancClient:
             is read, never held whole in memory.
         size : int, optional
             The length in bytes of ``stream`` when it cannot tell it (e.g.
-            a member of a zip file), so it is sent with a Content-Length.
+            a member of a zip file), so it is sent with a Content-Length;
+            exactly that many bytes are sent.
 
         Returns
         -------
@@ -765,6 +983,9 @@ class OrthancClient:
             With ``status`` 400 when Orthanc cannot parse a DICOM file in
             ``stream``.  The request is never retried: the stream is
             consumed.
+        BodySizeError
+            When the stream holds fewer or more bytes than ``size``: the
+            request was cut off before it was complete.
         """
         if not isinstance(stream, (bytes, bytearray)):
             stream = _Body(stream, size)
@@ -821,15 +1042,58 @@ class OrthancClient:
             return False
         return True
 
-    # -- web pages ----------------------------------------------------------
-    def explorer_url(self) -> str:
-        "Return the URL of Orthanc Explorer."
-        return self.url('app/explorer.html')
+    # -- worklists plugin (Orthanc 1.12.10 and later) ----------------------
+    def worklists_available(self) -> bool:
+        """Return whether the server offers the worklists REST API.
 
-    def study_explorer_url(self, orthanc_study_id: str) -> str:
-        "Return the URL of a study in Orthanc Explorer."
-        return '%s#study?uuid=%s' % (self.explorer_url(),
-            quote(orthanc_study_id, safe='-'))
+        The worklists plugin must be loaded (``GET /plugins`` lists
+        ``worklists``) in version 1.12.10 or later (``GET /plugins/worklists``;
+        ``mainline`` builds count as recent): Orthanc 1.10's
+        ModalityWorklists plugin has the same name but no REST API.  Two
+        small requests: the worklists themselves are never listed.
+        """
+        plugins = self.get_json('plugins')
+        if not isinstance(plugins, list) or 'worklists' not in plugins:
+            return False
+        try:
+            plugin = self.get_json('plugins/worklists')
+        except OrthancNotFound:
+            return False
+        version = plugin.get('Version') if isinstance(plugin, dict) else None
+        if not isinstance(version, str):
+            return False
+        if version.strip().lower() == 'mainline':
+            return True
+        parsed = _version(version)
+        return parsed is not None and parsed >= WORKLISTS_VERSION
+
+    def create_worklist(self, body: dict) -> str:
+        """Create a worklist (``POST /worklists/create``); return its ID.
+
+        body is ``{"Tags": {...}}``, Orthanc's JSON of the tags by keyword.
+        Not retried: a POST that reached Orthanc may have created it.
+        """
+        response = self.request(
+            'POST', 'worklists/create', data=json.dumps(body),
+            headers={'Content-Type': 'application/json'})
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict) or not answer.get('ID'):
+            raise OrthancBadAnswer(
+                'Unexpected answer from Orthanc for worklists/create',
+                status=response.status_code)
+        return str(answer['ID'])
+
+    def delete_worklist(self, worklist_id: str) -> bool:
+        "Delete a worklist by its ID; return False if it was already gone"
+        try:
+            self.request(
+                'DELETE', 'worklists/%s' % quote(worklist_id, safe='')).close()
+        except OrthancNotFound:
+            return False
+        return True
 
     # -- life cycle ---------------------------------------------------------
     def close(self):

@@ -4,17 +4,18 @@
 "Orthanc patients and their link to GNU Health patients."
 from collections import defaultdict
 
+from trytond import backend
 from trytond.i18n import gettext
 from trytond.model import Index, ModelSQL, ModelView, fields
 from trytond.model.exceptions import AccessError
 from trytond.pool import Pool, PoolMeta
 from trytond.pyson import Eval
 from trytond.tools import grouped_slice
-from trytond.transaction import Transaction
+from trytond.transaction import Transaction, without_check_access
 
 from trytond.modules.health_imaging.tools import search_in
 
-from . import linking
+from . import legacy, linking
 from .resource import OrthancResourceMixin
 
 LINK_STATES = [
@@ -72,6 +73,15 @@ class OrthancPatient(OrthancResourceMixin, ModelSQL, ModelView):
                     },
                 })
 
+    @classmethod
+    def __register__(cls, module_name):
+        v4 = backend.TableHandler.table_exist(cls._table) and (
+            legacy.rename_v4_columns(
+                cls.__name__, cls.__table_handler__(module_name)))
+        super().__register__(module_name)
+        if v4:
+            legacy.migrate_v4_links(cls.__table__())
+
     @staticmethod
     def default_link_state():
         return linking.NO_MATCH
@@ -95,27 +105,23 @@ class OrthancPatient(OrthancResourceMixin, ModelSQL, ModelView):
 
     @classmethod
     def write(cls, *args):
-        context = Transaction().context
-        if not context.get('orthanc_sync'):
-            actions = iter(args)
-            args = []
-            for patients, values in zip(actions, actions):
-                if context.get('_check_access') and set(values) - {'patient'}:
-                    # What Orthanc holds is changed in Orthanc, not here
-                    raise AccessError(gettext(
-                            'health_orthanc.msg_orthanc_patient_readonly',
-                            fields=', '.join(sorted(
-                                    set(values) - {'patient'}))))
-                if 'patient' in values:
-                    # A person decided: the sync must never override it
-                    values = dict(values, link_state='manual')
-                args.extend((patients, values))
-        super().write(*args)
         actions = iter(args)
-        changed = {p for patients, values in zip(actions, actions)
-            if 'patient' in values for p in patients}
-        if changed and not context.get('orthanc_linking_studies'):
-            cls.check_request_studies(list(changed))
+        args, decided = [], []
+        for patients, values in zip(actions, actions):
+            if (Transaction().check_access
+                    and set(values) - {'patient'}):
+                # What Orthanc holds is changed in Orthanc, not here
+                raise AccessError(gettext(
+                        'health_orthanc.msg_orthanc_patient_readonly',
+                        fields=', '.join(sorted(set(values) - {'patient'}))))
+            if 'patient' in values and 'link_state' not in values:
+                # A person decided: the sync must never override it
+                values = dict(values, link_state='manual')
+                decided.extend(patients)
+            args.extend((patients, values))
+        super().write(*args)
+        if decided:
+            cls.check_request_studies(decided)
 
     @classmethod
     def check_request_studies(cls, patients):
@@ -123,29 +129,22 @@ class OrthancPatient(OrthancResourceMixin, ModelSQL, ModelView):
         whose GNU Health patient changed (one search): a study leaves a
         request of another patient, a study for review joins the request
         of its new patient."""
-        pool = Pool()
-        Study = pool.get('gnuhealth.orthanc.study')
-        Request = pool.get('gnuhealth.imaging.test.request')
-        studies = []
-        for sub_patients in grouped_slice(patients):
-            studies.extend(Study.search([
-                        ('orthanc_patient', 'in',
-                            [p.id for p in sub_patients]),
-                        ['OR',
-                            ('request', '!=', None),
-                            ('request_link', '!=', None),
-                            ],
-                        ]))
+        Study = Pool().get('gnuhealth.orthanc.study')
+        studies = Study.request_studies_of(patients)
         if studies:
-            Request.link_studies(studies)
+            Study.link_to_requests(studies)
 
     @classmethod
     @ModelView.button
     def relink(cls, patients):
         "Forget the choice made by hand and link by PUID or MRN again"
-        with Transaction().set_context(orthanc_sync=True):
-            cls.write(patients, {'patient': None, 'link_state': 'no_match'})
+        with without_check_access():
+            cls.write(patients, {
+                    'patient': None,
+                    'link_state': linking.NO_MATCH,
+                    })
         cls.link(patients)
+        cls.check_request_studies(patients)
 
     @classmethod
     def local_candidates(cls, patient_ids):
@@ -174,7 +173,8 @@ class OrthancPatient(OrthancResourceMixin, ModelSQL, ModelView):
 
     @classmethod
     def link(cls, patients):
-        "Link the patients not set by hand, in one batch"
+        """Link the patients not set by hand, in one batch; return those
+        whose link changed (their studies are not decided again here)"""
         patients = [p for p in patients if p.link_state not in KEPT_LINKS]
         identifiers = {
             p.id: linking.normalize_identifier(p.patient_id)
@@ -197,8 +197,9 @@ class OrthancPatient(OrthancResourceMixin, ModelSQL, ModelView):
                         'link_state': state,
                         }))
         if to_write:
-            with Transaction().set_context(orthanc_sync=True):
+            with without_check_access():
                 cls.write(*to_write)
+        return [p for ps in changed.values() for p in ps]
 
     @classmethod
     def link_server_patients(cls, server, since=None):
@@ -229,7 +230,7 @@ class OrthancPatient(OrthancResourceMixin, ModelSQL, ModelView):
         else:
             domain.append(('patient', '=', None))
         for sub_patients in grouped_slice(cls.search(domain)):
-            cls.link(list(sub_patients))
+            cls.check_request_studies(cls.link(list(sub_patients)))
 
     @classmethod
     def identifiers_changed_since(cls, since):

@@ -11,8 +11,23 @@ from trytond.i18n import gettext
 from trytond.model import Index, Unique, fields
 from trytond.model.exceptions import SQLConstraintError
 from trytond.pool import Pool
+from trytond.pyson import Eval
 from trytond.tools import grouped_slice
-from trytond.transaction import Transaction
+from trytond.transaction import Transaction, without_check_access
+
+VIEWER_FIELDS = {
+    'explorer_url': 'explorer',
+    'web_viewer_url': 'web_viewer',
+    'stone_url': 'stone',
+    'ohif_url': 'ohif',
+    }
+
+
+def viewer_field(name, string, help):
+    "A function field of a viewer URL, hidden when the server has none"
+    return fields.Function(fields.Char(
+            string, help=help, states={'invisible': ~Eval(name)}),
+        'get_viewer_urls')
 
 
 class OrthancResourceMixin:
@@ -111,7 +126,7 @@ class OrthancResourceMixin:
             to_write.extend((cls.browse(back),
                     {'missing': False, 'missing_since': None}))
         if to_write:
-            with Transaction().set_context(orthanc_sync=True):
+            with without_check_access():
                 cls.write(*to_write)
         return len(gone)
 
@@ -180,7 +195,7 @@ class OrthancResourceMixin:
         to_write = []
         for diff, group in changed.items():
             to_write.extend((group, dict(diff)))
-        with Transaction().set_context(orthanc_sync=True):
+        with without_check_access():
             created = cls.create(to_create) if to_create else []
             if to_write:
                 cls.write(*to_write)

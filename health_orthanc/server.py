@@ -4,6 +4,8 @@
 "Orthanc servers, their synchronization and the Add Orthanc Server wizard."
 import datetime
 import logging
+import threading
+from contextlib import contextmanager
 
 from sql import For, Literal
 from sql.aggregate import Count
@@ -13,13 +15,18 @@ from trytond.model import ModelSQL, ModelView, Unique, fields
 from trytond.pool import Pool
 from trytond.pyson import Eval
 from trytond.tools import grouped_slice
-from trytond.transaction import Transaction
+from trytond.transaction import Transaction, without_check_access
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
+from trytond.modules.health_imaging import upgrade
+
+from . import legacy
 from . import orthanc_client as oc
-from .exceptions import OrthancDomainError
+from .exceptions import OrthancDomainError, OrthancWorklistError
+from .store import ServerStore, SyncTakenOver
 from .sync import ImportProgress, Synchronizer, SyncResult
-from .viewer import format_plugins
+from .viewer import explorer_url, format_plugins
+from .worklist_publish import ENTRY_STATES
 
 logger = logging.getLogger(__name__)
 
@@ -34,13 +41,10 @@ ERROR_MESSAGES = [
     (oc.OrthancUnreachable, 'health_orthanc.msg_orthanc_unreachable'),
     (oc.NotOrthanc, 'health_orthanc.msg_orthanc_not_orthanc'),
     (oc.OrthancNotFound, 'health_orthanc.msg_orthanc_not_found'),
+    (oc.OrthancStalled, 'health_orthanc.msg_orthanc_stalled'),
     (oc.OrthancBadAnswer, 'health_orthanc.msg_orthanc_bad_answer'),
     (oc.OrthancError, 'health_orthanc.msg_orthanc_error'),
     ]
-
-
-class SyncTakenOver(Exception):
-    "Another sync of the same server holds its lock"
 
 
 def error_message(exception, domain):
@@ -52,6 +56,17 @@ def error_message(exception, domain):
     for class_, message_id in ERROR_MESSAGES:
         if isinstance(exception, class_):
             return gettext(message_id, domain=domain, error=str(exception))
+
+
+_SYNC_LOCKS = {}
+_SYNC_LOCKS_GUARD = threading.Lock()
+
+
+def _process_lock(database_name, server_id):
+    "Return the lock of the syncs of a server in this process"
+    with _SYNC_LOCKS_GUARD:
+        return _SYNC_LOCKS.setdefault(
+            (database_name, server_id), threading.Lock())
 
 
 class ConnectionMixin:
@@ -175,6 +190,18 @@ class OrthancServer(ConnectionMixin, ModelSQL, ModelView):
                     },
                 })
 
+    @classmethod
+    def __register__(cls, module_name):
+        exist = backend.TableHandler.table_exist(cls._table)
+        # GNU Health's own health_orthanc has the same table
+        legacy_table = exist and not cls.__table_handler__(
+            module_name).column_exist('import_phase')
+        super().__register__(module_name)
+        if legacy_table:
+            legacy.migrate_servers(cls.__table__())
+        upgrade.detach_legacy_records(
+            module_name, {'res.user': {'user_orthanc'}})
+
     @staticmethod
     def default_validated():
         return False
@@ -204,8 +231,7 @@ class OrthancServer(ConnectionMixin, ModelSQL, ModelView):
         return result
 
     def get_explorer_url(self, name):
-        if self.base_url:
-            return self.base_url + '/app/explorer.html'
+        return explorer_url(self.base_url)
 
     @property
     def base_url(self):
@@ -254,6 +280,23 @@ class OrthancServer(ConnectionMixin, ModelSQL, ModelView):
             cls.__queue__.check_servers(to_check)
 
     @classmethod
+    def delete(cls, servers):
+        "Refuse to delete a server that still holds worklist entries"
+        Request = Pool().get('gnuhealth.imaging.test.request')
+        for sub_servers in grouped_slice(servers):
+            requests = Request.search([
+                    ('worklist_server', 'in', [s.id for s in sub_servers]),
+                    ('worklist_state', 'in', list(ENTRY_STATES)),
+                    ], limit=1)
+            if requests:
+                request, = requests
+                raise OrthancWorklistError(gettext(
+                        'health_orthanc.msg_worklist_delete_server',
+                        server=request.worklist_server.label,
+                        request=request.rec_name))
+        super().delete(servers)
+
+    @classmethod
     def copy(cls, servers, default=None):
         default = default.copy() if default is not None else {}
         for name in ['validated', 'last', 'sync_time', 'last_error',
@@ -282,20 +325,15 @@ class OrthancServer(ConnectionMixin, ModelSQL, ModelView):
                     client.check()
                     plugins = format_plugins(client.plugins())
             except oc.OrthancError as exception:
-                server._record_error(exception)
-                cls.write([server], {'validated': False})
+                server._record_error(exception, validated=False)
             else:
-                cls._save_state([server], {
-                        'validated': True,
-                        'plugins': plugins,
-                        'last_error': None,
-                        'last_error_time': None,
-                        })
-
-    @classmethod
-    def _save_state(cls, servers, values):
-        "Write the state without triggering a new check"
-        super().write(servers, values)
+                with without_check_access():
+                    cls.write([server], {
+                            'validated': True,
+                            'plugins': plugins,
+                            'last_error': None,
+                            'last_error_time': None,
+                            })
 
     def log_error(self, exception):
         "Log an Orthanc error of the server, return its user message"
@@ -303,25 +341,40 @@ class OrthancServer(ConnectionMixin, ModelSQL, ModelView):
             "Orthanc server %s (%s): %s", self.label, self.domain, exception)
         return error_message(exception, self.domain)
 
-    def _record_error(self, exception):
+    def _record_error(self, exception, **values):
         message = self.log_error(exception)
-        values = {
-            'last_error': message,
-            'last_error_time': datetime.datetime.now(),
-            }
+        values.update({
+                'last_error': message,
+                'last_error_time': datetime.datetime.now(),
+                })
         if isinstance(exception, oc.OrthancUnauthorized):
             values['validated'] = False
-        self._save_state([self], values)
+        with without_check_access():
+            self.write([self], values)
         return message
+
+    def _record_item_errors(self, errors, time):
+        "Record and log the items a sync or a reconciliation skipped"
+        with without_check_access():
+            self.write([self], {
+                    'last_error': gettext(
+                        'health_orthanc.msg_sync_item_errors',
+                        count=len(errors),
+                        errors='\n'.join('%s: %s' % e for e in errors[:20])),
+                    'last_error_time': time,
+                    })
+        for key, reason in errors:
+            logger.warning("Orthanc server %s: skipped %s: %s",
+                self.label, key, reason)
 
     @classmethod
     def sync(cls, servers=None):
-        """Synchronize the validated servers, one queued task each.
+        """Queue a sync of each server (default: the validated ones).
 
-        This is the method of the scheduled action; a failing server never
-        stops the others.
+        The method of the scheduled action; a failing server never stops
+        the others.
         """
-        cls._queue_each('sync_servers', servers)
+        cls._queue_each('sync_now', servers)
 
     @classmethod
     @ModelView.button
@@ -330,13 +383,19 @@ class OrthancServer(ConnectionMixin, ModelSQL, ModelView):
 
     @classmethod
     def reconcile(cls, servers=None):
-        """Flag the patients and studies deleted from Orthanc.
+        """Queue a reconciliation of each server (default: the validated
+        ones): flag the patients and studies deleted from Orthanc.
 
         The method of the daily scheduled action and of the Check
         Deletions button; Orthanc's change log never reports deletions.
         Nothing is deleted in GNU Health: a result keeps its studies.
         """
-        cls._queue_each('reconcile_servers', servers)
+        cls._queue_each('reconcile_now', servers)
+
+    @classmethod
+    @ModelView.button
+    def do_reconcile(cls, servers):
+        cls.reconcile(servers)
 
     @classmethod
     def _queue_each(cls, method, servers=None):
@@ -347,84 +406,72 @@ class OrthancServer(ConnectionMixin, ModelSQL, ModelView):
             getattr(cls.__queue__, method)([server])
 
     @classmethod
-    @ModelView.button
-    def do_reconcile(cls, servers):
-        cls.reconcile(servers)
-
-    @classmethod
-    def reconcile_servers(cls, servers):
-        """Reconcile each server now: import what GNU Health lacks and
-        flag what Orthanc lost; return {server id: studies flagged}"""
+    def sync_now(cls, servers):
+        """Synchronize each server now; return {server id: SyncResult}, the
+        result None when the sync did not run or failed (see Last Error)"""
         results = {}
         for server in servers:
-            results[server.id] = server._reconcile()
-        return results
-
-    def _reconcile(self):
-        if not self._lock():
-            logger.info("Orthanc server %s: syncing, not reconciled",
-                self.label)
-            return None
-        try:
-            with self.get_client() as client:
-                if self.last is None:
-                    # The first import ends with the same import
-                    result = SyncResult(present={
-                            k: client.list_ids(k)
-                            for k in ['patients', 'studies']})
+            with server._sync_lock() as locked:
+                if locked:
+                    result = server._synchronize()
                 else:
-                    result = Synchronizer(
-                        client, ServerStore(self)).reconcile()
-        except SyncTakenOver:
-            logger.info(
-                "Orthanc server %s: a sync took over", self.label)
-            return None
-        except oc.OrthancError as exception:
-            self._record_error(exception)
-            return None
-        if result.errors:
-            now = datetime.datetime.now()
-            self._save_state([self], {
-                    'last_error': gettext(
-                        'health_orthanc.msg_sync_item_errors',
-                        count=len(result.errors),
-                        errors='\n'.join(
-                            '%s: %s' % e for e in result.errors[:20])),
-                    'last_error_time': now,
-                    })
-            for key, reason in result.errors:
-                logger.warning("Orthanc server %s: skipped %s: %s",
-                    self.label, key, reason)
-        if result.studies or result.patients:
-            logger.info("Orthanc server %s: imported %s patients, "
-                "%s studies, %s series missing in GNU Health", self.label,
-                result.patients, result.studies, result.series)
-        return self._mark_missing(result.present)
-
-    def _mark_missing(self, present):
-        "Flag the patients and studies not in present; return the studies"
-        pool = Pool()
-        Patient = pool.get('gnuhealth.orthanc.patient')
-        Study = pool.get('gnuhealth.orthanc.study')
-        Patient.mark_missing(self, present['patients'])
-        flagged = Study.mark_missing(self, present['studies'])
-        logger.info("Orthanc server %s: %s studies missing",
-            self.label, flagged)
-        return flagged
+                    logger.info(
+                        "Orthanc server %s: already syncing", server.label)
+                    result = None
+                if result is not None:
+                    server._end_sync(result)
+            results[server.id] = result
+        return results
 
     @classmethod
-    def sync_servers(cls, servers):
-        "Synchronize each server now; return their SyncResult by id"
+    def reconcile_now(cls, servers):
+        """Reconcile each server now: import what GNU Health lacks and
+        flag what Orthanc lost; return {server id: studies flagged}, None
+        when the reconciliation did not run or failed"""
         results = {}
         for server in servers:
-            results[server.id] = server._sync()
+            with server._sync_lock() as locked:
+                if locked:
+                    result = server._reconcile()
+                else:
+                    logger.info("Orthanc server %s: syncing, not reconciled",
+                        server.label)
+                    result = None
+                if result is not None:
+                    result = server._mark_missing(result.present)
+            results[server.id] = result
         return results
+
+    @contextmanager
+    def _sync_lock(self):
+        """Hold the server's sync lock in the block; give False when another
+        sync or reconciliation of the server holds it.
+
+        Where the database has row locks, the server's row (see _lock),
+        released at each page commit and taken again by ServerStore.commit.
+        SQLite serializes the writers but a sync commits each page: a lock
+        of the process, keyed by database and server, is held to the end.
+        """
+        transaction = Transaction()
+        if transaction.database.has_select_for():
+            yield self._lock()
+            return
+        lock = _process_lock(transaction.database.name, self.id)
+        if not lock.acquire(blocking=False):
+            yield False
+            return
+        try:
+            yield self._lock()
+        finally:
+            lock.release()
 
     def _lock(self):
-        """Take the server's sync lock, False if another sync holds it.
+        """Take the server's row lock without waiting; False if another
+        sync holds it (True on SQLite, see _sync_lock).
 
-        The lock is a row lock, released at each commit; on SQLite writers
-        are serialized by the database itself.
+        Not ModelSQL.lock: it restarts the transaction to wait for the row
+        where a sync must skip, and cannot be taken again between the
+        pages that the sync commits.
         """
         transaction = Transaction()
         if not transaction.database.has_select_for():
@@ -449,51 +496,39 @@ class OrthancServer(ConnectionMixin, ModelSQL, ModelView):
             return ImportProgress(self.import_cursor, self.import_phase,
                 self.import_offset or 0)
 
-    def _sync(self):
-        pool = Pool()
-        Patient = pool.get('gnuhealth.orthanc.patient')
-        if not self._lock():
-            logger.info("Orthanc server %s: already syncing", self.label)
-            return None
-        store = ServerStore(self)
+    def _synchronize(self):
+        "Run the sync of the server; return its SyncResult, None on failure"
         try:
             with self.get_client() as client:
-                result = Synchronizer(client, store).run(
+                return Synchronizer(client, ServerStore(self)).run(
                     self.last, self._import_progress())
         except SyncTakenOver:
             logger.info(
                 "Orthanc server %s: another sync took over", self.label)
-            return None
         except oc.OrthancError as exception:
             self._record_error(exception)
-            return None
         except Exception as exception:
             logger.exception("Orthanc server %s: sync failed", self.label)
             Transaction().rollback()
             self._record_error(oc.OrthancError(str(exception)))
-            return None
+
+    def _end_sync(self, result):
+        "Link the patients, record the outcome of a sync that went through"
+        Patient = Pool().get('gnuhealth.orthanc.patient')
         # Links may also come from patients registered since the last sync;
         # the margin covers transactions still open when it ran
         since = (self.sync_time - LINK_MARGIN) if self.sync_time else None
         Patient.link_server_patients(self, since=since)
-        values = {
-            'sync_time': datetime.datetime.now(),
-            'validated': True,
-            'last_error': None,
-            'last_error_time': None,
-            }
+        now = datetime.datetime.now()
+        with without_check_access():
+            self.write([self], {
+                    'sync_time': now,
+                    'validated': True,
+                    'last_error': None,
+                    'last_error_time': None,
+                    })
         if result.errors:
-            values['last_error'] = gettext(
-                'health_orthanc.msg_sync_item_errors',
-                count=len(result.errors),
-                errors='\n'.join(
-                    '%s: %s' % e for e in result.errors[:20]))
-            values['last_error_time'] = values['sync_time']
-            for key, reason in result.errors:
-                logger.warning(
-                    "Orthanc server %s: skipped %s: %s",
-                    self.label, key, reason)
-        self._save_state([self], values)
+            self._record_item_errors(result.errors, now)
         if result.full:
             # What a replaced Orthanc database lost, from the lists of IDs
             # that the import ends with
@@ -503,105 +538,43 @@ class OrthancServer(ConnectionMixin, ModelSQL, ModelView):
             "%s series, %s requests, cursor %s", self.label,
             'full' if result.full else 'incremental', result.patients,
             result.studies, result.series, result.requests, result.cursor)
+
+    def _reconcile(self):
+        """Import what GNU Health lacks; return the SyncResult with the IDs
+        present in Orthanc, None on failure"""
+        try:
+            with self.get_client() as client:
+                if self.last is None:
+                    # The first import ends with the same import
+                    return SyncResult(present={
+                            k: client.list_ids(k)
+                            for k in ['patients', 'studies']})
+                result = Synchronizer(client, ServerStore(self)).reconcile()
+        except SyncTakenOver:
+            logger.info(
+                "Orthanc server %s: a sync took over", self.label)
+            return None
+        except oc.OrthancError as exception:
+            self._record_error(exception)
+            return None
+        if result.errors:
+            self._record_item_errors(result.errors, datetime.datetime.now())
+        if result.studies or result.patients:
+            logger.info("Orthanc server %s: imported %s patients, "
+                "%s studies, %s series missing in GNU Health", self.label,
+                result.patients, result.studies, result.series)
         return result
 
-
-STORE_MODELS = {
-    'patients': 'gnuhealth.orthanc.patient',
-    'studies': 'gnuhealth.orthanc.study',
-    'series': 'gnuhealth.orthanc.series',
-    }
-
-
-class ServerStore:
-    "Writes the pages of a sync into the database (see sync.Store)"
-
-    def __init__(self, server):
-        self.server = server
-
-    def save(self, patients=(), studies=(), series=(), replace_series_of=(),
-            cursor=None, progress=None):
+    def _mark_missing(self, present):
+        "Flag the patients and studies not in present; return the studies"
         pool = Pool()
         Patient = pool.get('gnuhealth.orthanc.patient')
         Study = pool.get('gnuhealth.orthanc.study')
-        Series = pool.get('gnuhealth.orthanc.series')
-        Server = pool.get('gnuhealth.orthanc.config')
-        if patients:
-            Patient.upsert(self.server, patients)
-        if studies:
-            Study.upsert(self.server, studies)
-        if series or replace_series_of:
-            Series.upsert(self.server, series, replace_series_of)
-        if cursor is not None:
-            Server._save_state([self.server], {
-                    'last': cursor,
-                    'import_cursor': None,
-                    'import_phase': None,
-                    'import_offset': None,
-                    })
-        elif progress is not None:
-            # The cursor stays empty until the import ends
-            Server._save_state([self.server], {
-                    'last': None,
-                    'import_cursor': progress.cursor,
-                    'import_phase': progress.phase,
-                    'import_offset': progress.offset,
-                    })
-        self.commit()
-
-    def missing_patients(self, orthanc_ids):
-        Patient = Pool().get('gnuhealth.orthanc.patient')
-        return set(orthanc_ids) - set(
-            Patient.orthanc_ids(self.server, orthanc_ids))
-
-    def missing_ids(self, kind, orthanc_ids):
-        """Compare a slice of IDs at a time, through the index on the
-        Orthanc ID: memory holds one slice of the stored IDs"""
-        Model = Pool().get(STORE_MODELS[kind])
-        table = Model.__table__()
-        cursor = Transaction().connection.cursor()
-        missing = set()
-        for sub_ids in grouped_slice(orthanc_ids):
-            sub_ids = set(sub_ids)
-            cursor.execute(*table.select(table.orthanc_id,
-                    where=(table.server == self.server.id)
-                    & table.orthanc_id.in_(list(sub_ids))))
-            sub_ids.difference_update(r for r, in cursor)
-            missing.update(sub_ids)
-        return missing
-
-    def series_studies(self, orthanc_ids):
-        pool = Pool()
-        series = pool.get('gnuhealth.orthanc.series').__table__()
-        study = pool.get('gnuhealth.orthanc.study').__table__()
-        cursor = Transaction().connection.cursor()
-        result = {}
-        for sub_ids in grouped_slice(list(orthanc_ids)):
-            cursor.execute(*series.join(study,
-                    condition=series.study == study.id
-                    ).select(series.orthanc_id, study.orthanc_id,
-                    where=(series.server == self.server.id)
-                    & series.orthanc_id.in_(list(sub_ids))))
-            result.update(cursor)
-        return result
-
-    def commit(self):
-        """Make the page durable, then take the server's lock again.
-
-        The commit releases the lock: when another sync took it meanwhile,
-        this one stops and leaves it the rest, from the committed cursor.
-        """
-        transaction = Transaction()
-        if transaction.context.get('orthanc_page_commit', True):
-            transaction.commit()
-            # Tryton remembers the ids created and deleted in the
-            # transaction until its end; once committed they are like any
-            # other: forgotten, so that memory stays flat over the pages
-            for name in STORE_MODELS.values():
-                transaction.create_records.pop(name, None)
-                transaction.delete_records.pop(name, None)
-            if not self.server._lock():
-                raise SyncTakenOver(self.server.label)
+        Patient.mark_missing(self, present['patients'])
+        flagged = Study.mark_missing(self, present['studies'])
+        logger.info("Orthanc server %s: %s studies missing",
+            self.label, flagged)
+        return flagged
 
 
 class AddServerStart(ConnectionMixin, ModelView):
@@ -615,10 +588,8 @@ class AddServerResult(ModelView):
 
     message = fields.Text("Message", readonly=True)
     server = fields.Many2One(
-        'gnuhealth.orthanc.config', "Server", readonly=True)
-    patients = fields.Integer("Patients Imported", readonly=True)
-    studies = fields.Integer("Studies Imported", readonly=True)
-    linked = fields.Integer("Patients Linked", readonly=True)
+        'gnuhealth.orthanc.config', "Server", readonly=True,
+        help="Open the server to follow its first import.")
 
 
 class AddServer(Wizard):
@@ -655,24 +626,35 @@ class AddServer(Wizard):
                 }
         return {}
 
-    def _fail(self, message):
-        self.failed.message = message
-        return 'failed'
-
     def transition_connect(self):
-        pool = Pool()
-        Server = pool.get('gnuhealth.orthanc.config')
-        Patient = pool.get('gnuhealth.orthanc.patient')
+        Server = Pool().get('gnuhealth.orthanc.config')
+        server, error = self._check_server()
+        if error:
+            self.failed.message = error
+            return 'failed'
+        server.validated = True
+        server.save()
+        # The first import runs in its own task, after the commit
+        Server.sync([server])
+        self.succeeded.server = server
+        self.succeeded.message = gettext(
+            'health_orthanc.msg_add_server_started', label=server.label)
+        return 'succeeded'
+
+    def _check_server(self):
+        """Return the new server (not saved) once it answered with its
+        credentials, or None and the message that says why not"""
+        Server = Pool().get('gnuhealth.orthanc.config')
         try:
             domain = oc.normalize_domain(self.start.domain)
         except ValueError as exception:
-            return self._fail(gettext(
-                    'health_orthanc.msg_server_domain_invalid',
-                    domain=self.start.domain, reason=str(exception)))
+            return None, gettext(
+                'health_orthanc.msg_server_domain_invalid',
+                domain=self.start.domain, reason=str(exception))
         label = self.start.label.strip()
         if Server.search([('label', '=', label)]):
-            return self._fail(gettext(
-                    'health_orthanc.msg_server_label_exists', label=label))
+            return None, gettext(
+                'health_orthanc.msg_server_label_exists', label=label)
         server = Server(
             label=label, domain=domain, user=self.start.user,
             password=self.start.password,
@@ -683,26 +665,8 @@ class AddServer(Wizard):
                 client.check()
                 server.plugins = format_plugins(client.plugins())
         except oc.OrthancError as exception:
-            return self._fail(error_message(exception, domain))
-        server.validated = True
-        server.save()
-        result = Server.sync_servers([server])[server.id]
-        server = Server(server.id)
-        self.succeeded.server = server
-        self.succeeded.patients = server.patient_count
-        self.succeeded.studies = server.study_count
-        self.succeeded.linked = Patient.search_count([
-                ('server', '=', server.id),
-                ('patient', '!=', None),
-                ])
-        if result is None or server.last_error:
-            self.succeeded.message = gettext(
-                'health_orthanc.msg_add_server_partial',
-                label=label, error=server.last_error or '')
-        else:
-            self.succeeded.message = gettext(
-                'health_orthanc.msg_add_server_success', label=label)
-        return 'succeeded'
+            return None, error_message(exception, domain)
+        return server, None
 
     def default_failed(self, fields):
         return {'message': self.failed.message}
@@ -711,7 +675,4 @@ class AddServer(Wizard):
         return {
             'message': self.succeeded.message,
             'server': self.succeeded.server.id,
-            'patients': self.succeeded.patients,
-            'studies': self.succeeded.studies,
-            'linked': self.succeeded.linked,
             }

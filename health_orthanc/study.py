@@ -1,41 +1,51 @@
 # This file is part of the health_orthanc module for GNU Health.
 # The COPYRIGHT file at the top level of this repository contains the full
 # copyright notices and license terms.
-"Orthanc studies and series, and the studies of an imaging result."
+"""Orthanc studies, the imaging requests they perform, and the Delete from
+Orthanc wizard.
+
+A study that arrives with the StudyInstanceUID or the accession number of
+a request is linked to it and to its result, unless its patient is not the
+request's: then it is listed for review.
+"""
 import logging
 from collections import defaultdict
 
-from sql import Literal
-from sql.aggregate import Count, Sum
+from trytond import backend
 from trytond.i18n import gettext
 from trytond.model import Index, ModelSQL, ModelView, fields
-from trytond.pool import Pool, PoolMeta
+from trytond.pool import Pool
 from trytond.pyson import Eval
 from trytond.tools import grouped_slice
-from trytond.transaction import Transaction
+from trytond.transaction import without_check_access
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
 from trytond.modules.health_imaging.tools import search_in
 
+from . import legacy, linking
 from . import orthanc_client as oc
-from .exceptions import OrthancResourceError
-from .resource import OrthancResourceMixin
-from .viewer import middle_instance, series_urls, study_urls
+from .patient import KEPT_LINKS
+from .resource import VIEWER_FIELDS, OrthancResourceMixin, viewer_field
+from .viewer import study_urls
 
 logger = logging.getLogger(__name__)
-VIEWER_FIELDS = {
-    'explorer_url': 'explorer',
-    'web_viewer_url': 'web_viewer',
-    'stone_url': 'stone',
-    'ohif_url': 'ohif',
-    }
 
-
-def viewer_field(name, string, help):
-    "A function field of a viewer URL, hidden when the server has none"
-    return fields.Function(fields.Char(
-            string, help=help, states={'invisible': ~Eval(name)}),
-        'get_viewer_urls')
+REQUEST_LINKS = [
+    (None, ''),
+    (linking.REQUEST_LINKED, "Linked"),
+    (linking.PATIENT_DIFFERS, "Patient differs from the request's"),
+    (linking.PATIENT_UNKNOWN, "Patient not linked"),
+    (linking.RESULT_DONE, "Result already completed"),
+    ]
+#: The links of the studies listed for review
+REVIEW_LINKS = [
+    linking.PATIENT_DIFFERS, linking.PATIENT_UNKNOWN, linking.RESULT_DONE]
+#: The request states whose studies may still arrive
+OPEN_STATES = ['requested', 'done']
+#: The link states of an Orthanc patient that an order may decide: its
+#: PatientID names no local patient.  Not a missing PatientID: Orthanc
+#: files every study without one under the same patient.
+ORDER_LINKABLE = {linking.NO_MATCH}
 
 
 class OrthancStudy(OrthancResourceMixin, ModelSQL, ModelView):
@@ -74,6 +84,23 @@ class OrthancStudy(OrthancResourceMixin, ModelSQL, ModelView):
     ohif_url = viewer_field(
         'ohif_url', "OHIF Viewer",
         "The study in the OHIF viewer (if Orthanc has the plugin).")
+    request = fields.Many2One(
+        'gnuhealth.imaging.test.request', "Imaging Request", readonly=True,
+        ondelete='SET NULL',
+        help="The imaging request this study performs, found by its "
+        "StudyInstanceUID or accession number.")
+    request_link = fields.Selection(
+        REQUEST_LINKS, "Request Link", readonly=True,
+        help="Why a study carrying a request's identifiers is not linked "
+        "to it: linking would show one person's images in another's "
+        "record, or change a completed result (reset the result to draft, "
+        "then press Link to Request).")
+    request_candidate = fields.Many2One(
+        'gnuhealth.imaging.test.request', "Matching Request", readonly=True,
+        ondelete='SET NULL',
+        states={'invisible': ~Eval('request_candidate')},
+        help="The request whose identifiers the study carries, not linked "
+        "because the patients do not match or its result is completed.")
 
     @classmethod
     def __setup__(cls):
@@ -92,7 +119,26 @@ class OrthancStudy(OrthancResourceMixin, ModelSQL, ModelView):
                 'delete_from_orthanc': {
                     'icon': 'tryton-delete',
                     },
+                'link_request': {
+                    'invisible': ~Eval('request_link').in_(REVIEW_LINKS),
+                    'icon': 'tryton-link',
+                    'depends': ['request_link'],
+                    },
                 })
+
+    @classmethod
+    def __register__(cls, module_name):
+        # GNU Health 5.0's own module keeps its studies in another table and
+        # GNU Health 4's model of this name, without our columns
+        exist = backend.TableHandler.table_exist(cls._table)
+        first = not exist or not (
+            cls.__table_handler__(module_name).column_exist('orthanc_id'))
+        if exist:
+            legacy.rename_v4_columns(
+                cls.__name__, cls.__table_handler__(module_name))
+        super().__register__(module_name)
+        if first and legacy.has_legacy_studies():
+            legacy.migrate_studies()
 
     def get_rec_name(self, name):
         date = self.study_date.isoformat() if self.study_date else '?'
@@ -151,7 +197,7 @@ class OrthancStudy(OrthancResourceMixin, ModelSQL, ModelView):
         failures = {}
         linked = defaultdict(set)
         # The administrator must learn which results read them
-        with Transaction().set_context(_check_access=False):
+        with without_check_access():
             for sub_studies in grouped_slice(studies):
                 for link in ResultStudy.search([
                             ('study', 'in', [s.id for s in sub_studies]),
@@ -211,326 +257,286 @@ class OrthancStudy(OrthancResourceMixin, ModelSQL, ModelView):
             'last_update': record['last_update'],
             }
 
-
-class OrthancSeries(OrthancResourceMixin, ModelSQL, ModelView):
-    "Orthanc Series"
-    __name__ = 'gnuhealth.orthanc.series'
-    _rec_name = 'description'
-    _orthanc_parent = ('gnuhealth.orthanc.study', 'orthanc_study_id')
-
-    study = fields.Many2One(
-        'gnuhealth.orthanc.study', "Study", required=True, readonly=True,
-        ondelete='CASCADE')
-    series_instance_uid = fields.Char("SeriesInstanceUID", readonly=True)
-    modality = fields.Char("Modality", readonly=True)
-    series_number = fields.Integer("Number", readonly=True)
-    description = fields.Char("Description", readonly=True)
-    body_part = fields.Char("Body Part", readonly=True)
-    number_of_instances = fields.Integer("Instances", readonly=True)
-    explorer_url = viewer_field(
-        'explorer_url', "Orthanc Explorer",
-        "The series in Orthanc's own web interface.")
-    web_viewer_url = viewer_field(
-        'web_viewer_url', "Orthanc Web Viewer",
-        "The series in Orthanc's Web Viewer (if Orthanc has the plugin).")
-    stone_url = viewer_field(
-        'stone_url', "Stone Web Viewer",
-        "The series in the Stone Web Viewer (if Orthanc has the plugin).")
-    ohif_url = viewer_field(
-        'ohif_url', "OHIF Viewer",
-        "The study of the series in the OHIF viewer "
-        "(if Orthanc has the plugin).")
-    preview = fields.Binary(
-        "Preview", readonly=True,
-        help="The image in the middle of the series, rendered by Orthanc "
-        "when asked with the Show Preview button.")
-    preview_instance = fields.Char(
-        "Preview Instance", readonly=True,
-        help="The Orthanc ID of the instance of the preview.")
-    preview_error = fields.Char(
-        "Preview Error", readonly=True,
-        states={'invisible': ~Eval('preview_error')},
-        help="Why the last Show Preview could not fetch the preview of "
-        "this series (cleared once it succeeds).")
-
     @classmethod
-    def __setup__(cls):
-        super().__setup__()
-        cls._order = [
-            ('study', 'ASC'),
-            ('series_number', 'ASC NULLS LAST'),
-            ('id', 'ASC'),
-            ]
-        cls._buttons.update({
-                'fetch_preview': {
-                    'icon': 'tryton-refresh',
-                    'depends': ['missing'],
-                    'invisible': Eval('missing', False),
-                    },
-                'attach_preview': {
-                    'icon': 'tryton-attach',
-                    'depends': ['missing', 'preview_instance'],
-                    'invisible': (Eval('missing', False)
-                        & ~Eval('preview_instance')),
-                    },
-                })
-
-    @classmethod
-    def get_viewer_urls(cls, series, names):
-        "Build the viewer URLs from the stored plugins: no network call"
-        result = {n: {} for n in names}
-        for record in series:
-            study = record.study
-            urls = series_urls(record.server.base_url, record.server.plugins,
-                record.orthanc_id, study.orthanc_id,
-                study.study_instance_uid, record.series_instance_uid)
-            for name in names:
-                result[name][record.id] = urls.get(VIEWER_FIELDS[name])
-        return result
+    def upsert(cls, server, records, context=None):
+        "Store the page, then link its studies to their requests"
+        created, updated = super().upsert(server, records, context=context)
+        cls.link_to_requests(cls.browse(created + updated))
+        return created, updated
 
     @classmethod
     @ModelView.button
-    def fetch_preview(cls, series):
-        """Render the middle instance of each series in Orthanc and store
-        the PNG: two requests per series, only when asked.
-
-        A series whose preview cannot be fetched does not stop the
-        others: the previews fetched are stored and the reason of each
-        failure is kept in its Preview Error.  Only when every series
-        failed is an error raised (nothing would be stored anyway).
-        """
-        fetched, failures = cls._fetch_previews(series)
-        if not fetched and failures:
-            raise OrthancResourceError(cls._preview_failures(failures))
+    def link_request(cls, studies):
+        """Try the link again, e.g. after the Orthanc patient was linked
+        by hand to the request's patient"""
+        cls.link_to_requests(studies)
 
     @classmethod
-    def _fetch_previews(cls, series):
-        """Fetch and store the preview of each series.
+    def link_studies_of(cls, requests):
+        """Link the studies already stored that carry the identifiers of
+        the requests (one search)"""
+        uids = [r.study_instance_uid for r in requests
+            if r.study_instance_uid]
+        accessions = [r.accession_number for r in requests
+            if r.accession_number]
+        if not uids and not accessions:
+            return
+        domain = ['OR']
+        for name, values in [('study_instance_uid', uids),
+                ('accession_number', accessions)]:
+            for sub_values in grouped_slice(values):
+                domain.append((name, 'in', list(sub_values)))
+        studies = cls.search([('request', '=', None), domain])
+        if studies:
+            cls.link_to_requests(studies)
 
-        Return the series fetched and {series: user message} of the
-        others, whose Preview Error is written (in the same write).
+    @classmethod
+    def link_to_requests(cls, studies):
+        """Link the studies to the requests they perform, in one batch.
+
+        Match each study to a request (_match_requests), link the unlinked
+        Orthanc patients of the matches (_link_patients), decide each study
+        (linking.decide_study_link), write the decisions in one grouped
+        write, take the studies not linked off the draft results of other
+        patients, and perform the requests of the newly linked ones.
         """
+        studies = list(studies)
+        matches, by_uid = cls._match_requests(studies)
+        # Studies listed for review whose request is gone or cancelled
+        stale = [s for s in studies
+            if s.request_link and s.id not in matches]
+        if not matches and not stale:
+            return
+        others = cls._link_patients(studies, matches, by_uid)
+        if others:
+            other_matches, _ = cls._match_requests(others)
+            matches.update(other_matches)
+            studies.extend(others)
+        cls._apply_links(cls.browse([s.id for s in studies]), matches)
+
+    @classmethod
+    def _match_requests(cls, studies):
+        """Return {study id: request} and {StudyInstanceUID: request}.
+
+        A study keeps its request, else matches the open request whose
+        StudyInstanceUID it has, else the one whose accession number it
+        has (one search each).
+        """
+        Request = Pool().get('gnuhealth.imaging.test.request')
+        to_match = [s for s in studies if not s.request]
+        uids = {s.study_instance_uid for s in to_match
+            if s.study_instance_uid}
+        accessions = {s.accession_number.strip() for s in to_match
+            if s.accession_number and s.accession_number.strip()}
+        by_uid, by_accession = {}, {}
+        for name, values, index in [
+                ('study_instance_uid', uids, by_uid),
+                ('accession_number', accessions, by_accession)]:
+            for sub_values in grouped_slice(list(values)):
+                for request in Request.search([
+                            (name, 'in', list(sub_values)),
+                            ('state', 'in', OPEN_STATES),
+                            ]):
+                    index[getattr(request, name)] = request
+        matches = {}
+        for study in studies:
+            request = study.request or by_uid.get(
+                study.study_instance_uid) or by_accession.get(
+                (study.accession_number or '').strip())
+            if request:
+                matches[study.id] = request
+        return matches, by_uid
+
+    @classmethod
+    def _link_patients(cls, studies, matches, by_uid):
+        """Link the unlinked Orthanc patients of the matched studies, by the
+        linking rule, then by their order; return the other studies of the
+        patients linked by order that have a request or are listed for
+        review, to decide with these"""
+        OrthancPatient = Pool().get('gnuhealth.orthanc.patient')
+        unlinked = {s.orthanc_patient for s in studies
+            if s.id in matches and s.orthanc_patient
+            and not s.orthanc_patient.patient
+            and s.orthanc_patient.link_state not in KEPT_LINKS}
+        if not unlinked:
+            return []
+        # Their studies are decided by the caller
+        OrthancPatient.link(list(unlinked))
+        ordered = cls._link_patients_by_order(cls.browse([
+                    s.id for s in studies if not s.request
+                    and s.study_instance_uid in by_uid]), by_uid)
+        ids = {s.id for s in studies}
+        return [s for s in cls.request_studies_of(ordered)
+            if s.id not in ids]
+
+    @classmethod
+    def request_studies_of(cls, orthanc_patients):
+        """Return the studies of the Orthanc patients that have a request or
+        are listed for review (one search)"""
+        studies = []
+        for sub_patients in grouped_slice(orthanc_patients):
+            studies.extend(cls.search([
+                        ('orthanc_patient', 'in',
+                            [p.id for p in sub_patients]),
+                        ['OR',
+                            ('request', '!=', None),
+                            ('request_link', '!=', None),
+                            ],
+                        ]))
+        return studies
+
+    @classmethod
+    def _apply_links(cls, studies, matches):
+        """Decide the request of each study, write the decisions grouped,
+        detach and perform (see link_to_requests)"""
+        Request = Pool().get('gnuhealth.imaging.test.request')
+        requests = {r.id: r for r in matches.values()}
+        results, attached = cls._results_of(list(requests), studies)
+        decisions = defaultdict(list)
+        linked = defaultdict(list)
+        to_detach = []
+        for study in studies:
+            request = matches.get(study.id)
+            current = (getattr(study.request, 'id', None),
+                study.request_link,
+                getattr(study.request_candidate, 'id', None))
+            patient = (study.orthanc_patient.patient
+                if study.orthanc_patient else None)
+            decision = linking.decide_study_link(
+                cls._request_match(study, request, results, attached),
+                patient.id if patient else None)
+            if current != decision:
+                decisions[decision].append(study)
+                if decision[1] == linking.REQUEST_LINKED:
+                    linked[request].append(study)
+            if linking.leaves_results(current, decision):
+                to_detach.append(study)
         to_write = []
-        fetched, failures = [], {}
-        by_server = defaultdict(list)
-        for record in series:
-            by_server[record.server].append(record)
-        for server, records in by_server.items():
-            with server.get_client() as client:
-                for record in records:
-                    try:
-                        instance = middle_instance(
-                            client.get_series_instances(record.orthanc_id))
-                        if instance is None:
-                            failures[record] = gettext(
-                                'health_orthanc.msg_series_no_instance',
-                                series=record.rec_name)
-                            continue
-                        png = client.instance_preview(instance['ID'])
-                    except oc.OrthancError as exception:
-                        failures[record] = gettext(
-                            'health_orthanc.msg_series_preview_failed',
-                            series=record.rec_name,
-                            error=server.log_error(exception))
-                        continue
-                    fetched.append(record)
-                    to_write.extend(([record], {
-                                'preview': png,
-                                'preview_instance': instance['ID'],
-                                'preview_error': None,
-                                }))
-        for record, message in failures.items():
-            to_write.extend(([record], {'preview_error': message}))
-        if to_write:
-            # Readers of the series may ask for its preview
-            with Transaction().set_context(_check_access=False):
-                cls.write(*to_write)
-        return fetched, failures
-
-    @classmethod
-    def _preview_failures(cls, failures):
-        "Return the message of the series whose preview failed"
-        if len(failures) == 1:
-            message, = failures.values()
-            return message
-        return gettext('health_orthanc.msg_series_previews_failed',
-            count=len(failures), failures='\n'.join(failures.values()))
-
-    def preview_name(self):
-        "Return the file name of the preview attached to a result"
-        study = self.study
-        date = study.study_date.isoformat() if study.study_date else ''
-        parts = [date, self.modality or '',
-            'series %s' % (self.series_number
-                if self.series_number is not None else '?'),
-            self.description or '']
-        name = ' '.join(p for p in parts if p).replace('/', '-')
-        return '%s (%s).png' % (name, (self.preview_instance or '')[:8])
-
-    @classmethod
-    @ModelView.button
-    def attach_preview(cls, series):
-        """Attach the preview of each series to the images of the imaging
-        results that read its study, for the printed report.
-
-        Refused when a result is done (its report is signed): it must be
-        reset to draft first.  The preview is fetched first when there
-        is none; a series whose preview cannot be fetched is left out
-        (see fetch_preview) and the others are attached.  A result that
-        already has it is left as is.
-        """
-        pool = Pool()
-        ResultStudy = pool.get(
-            'gnuhealth.imaging.test.result-gnuhealth.orthanc.study')
-        Attachment = pool.get('ir.attachment')
-        links = defaultdict(list)
-        for link in ResultStudy.search([
-                    ('study', 'in', list({s.study.id for s in series})),
-                    ]):
-            links[link.study.id].append(link.result)
-        for record in series:
-            if not links[record.study.id]:
-                raise OrthancResourceError(gettext(
-                        'health_orthanc.msg_series_no_result',
-                        series=record.rec_name, study=record.study.rec_name))
-            done = [r for r in links[record.study.id] if r.state == 'done']
-            if done:
-                raise OrthancResourceError(gettext(
-                        'health_orthanc.msg_series_attach_result_done',
-                        series=record.rec_name,
-                        results=', '.join(sorted(
-                                r.rec_name for r in done))))
-        to_fetch = [s for s in series if not s.preview_instance]
-        if to_fetch:
-            fetched, failures = cls._fetch_previews(to_fetch)
-            if failures and len(failures) == len(series):
-                raise OrthancResourceError(cls._preview_failures(failures))
-            series = cls.browse([s.id for s in series if s not in failures])
-        resources = {str(r) for rs in links.values() for r in rs}
-        existing = {(str(a.resource), a.name) for a in Attachment.search([
-                    ('resource', 'in', list(resources)),
-                    ])}
-        to_create = []
-        for record in series:
-            name = record.preview_name()
-            for result in links[record.study.id]:
-                if (str(result), name) in existing:
-                    continue
-                existing.add((str(result), name))
-                to_create.append({
-                        'resource': str(result),
-                        'name': name,
-                        'type': 'data',
-                        'data': record.preview,
-                        'description': gettext(
-                            'health_orthanc.msg_preview_description',
-                            series=record.rec_name,
-                            instance=record.preview_instance),
-                        })
-        if to_create:
-            Attachment.create(to_create)
-
-    def get_rec_name(self, name):
-        return '%s %s %s' % (
-            self.series_number if self.series_number is not None else '',
-            self.modality or '', self.description or '')
-
-    @classmethod
-    def _orthanc_values(cls, server, record, studies):
-        study = studies.get(record['orthanc_study_id'])
-        if study is None:
-            # Its study is not imported (yet): the study change brings it
-            return None
-        return {
-            'study': study,
-            'series_instance_uid': record['series_instance_uid'],
-            'modality': record['modality'],
-            'series_number': record['series_number'],
-            'description': record['description'],
-            'body_part': record['body_part'],
-            'number_of_instances': record['number_of_instances'],
-            'last_update': record['last_update'],
-            }
-
-    @classmethod
-    def upsert(cls, server, records, replace_series_of=()):
-        """Store the series and update their studies' summaries.
-
-        The series of the studies in replace_series_of that are not in
-        records are deleted: those studies were read whole.
-        """
-        pool = Pool()
-        Study = pool.get('gnuhealth.orthanc.study')
-        # One lookup for the parents and the studies read whole
-        studies = Study.orthanc_ids(server,
-            {r['orthanc_study_id'] for r in records
-                if r['orthanc_study_id']} | set(replace_series_of))
-        created, changed = super().upsert(server, records, context=studies)
-        replaced = {studies[i] for i in replace_series_of if i in studies}
-        if replaced:
-            # Unchanged series are kept too: compare Orthanc IDs
-            kept = {r['orthanc_id'] for r in records}
-            table = cls.__table__()
-            cursor = Transaction().connection.cursor()
-            stale = []
-            for sub_ids in grouped_slice(list(replaced)):
-                cursor.execute(*table.select(table.id, table.orthanc_id,
-                        where=table.study.in_(list(sub_ids))))
-                stale.extend(cls(id_) for id_, orthanc_id in cursor
-                    if orthanc_id not in kept)
-            if stale:
-                cls.delete(stale)
-        cls.update_studies(list(set(studies.values())))
-        return created, changed
-
-    @classmethod
-    def update_studies(cls, study_ids):
-        """Summarize the series of the studies: modalities and counts.
-
-        Only the studies whose summary changed are written, grouped by
-        summary: a page costs a few UPDATEs, not one per study.
-        """
-        pool = Pool()
-        Study = pool.get('gnuhealth.orthanc.study')
-        series = cls.__table__()
-        study = Study.__table__()
-        cursor = Transaction().connection.cursor()
-        summary = {i: (set(), 0, 0) for i in study_ids}
-        current = {}
-        for sub_ids in grouped_slice(study_ids):
-            sub_ids = list(sub_ids)
-            cursor.execute(*series.select(
-                    series.study, series.modality, Count(Literal('*')),
-                    Sum(series.number_of_instances),
-                    where=series.study.in_(sub_ids),
-                    group_by=[series.study, series.modality]))
-            for study_id, modality, n_series, n_instances in cursor:
-                modalities, total_series, total_instances = summary[study_id]
-                if modality:
-                    modalities.add(modality)
-                summary[study_id] = (modalities, total_series + n_series,
-                    total_instances + (n_instances or 0))
-            cursor.execute(*study.select(
-                    study.id, study.modalities, study.number_of_series,
-                    study.number_of_instances,
-                    where=study.id.in_(sub_ids)))
-            current.update((r[0], tuple(r[1:])) for r in cursor)
-        changed = defaultdict(list)
-        for study_id, (modalities, n_series, n_instances) in summary.items():
-            values = (', '.join(sorted(modalities)) or None, n_series,
-                n_instances)
-            if current.get(study_id) != values:
-                changed[values].append(Study(study_id))
-        to_write = []
-        for (modalities, n_series, n_instances), records in changed.items():
+        for (request, link, candidate), records in decisions.items():
             to_write.extend((records, {
-                        'modalities': modalities,
-                        'number_of_series': n_series,
-                        'number_of_instances': n_instances,
+                        'request': request,
+                        'request_link': link,
+                        'request_candidate': candidate,
                         }))
         if to_write:
-            with Transaction().set_context(orthanc_sync=True):
-                Study.write(*to_write)
+            with without_check_access():
+                cls.write(*to_write)
+        if to_detach:
+            cls._detach_other_patients(to_detach)
+        if linked:
+            Request.perform(linked, results, attached)
+
+    @staticmethod
+    def _request_match(study, request, results, attached):
+        "Return the linking.RequestMatch of the request the study matches"
+        if request is None:
+            return None
+        result = results.get(request.id)
+        return linking.RequestMatch(
+            id=request.id, patient=request.patient.id,
+            result_state=result.state if result else None,
+            attached=bool(result) and (result.id, study.id) in attached)
+
+    @classmethod
+    def _results_of(cls, request_ids, studies):
+        """Return {request id: result} of the requests and the
+        {(result id, study id)} of the studies (one search each)"""
+        pool = Pool()
+        Result = pool.get('gnuhealth.imaging.test.result')
+        ResultStudy = pool.get(
+            'gnuhealth.imaging.test.result-gnuhealth.orthanc.study')
+        results = {}
+        for sub_ids in grouped_slice(request_ids):
+            for result in Result.search([('request', 'in', list(sub_ids))]):
+                results[result.request.id] = result
+        attached = set()
+        for sub_ids in grouped_slice([s.id for s in studies]):
+            attached.update((l.result.id, l.study.id)
+                for l in ResultStudy.search([
+                        ('study', 'in', list(sub_ids)),
+                        ]))
+        return results, attached
+
+    @classmethod
+    def _link_patients_by_order(cls, studies, by_uid):
+        """Link to the patient of their order the Orthanc patients whose
+        PatientID names no local patient, in one write; return them.
+
+        Only the StudyInstanceUID, given to one request and never reused,
+        is taken as evidence (an accession number may be given again or
+        come from elsewhere).  Every study of the Orthanc patient that
+        points to a request (linked or for review) must point to requests
+        of the same patient, and no birth date may contradict it;
+        otherwise the studies stay for review.
+        """
+        OrthancPatient = Pool().get('gnuhealth.orthanc.patient')
+        by_patient = defaultdict(list)
+        for orthanc_patient, requests in cls._order_evidence(
+                studies, by_uid).items():
+            patients = {r.patient for r in requests}
+            if len(patients) != 1:
+                continue
+            patient, = patients
+            dob = patient.party.dob
+            if (orthanc_patient.birth_date and dob
+                    and orthanc_patient.birth_date != dob):
+                continue
+            by_patient[patient].append(orthanc_patient)
+        to_write = []
+        for patient, orthanc_patients in by_patient.items():
+            to_write.extend((orthanc_patients, {
+                        'patient': patient.id,
+                        'link_state': 'order',
+                        }))
+        if to_write:
+            with without_check_access():
+                OrthancPatient.write(*to_write)
+        return [p for ps in by_patient.values() for p in ps]
+
+    @classmethod
+    def _order_evidence(cls, studies, by_uid):
+        """Return {Orthanc patient: [requests]}: for the Orthanc patients an
+        order may link, the requests of the studies by StudyInstanceUID and
+        of their other studies (one search)"""
+        evidence = defaultdict(list)
+        for study in studies:
+            orthanc_patient = study.orthanc_patient
+            if (orthanc_patient and not orthanc_patient.patient
+                    and orthanc_patient.link_state in ORDER_LINKABLE):
+                evidence[orthanc_patient].append(
+                    by_uid[study.study_instance_uid])
+        for sub_patients in grouped_slice(list(evidence)):
+            for study in cls.search([
+                        ('orthanc_patient', 'in',
+                            [p.id for p in sub_patients]),
+                        ['OR',
+                            ('request', '!=', None),
+                            ('request_candidate', '!=', None),
+                            ],
+                        ]):
+                evidence[study.orthanc_patient].append(
+                    study.request or study.request_candidate)
+        return evidence
+
+    @classmethod
+    def _detach_other_patients(cls, studies):
+        """Remove the studies from the draft results of another patient
+        (one search, one delete); a completed result is left as signed,
+        its study being listed for review"""
+        ResultStudy = Pool().get(
+            'gnuhealth.imaging.test.result-gnuhealth.orthanc.study')
+        to_delete = []
+        for sub_studies in grouped_slice(studies):
+            patients = {s.id: s.patient for s in sub_studies}
+            for link in ResultStudy.search([
+                        ('study', 'in', list(patients)),
+                        ('result.state', '=', 'draft'),
+                        ]):
+                if link.result.patient != patients[link.study.id]:
+                    to_delete.append(link)
+        if to_delete:
+            with without_check_access():
+                ResultStudy.delete(to_delete)
 
 
 class DeleteStudiesStart(ModelView):
@@ -603,25 +609,3 @@ class DeleteStudies(Wizard):
 
     def end(self):
         return 'reload'
-
-
-class ImagingTestResultStudy(ModelSQL):
-    "Imaging Result - Orthanc Study"
-    __name__ = 'gnuhealth.imaging.test.result-gnuhealth.orthanc.study'
-
-    result = fields.Many2One(
-        'gnuhealth.imaging.test.result', "Result", required=True,
-        ondelete='CASCADE')
-    study = fields.Many2One(
-        'gnuhealth.orthanc.study', "Study", required=True,
-        ondelete='RESTRICT')
-
-
-class ImagingTestResult(metaclass=PoolMeta):
-    __name__ = 'gnuhealth.imaging.test.result'
-
-    studies = fields.Many2Many(
-        'gnuhealth.imaging.test.result-gnuhealth.orthanc.study',
-        'result', 'study', "Studies",
-        domain=[('patient', '=', Eval('patient', -1))],
-        help="The Orthanc studies of the patient that this result reads.")

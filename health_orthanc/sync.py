@@ -149,10 +149,16 @@ class Synchronizer:
         result.requests = self.client.request_count - start
         return result
 
-    def _pages(self, lister, since=0):
-        "Yield each non-empty page and the offset after it"
+    def _pages(self, kind, lister, since=0):
+        """Yield each non-empty page and the offset after it
+
+        A page that does not advance (see OrthancClient.check_page) stops
+        the import: a listing that keeps answering the same page would
+        otherwise be read forever."""
+        ids = None
         while True:
             items = lister(since=since, limit=self.page_size)
+            ids = self.client.check_page(kind, items, self.page_size, ids)
             since += len(items)
             if items:
                 yield items, since
@@ -190,7 +196,7 @@ class Synchronizer:
         for kind in PHASES[PHASES.index(progress.phase):]:
             lister, mapper = listers[kind]
             offset = progress.offset if kind == progress.phase else 0
-            for items, offset in self._pages(lister, offset):
+            for items, offset in self._pages(kind, lister, offset):
                 records, errors = map_many(mapper, items)
                 result.errors.extend(errors)
                 self.store.save(**{kind: records},
@@ -247,6 +253,9 @@ class Synchronizer:
 
     def _follow_changes(self, page, cursor: int, result: SyncResult):
         """Apply the pages of changes from page on.
+
+        Each page is after the previous one (the client refuses a page that
+        does not advance with OrthancStalled), so this ends.
 
         The next page is listed before the studies of a page are read:
         those reads see every change of the next page, so a study read

@@ -5,18 +5,19 @@
 import io
 import logging
 
+from trytond.config import config
 from trytond.i18n import gettext
 from trytond.model import ModelView, fields
 from trytond.pool import Pool
 from trytond.pyson import Eval
-from trytond.transaction import Transaction
+from trytond.transaction import Transaction, without_check_access
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
 from . import orthanc_client as oc
 from .server import error_message
 from .upload_files import (
-    ALREADY_STORED, FAILED, REASONS, REJECTED, SEND_FAILED, STATUSES, STORED,
-    count_statuses, upload_files)
+    ALREADY_STORED, FAILED, MAX_RATIO, MAX_SIZE, REASONS, REJECTED,
+    SEND_FAILED, STATUSES, STORED, count_statuses, upload_files)
 from .viewer import format_plugins
 
 logger = logging.getLogger(__name__)
@@ -27,6 +28,16 @@ STATUS_SELECTION = [
     (REJECTED, "Rejected"),
     (FAILED, "Failed"),
     ]
+
+
+def upload_limits():
+    "Return the largest file and the highest zip ratio sent to Orthanc"
+    return {
+        'max_size': config.getint(
+            'health_orthanc', 'upload_member_max_size', default=MAX_SIZE),
+        'max_ratio': config.getfloat(
+            'health_orthanc', 'upload_max_ratio', default=MAX_RATIO),
+        }
 
 
 def reason_text(result, domain):
@@ -89,6 +100,7 @@ class UploadResultLine(ModelView):
     detail = fields.Char(
         "Detail", readonly=True,
         states={'invisible': ~Eval('detail')})
+    orthanc_study = fields.Char("Orthanc Study", readonly=True)
 
 
 class Upload(Wizard):
@@ -121,16 +133,14 @@ class Upload(Wizard):
         return {}
 
     def transition_upload(self):
-        pool = Pool()
-        Server = pool.get('gnuhealth.orthanc.config')
-        Study = pool.get('gnuhealth.orthanc.study')
+        Server = Pool().get('gnuhealth.orthanc.config')
         server = self.start.server
         files = [(f.file_name, io.BytesIO(f.data))
             for f in (self.start.files or []) if f.data is not None]
         # Not kept in the wizard session once sent
         self.start.files = []
         with server.get_client() as client:
-            results = upload_files(client, files)
+            results = upload_files(client, files, **upload_limits())
             try:
                 plugins = format_plugins(client.plugins())
             except oc.OrthancError:
@@ -140,42 +150,43 @@ class Upload(Wizard):
         messages = [gettext('health_orthanc.msg_upload_done',
                 label=server.label, **counts)]
         if counts[STORED] or counts[ALREADY_STORED]:
-            # Bring the new studies now rather than at the next sync
-            with Transaction().set_context(_check_access=False):
-                if plugins is not None:
-                    Server._save_state([server], {'plugins': plugins})
-                result = Server.sync_servers([server])[server.id]
-            if result is None:
-                server = Server(server.id)
-                messages.append(gettext('health_orthanc.msg_upload_no_sync',
-                        error=server.last_error or ''))
+            if plugins is not None:
+                with without_check_access():
+                    Server.write([server], {'plugins': plugins})
+            # The new studies come with a sync queued after the commit
+            Server.sync([server])
+            messages.append(gettext(
+                    'health_orthanc.msg_upload_sync_queued',
+                    label=server.label))
         elif counts[FAILED]:
             failed = next(r for r in results if r.status == FAILED)
             messages.append(reason_text(failed, server.domain))
-        orthanc_ids = {r.study for r in results if r.study}
-        studies = Study.orthanc_ids(server, orthanc_ids) if orthanc_ids \
-            else {}
         self.result.message = '\n'.join(messages)
         self.result.server = server
         for status in STATUSES:
             setattr(self.result, status, counts[status])
-        self.result.studies = list(studies.values())
         self.result.lines = [{
                 'file_name': r.name,
                 'status': r.status,
                 'detail': reason_text(r, server.domain),
+                'orthanc_study': r.study,
                 } for r in results]
         return 'result'
 
     def default_result(self, fields):
+        Study = Pool().get('gnuhealth.orthanc.study')
+        # Those already in GNU Health: the sync brings the others
+        studies = Study.orthanc_ids(self.result.server,
+            {l.orthanc_study for l in self.result.lines if l.orthanc_study})
         values = {
             'message': self.result.message,
             'server': self.result.server.id,
-            'studies': [getattr(s, 'id', s) for s in self.result.studies],
+            'studies': sorted(studies.values()),
             'lines': [{
                     'file_name': line.file_name,
                     'status': line.status,
                     'detail': line.detail,
+                    'orthanc_study': line.orthanc_study,
                     } for line in self.result.lines],
             }
         for status in STATUSES:

@@ -16,6 +16,12 @@ others go on.
 Why a file was rejected or failed is a code (``REASONS``) with its
 parameters, never a text: the caller words it for the user.
 
+Safety: a file larger than ``max_size``, or a zip member that its archive
+says inflates more than ``max_ratio`` times (a zip bomb), is refused before
+anything is sent; exactly the announced bytes are sent, so a member that
+holds fewer bytes than its archive says is cut off at once, instead of
+leaving Orthanc waiting for the rest.
+
 Memory: a zip member is decompressed block by block while it is sent,
 so an upload is never held a second time in memory, whatever its size.
 """
@@ -27,13 +33,14 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from .orthanc_client import OrthancError
+from .orthanc_client import BodySizeError, OrthancError
 
 __all__ = ['STORED', 'ALREADY_STORED', 'REJECTED', 'FAILED', 'STATUSES',
     'EMPTY', 'NOT_DICOM', 'ORTHANC_STATUS', 'ENCRYPTED', 'UNSUPPORTED',
-    'UNREADABLE_MEMBER', 'UNREADABLE_ARCHIVE', 'SEND_FAILED', 'REASONS',
-    'FileResult', 'Member', 'iter_members', 'upload_files',
-    'count_statuses']
+    'UNREADABLE_MEMBER', 'SIZE_MISMATCH', 'TOO_LARGE', 'TOO_COMPRESSED',
+    'UNREADABLE_ARCHIVE', 'SEND_FAILED', 'REASONS', 'MAX_SIZE', 'MAX_RATIO',
+    'RATIO_FLOOR', 'FileResult', 'Member', 'iter_members', 'refusal',
+    'upload_files', 'count_statuses']
 
 STORED = 'stored'
 ALREADY_STORED = 'already_stored'
@@ -56,13 +63,32 @@ ENCRYPTED = 'encrypted'
 UNSUPPORTED = 'unsupported_compression'
 #: A zip member that cannot be decompressed (e.g. bad CRC): ``error``
 UNREADABLE_MEMBER = 'unreadable_member'
+#: A zip member that holds fewer (or more) bytes than its archive says:
+#: ``declared`` and ``actual`` (a text: ``1234`` or ``more than 1234``)
+SIZE_MISMATCH = 'size_mismatch'
+#: Larger than the maximum: ``size`` and ``max_size``, in MiB (texts)
+TOO_LARGE = 'too_large'
+#: A zip member inflating more than the maximum ratio: ``ratio`` and
+#: ``max_ratio``
+TOO_COMPRESSED = 'too_compressed'
 #: Not a readable zip archive (e.g. truncated): ``error``
 UNREADABLE_ARCHIVE = 'unreadable_archive'
 #: Could not be sent to Orthanc: ``error``, and the OrthancError in
 #: :attr:`FileResult.error`
 SEND_FAILED = 'send_failed'
 REASONS = (EMPTY, NOT_DICOM, ORTHANC_STATUS, ENCRYPTED, UNSUPPORTED,
-    UNREADABLE_MEMBER, UNREADABLE_ARCHIVE, SEND_FAILED)
+    UNREADABLE_MEMBER, SIZE_MISMATCH, TOO_LARGE, TOO_COMPRESSED,
+    UNREADABLE_ARCHIVE, SEND_FAILED)
+MIB = 1024 * 1024
+#: The largest file sent, by default: Orthanc holds a whole instance in
+#: memory while it receives it
+MAX_SIZE = 512 * MIB
+#: The highest compression of a zip member, by default: DICOM images
+#: seldom deflate more than 10 times, a zip bomb about 1000 times
+MAX_RATIO = 100
+#: Members up to this size are not checked for their ratio: small files
+#: of the same bytes deflate a lot and can do no harm
+RATIO_FLOOR = MIB
 #: What reading a zip member may raise (zlib.error is no OSError)
 MEMBER_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError,
     RuntimeError)
@@ -133,11 +159,36 @@ def iter_members(name: str, stream) -> Iterator[Member]:
         yield Member(name, size, lambda: contextlib.nullcontext(stream))
 
 
+def _mib(size) -> str:
+    return '%.1f' % (size / MIB)
+
+
+def refusal(member: Member, max_size: int = MAX_SIZE,
+        max_ratio: float = MAX_RATIO) -> FileResult | None:
+    "Return the FileResult of a member refused before it is read, or None"
+    if not member.size:
+        return FileResult(member.name, REJECTED, EMPTY)
+    if member.size > max_size:
+        return FileResult(member.name, REJECTED, TOO_LARGE, {
+                'size': _mib(member.size), 'max_size': _mib(max_size)})
+    info = member.info
+    if info is not None and member.size > RATIO_FLOOR:
+        ratio = member.size / max(info.compress_size, 1)
+        if ratio > max_ratio:
+            return FileResult(member.name, REJECTED, TOO_COMPRESSED, {
+                    'ratio': '%d' % ratio, 'max_ratio': '%g' % max_ratio})
+    return None
+
+
 def _send(client, name, stream, size) -> FileResult:
-    if not size:
-        return FileResult(name, REJECTED, EMPTY)
     try:
         answer = client.upload_instance(stream, size=size)
+    except BodySizeError as exception:
+        return FileResult(name, REJECTED, SIZE_MISMATCH, {
+                'declared': str(exception.announced),
+                'actual': ('more than %d' % exception.sent
+                    if exception.longer else str(exception.sent)),
+                })
     except OrthancError as exception:
         if exception.status == 400:
             return FileResult(name, REJECTED, NOT_DICOM, {
@@ -157,12 +208,16 @@ def _send(client, name, stream, size) -> FileResult:
         instance=answer.get('ID'))
 
 
-def _send_member(client, member: Member) -> FileResult:
+def _send_member(client, member: Member, max_size: int = MAX_SIZE,
+        max_ratio: float = MAX_RATIO) -> FileResult:
     "Open and send one member; an unreadable member is rejected alone"
     info = member.info
     if info is not None and info.flag_bits & 0x1:
         # zipfile would raise RuntimeError: no password is ever asked
         return FileResult(member.name, REJECTED, ENCRYPTED)
+    refused = refusal(member, max_size, max_ratio)
+    if refused is not None:
+        return refused
     try:
         with member.open() as data:
             return _send(client, member.name, data, member.size)
@@ -176,7 +231,8 @@ def _send_member(client, member: Member) -> FileResult:
             {'error': str(exception)})
 
 
-def upload_files(client, files: Iterable[tuple[str, object]]
+def upload_files(client, files: Iterable[tuple[str, object]],
+        max_size: int = MAX_SIZE, max_ratio: float = MAX_RATIO
         ) -> list[FileResult]:
     """Send every DICOM file of files to Orthanc; return a result each.
 
@@ -185,6 +241,12 @@ def upload_files(client, files: Iterable[tuple[str, object]]
     client : OrthancClient
     files : iterable of (name, bytes or seekable binary file object)
         DICOM files or zip archives of DICOM files.
+    max_size : int
+        The largest file or zip member sent, in bytes (as its archive
+        says; a member holding more is cut off).
+    max_ratio : float
+        The highest ratio of a zip member's size to its compressed size
+        (members up to :data:`RATIO_FLOOR` bytes are not checked).
     """
     results = []
     for name, data in files:
@@ -193,7 +255,8 @@ def upload_files(client, files: Iterable[tuple[str, object]]
                 memoryview)) else data
         try:
             for member in iter_members(name, stream):
-                results.append(_send_member(client, member))
+                results.append(
+                    _send_member(client, member, max_size, max_ratio))
         except (zipfile.BadZipFile, zlib.error, OSError,
                 EOFError) as exception:
             results.append(FileResult(name, REJECTED, UNREADABLE_ARCHIVE,

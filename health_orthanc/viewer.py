@@ -34,10 +34,11 @@ from urllib.parse import quote
 from .orthanc_client import normalize_domain
 
 __all__ = ['VIEWERS', 'PLUGINS', 'parse_plugins', 'format_plugins',
-    'study_urls', 'series_urls', 'middle_instance']
+    'explorer_url', 'study_urls', 'series_urls', 'middle_instance']
 
 #: The viewers, in the order they are shown
 VIEWERS = ('explorer', 'web_viewer', 'stone', 'ohif')
+EXPLORER = 'app/explorer.html'
 WEB_VIEWER = 'web-viewer'
 STONE = 'stone-webviewer'
 OHIF = 'ohif'
@@ -75,6 +76,12 @@ def _id(value: str) -> str:
     return quote(value, safe='-.')
 
 
+def explorer_url(base_url: str | None) -> str | None:
+    "Return the URL of Orthanc Explorer's home page, None without base_url"
+    if base_url:
+        return '%s/%s' % (normalize_domain(base_url), EXPLORER)
+
+
 def study_urls(base_url: str, plugins, orthanc_id: str,
         study_uid: str | None = None) -> dict[str, str | None]:
     """Return {viewer: URL or None} for a study.
@@ -95,8 +102,8 @@ def study_urls(base_url: str, plugins, orthanc_id: str,
         return urls
     base = normalize_domain(base_url)
     plugins = parse_plugins(plugins)
-    urls['explorer'] = '%s/app/explorer.html#study?uuid=%s' % (
-        base, _id(orthanc_id))
+    urls['explorer'] = '%s/%s#study?uuid=%s' % (
+        base, EXPLORER, _id(orthanc_id))
     if study_uid and STONE in plugins:
         urls['stone'] = '%s/stone-webviewer/index.html?study=%s' % (
             base, _id(study_uid))
@@ -119,8 +126,8 @@ def series_urls(base_url: str, plugins, orthanc_id: str,
         return urls
     base = normalize_domain(base_url)
     plugins = parse_plugins(plugins)
-    urls['explorer'] = '%s/app/explorer.html#series?uuid=%s' % (
-        base, _id(orthanc_id))
+    urls['explorer'] = '%s/%s#series?uuid=%s' % (
+        base, EXPLORER, _id(orthanc_id))
     if WEB_VIEWER in plugins:
         urls['web_viewer'] = '%s/web-viewer/app/viewer.html?series=%s' % (
             base, _id(orthanc_id))

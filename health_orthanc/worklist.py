@@ -8,34 +8,29 @@ Plain Python (pydicom), without Tryton.  An entry is a plain dict (see
 ``<accession>-<hash>.wl`` file in the folder that Orthanc's
 ModalityWorklists plugin serves (``"Worklists": {"Enable": true,
 "Database": "<folder>"}``, the plugin of Orthanc 1.10), or through the
-REST API of the worklists plugin of Orthanc 1.12.10 and later
-(``POST /worklists/create`` with ``{"Tags": {...}}``,
-``DELETE /worklists/{id}``).
+REST API of the worklists plugin of Orthanc 1.12.10 and later, with the
+body built by :func:`rest_tags` (the HTTP calls are the client's:
+``OrthancClient.create_worklist``, ``delete_worklist``).
 """
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
 import io
-import json
 import os
 import re
 import tempfile
 import uuid
 from typing import Any
-from urllib.parse import quote
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import dcmwrite
 from pydicom.sequence import Sequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
-from . import orthanc_client as oc
-
 __all__ = [
     'WorklistError', 'build_dataset', 'dataset_bytes', 'file_name',
-    'write_file', 'remove_file', 'is_file_entry', 'rest_tags',
-    'rest_available', 'rest_create', 'rest_delete', 'person_name',
+    'write_file', 'remove_file', 'is_file_entry', 'rest_tags', 'person_name',
     'dicom_sex', 'parse_modalities', 'choose_server', 'check_entry',
     ]
 
@@ -53,8 +48,13 @@ UNSAFE = re.compile(r'[^A-Za-z0-9._-]')
 PN_SEPARATORS = re.compile(r'[\^=\\\x00-\x1f]')
 #: Hexadecimal digits of the StudyInstanceUID hash in a file name
 HASH_SIZE = 10
-#: The first Orthanc whose worklists plugin has a REST API
-REST_VERSION = (1, 12, 10)
+#: The character set of an entry with any text that is not ASCII
+UTF8 = 'ISO_IR 192'
+#: What DICOM allows in an AE title (AE): the default repertoire, without
+#: backslash and control characters
+AE_VALUE = re.compile(r'[\x20-\x5b\x5d-\x7e]*')
+#: What DICOM allows in a code string (CS), here the modality
+CS_VALUE = re.compile(r'[A-Z0-9 _]*')
 
 #: English texts of the problems, for the logs (the user reads the
 #: translated message of the same code, see request.py)
@@ -67,6 +67,10 @@ PROBLEMS = {
     'no_study_uid': "no StudyInstanceUID",
     'station_aet_too_long': "station AE title longer than %(size)s "
     "characters",
+    'station_aet_invalid': "station AE title with characters other than "
+    "ASCII letters, digits, spaces and punctuation",
+    'modality_invalid': "modality %(modality)r is not a DICOM code (ASCII "
+    "letters, digits, spaces and underscores)",
     'folder_missing': "the folder %(folder)s does not exist",
     'folder_unwritable': "cannot write in %(folder)s: %(reason)s",
     'write_failed': "cannot write %(name)s in %(folder)s: %(reason)s",
@@ -132,8 +136,19 @@ def _time(value: dt.datetime | None) -> str:
     return value.strftime('%H%M%S') if value else ''
 
 
-def _needs_utf8(*values: str) -> bool:
-    return any(not v.isascii() for v in values if v)
+def _texts(ds: Dataset):
+    "Yield the text of every element of ds and of its sequences' items"
+    for element in ds:
+        if element.VR == 'SQ':
+            for item in element.value:
+                yield from _texts(item)
+        elif element.value is not None:
+            yield str(element.value)
+
+
+def _needs_utf8(ds: Dataset) -> bool:
+    "Whether any text of ds, identifiers included, is not ASCII"
+    return any(not text.isascii() for text in _texts(ds))
 
 
 def parse_modalities(text: str | None) -> set[str]:
@@ -170,7 +185,9 @@ def check_entry(entry: dict) -> list[tuple[str, dict]]:
     (an empty list when none; the codes are those of :data:`PROBLEMS`).
 
     An accession number and a PatientID must fit DICOM SH/LO, the modality
-    and the StudyInstanceUID are required.
+    and the StudyInstanceUID are required.  The modality (CS) and the
+    station AE title (AE) are ASCII in every character set; the other
+    texts may be in any script (see :func:`build_dataset`).
     """
     problems = []
     accession = entry.get('accession_number') or ''
@@ -182,12 +199,18 @@ def check_entry(entry: dict) -> list[tuple[str, dict]]:
         problems.append(('no_patient_id', {}))
     elif len(entry['patient_id']) > LO_MAX:
         problems.append(('patient_id_too_long', {'size': LO_MAX}))
-    if not entry.get('modality'):
+    modality = (entry.get('modality') or '').strip().upper()
+    if not modality:
         problems.append(('no_modality', {}))
+    elif not CS_VALUE.fullmatch(modality):
+        problems.append(('modality_invalid', {'modality': modality}))
     if not entry.get('study_instance_uid'):
         problems.append(('no_study_uid', {}))
-    if len(entry.get('station_aet') or '') > SH_MAX:
+    station_aet = entry.get('station_aet') or ''
+    if len(station_aet) > SH_MAX:
         problems.append(('station_aet_too_long', {'size': SH_MAX}))
+    if not AE_VALUE.fullmatch(station_aet):
+        problems.append(('station_aet_invalid', {}))
     return problems
 
 
@@ -206,6 +229,11 @@ def build_dataset(entry: dict) -> Dataset:
         ``requesting_physician_family_name``,
         ``requesting_physician_given_name``, ``urgent`` (bool),
         ``comment``.  Only the first four and the modality are required.
+
+    The item is in UTF-8 (SpecificCharacterSet ``ISO_IR 192``) as soon as
+    any of its texts is not ASCII, identifiers included: a PatientID
+    ``ПАЦ-77`` written without it would reach the modality as ``???-77``,
+    and the images it sends back would match nobody.
 
     Raises
     ------
@@ -226,8 +254,6 @@ def build_dataset(entry: dict) -> Dataset:
     scheduled = entry.get('scheduled')
 
     ds = Dataset()
-    if _needs_utf8(patient_name, physician, procedure, comment):
-        ds.SpecificCharacterSet = 'ISO_IR 192'
     ds.AccessionNumber = accession
     ds.ReferringPhysicianName = physician
     ds.PatientName = patient_name
@@ -256,6 +282,9 @@ def build_dataset(entry: dict) -> Dataset:
         step.ScheduledProtocolCodeSequence = Sequence([code])
     step.CommentsOnTheScheduledProcedureStep = comment
     ds.ScheduledProcedureStepSequence = Sequence([step])
+    if _needs_utf8(ds):
+        # Read when the file is written: the values are encoded then
+        ds.SpecificCharacterSet = UTF8
     return ds
 
 
@@ -382,73 +411,16 @@ def _json_value(element):
 
 def _json_tags(ds: Dataset) -> dict:
     return {element.keyword: _json_value(element)
-        for element in ds if element.keyword
-        and element.keyword != 'SpecificCharacterSet'}
+        for element in ds if element.keyword}
 
 
 def rest_tags(entry: dict) -> dict:
     """Return the body of ``POST /worklists/create`` for the entry.
 
     Orthanc's JSON of tags by keyword, a sequence being a list of
-    objects; Orthanc encodes the values itself (UTF-8).
+    objects.  The JSON is UTF-8; the SpecificCharacterSet of an entry
+    with text that is not ASCII tells Orthanc to keep it in UTF-8 rather
+    than in its ``DefaultEncoding`` (Latin-1 unless configured), where
+    Cyrillic or CJK would be lost.
     """
     return {'Tags': _json_tags(build_dataset(entry))}
-
-
-def _version(text: str) -> tuple | None:
-    match = re.match(r'(\d+)\.(\d+)\.(\d+)', text or '')
-    return tuple(int(n) for n in match.groups()) if match else None
-
-
-def rest_available(client: oc.OrthancClient) -> bool:
-    """Return whether the server offers the worklists REST API.
-
-    The worklists plugin must be loaded (``GET /plugins`` lists
-    ``worklists``) in version 1.12.10 or later (``GET /plugins/worklists``;
-    ``mainline`` builds count as recent): Orthanc 1.10's
-    ModalityWorklists plugin has the same name but no REST API.  Two
-    small requests: the worklists themselves are never listed.
-    """
-    plugins = client.get_json('plugins')
-    if not isinstance(plugins, list) or 'worklists' not in plugins:
-        return False
-    try:
-        plugin = client.get_json('plugins/worklists')
-    except oc.OrthancNotFound:
-        return False
-    version = plugin.get('Version') if isinstance(plugin, dict) else None
-    if not isinstance(version, str):
-        return False
-    if version.strip().lower() == 'mainline':
-        return True
-    parsed = _version(version)
-    return parsed is not None and parsed >= REST_VERSION
-
-
-def rest_create(client: oc.OrthancClient, entry: dict) -> str:
-    """Create the worklist through the REST API; return its Orthanc ID.
-
-    Not retried: a POST that reached Orthanc may have created it.
-    """
-    response = client.request(
-        'POST', 'worklists/create', data=json.dumps(rest_tags(entry)),
-        headers={'Content-Type': 'application/json'})
-    try:
-        answer = response.json()
-    except ValueError:
-        answer = None
-    if not isinstance(answer, dict) or not answer.get('ID'):
-        raise oc.OrthancBadAnswer(
-            'Unexpected answer from Orthanc for worklists/create',
-            status=response.status_code)
-    return str(answer['ID'])
-
-
-def rest_delete(client: oc.OrthancClient, worklist_id: str) -> bool:
-    "Delete a worklist by its Orthanc ID; return False if already gone"
-    try:
-        client.request(
-            'DELETE', 'worklists/%s' % quote(worklist_id, safe='')).close()
-    except oc.OrthancNotFound:
-        return False
-    return True

@@ -30,7 +30,7 @@ import time
 
 import pytest
 
-from tests.orthanc_server import free_port
+from trytond.modules.health_orthanc.tests.orthanc_server import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BROWSER_DIR = os.path.join(ROOT, 'tests', 'browser')

@@ -5,10 +5,10 @@
 a sync, poison DICOM data, and servers failing each in their own way.
 
 Like ``OrthancSyncTestCase`` these tests start a real Orthanc
-(``tests/orthanc_server.py``; a missing Orthanc is an error, not a skip)
-and run in one transaction each, without the commit of every page
-(``orthanc_page_commit``): what a page saved stays in the transaction, as
-it would be committed in production.
+(``health_orthanc/tests/orthanc_server.py``; a missing Orthanc is an
+error, not a skip) and run in one transaction each, without the commit of
+every page (``_orthanc_page_commit``): what a page saved stays in the
+transaction, as it would be committed in production.
 """
 import shutil
 import tempfile
@@ -19,15 +19,17 @@ from trytond.pool import Pool
 from trytond.tests.test_tryton import with_transaction
 from trytond.transaction import Transaction
 
-from tests.fake_orthanc import FakeOrthanc, orthanc_error
-from tests.orthanc_case import RealOrthancCase, upload_study
-from tests.orthanc_server import OrthancServer
 from trytond.modules.health_orthanc.mapping import MAX_LENGTH
 from trytond.modules.health_orthanc.orthanc_client import OrthancClient
-from trytond.modules.health_orthanc.server import ServerStore
+from trytond.modules.health_orthanc.store import ServerStore
 from trytond.modules.health_orthanc.sync import Synchronizer
+from trytond.modules.health_orthanc.tests.fake_orthanc import (
+    FakeOrthanc, orthanc_error)
+from trytond.modules.health_orthanc.tests.orthanc_case import (
+    RealOrthancCase, upload_study)
+from trytond.modules.health_orthanc.tests.orthanc_server import OrthancServer
 
-NO_COMMIT = {'orthanc_page_commit': False}
+NO_COMMIT = {'_orthanc_page_commit': False}
 EMPTY_CHANGES = {'Changes': [], 'Done': True, 'Last': 0}
 
 
@@ -130,7 +132,7 @@ class OrthancFaultsTestCase(RealOrthancCase):
 
         saves, patcher = self.kill_after_saves(orthanc)
         with small_pages(7, 5):
-            results = Server.sync_servers([server])
+            results = Server.sync_now([server])
         patcher.stop()
         self.assertIsNone(results[server.id])
         self.assertEqual(len(saves), 1)
@@ -151,10 +153,10 @@ class OrthancFaultsTestCase(RealOrthancCase):
         self.assertIsNotNone(start)
 
         orthanc.start()
-        Server._save_state([server], {'domain': orthanc.url})
+        Server.write([server], {'domain': orthanc.url})
         listings = self.record_listings()
         with small_pages(7, 5):
-            result = Server.sync_servers([server])[server.id]
+            result = Server.sync_now([server])[server.id]
         self.assertIsNotNone(result, server.last_error)
         self.assertTrue(result.full)
         self.assertTrue(result.resumed)
@@ -179,7 +181,7 @@ class OrthancFaultsTestCase(RealOrthancCase):
         # Nothing left behind: the next sync finds everything done
         upload_study(orthanc, 'P99', 'LATE^Comer', seed=99)
         with small_pages(7, 5):
-            result = Server.sync_servers([server])[server.id]
+            result = Server.sync_now([server])[server.id]
         self.assertFalse(result.full)
         self.assertEqual(result.studies, 1)
         self.assert_same_as_orthanc(server, orthanc)
@@ -194,7 +196,7 @@ class OrthancFaultsTestCase(RealOrthancCase):
         for i in range(4):
             upload_study(orthanc, 'P%02d' % i, 'KILL^P%02d' % i, seed=i)
         server = self.create_server(orthanc=orthanc)
-        first = Server.sync_servers([server])[server.id]
+        first = Server.sync_now([server])[server.id]
         self.assertTrue(first.full)
         self.assertEqual(server.study_count, 4)
         before = server.last
@@ -205,7 +207,7 @@ class OrthancFaultsTestCase(RealOrthancCase):
         feed_end = last_change(orthanc)
         saves, patcher = self.kill_after_saves(orthanc)
         with small_pages(7, 10):
-            results = Server.sync_servers([server])
+            results = Server.sync_now([server])
         patcher.stop()
         self.assertIsNone(results[server.id])
         self.assertEqual(len(saves), 1)
@@ -219,9 +221,9 @@ class OrthancFaultsTestCase(RealOrthancCase):
         self.assertLess(partial, 30)
 
         orthanc.start()
-        Server._save_state([server], {'domain': orthanc.url})
+        Server.write([server], {'domain': orthanc.url})
         with small_pages(7, 10):
-            result = Server.sync_servers([server])[server.id]
+            result = Server.sync_now([server])[server.id]
         self.assertIsNotNone(result, server.last_error)
         self.assertFalse(result.full)
         self.assertEqual(result.errors, [])
@@ -243,7 +245,7 @@ class OrthancFaultsTestCase(RealOrthancCase):
         for i in range(3):
             upload_study(self.orthanc, 'P%s' % i, 'SKIP^P%s' % i, seed=i)
         server = self.create_server()
-        self.assertTrue(Server.sync_servers([server])[server.id].full)
+        self.assertTrue(Server.sync_now([server])[server.id].full)
         last = server.last
         # As if the import had skipped a patient and its study, and a
         # series of another study
@@ -253,7 +255,7 @@ class OrthancFaultsTestCase(RealOrthancCase):
         Series.delete([study.series[0]])
         self.assertEqual(Study.search_count([]), 2)
 
-        self.assertEqual(Server.reconcile_servers([server])[server.id], 0)
+        self.assertEqual(Server.reconcile_now([server])[server.id], 0)
         self.assert_same_as_orthanc(server, self.orthanc)
         self.assertEqual(server.last, last)
         self.assertIsNone(server.last_error)
@@ -294,7 +296,7 @@ class OrthancFaultsTestCase(RealOrthancCase):
             }
         # Followed in the change feed, the other imported from the lists
         incremental = self.create_server('Incremental')
-        self.assertTrue(Server.sync_servers([incremental])[incremental.id])
+        self.assertTrue(Server.sync_now([incremental])[incremental.id])
         with warnings.catch_warnings():
             # pydicom warns of the invalid values: they are the point
             warnings.simplefilter('ignore', UserWarning)
@@ -306,7 +308,7 @@ class OrthancFaultsTestCase(RealOrthancCase):
             upload_study(self.orthanc, None, 'NO^PatientID', seed=100,
                 accession='ACC-NOPID')
         full = self.create_server('Full')
-        results = Server.sync_servers([incremental, full])
+        results = Server.sync_now([incremental, full])
         self.assertFalse(results[incremental.id].full)
         self.assertTrue(results[full.id].full)
 
@@ -414,13 +416,13 @@ class OrthancFaultsTestCase(RealOrthancCase):
             bad4 = self.create_server('Shape', domain=shape.url, last=3)
             good = self.create_server('Good')
             # Valid with its password, then changed on the server
-            self.assertTrue(Server.sync_servers([bad3])[bad3.id])
+            self.assertTrue(Server.sync_now([bad3])[bad3.id])
             self.assertIsNone(bad3.last_error)
             self.assertTrue(bad3.validated)
             self.assertEqual(bad3.last, 0)
             changed.credentials = ('orthanc', 'new')
 
-            results = Server.sync_servers([bad1, bad2, bad3, bad4, good])
+            results = Server.sync_now([bad1, bad2, bad3, bad4, good])
 
         for server in [bad1, bad2, bad3, bad4]:
             self.assertIsNone(results[server.id], server.label)
@@ -466,6 +468,30 @@ class OrthancFaultsTestCase(RealOrthancCase):
         self.assertEqual(
             pool.get('ir.queue').search_count([]), 0)
 
+    @with_transaction(context=NO_COMMIT)
+    def test_feed_that_never_advances(self):
+        """A proxy answering the same page of changes: the sync stops after
+        two requests of /changes, keeps the first page and records why"""
+        Server = Pool().get('gnuhealth.orthanc.config')
+        stuck = {'Changes': [{'Seq': 6, 'ChangeType': 'NewPatient',
+                    'ResourceType': 'Patient', 'ID': 'p1', 'Date': ''}],
+            'Done': False, 'Last': 6}
+        with FakeOrthanc() as proxy:
+            proxy.set('/changes', body=stuck)
+            proxy.set('/patients/p1', body={'ID': 'p1', 'Type': 'Patient',
+                    'MainDicomTags': {'PatientID': 'STUCK-1'}})
+            server = self.create_server('Proxy', domain=proxy.url, last=5)
+            results = Server.sync_now([server])
+            self.assertEqual(proxy.count('/changes'), 2)
+        self.assertIsNone(results[server.id])
+        self.assertEqual(server.last, 6)
+        self.assertEqual(server.patient_count, 1)
+        self.assertTrue(server.validated)
+        self.assertTrue(server.last_error_time)
+        self.assertIn('answered a page that does not follow',
+            server.last_error)
+        self.assertIn('asked for the changes after 6', server.last_error)
+
     @with_transaction()
     def test_taken_over_between_pages(self):
         "A sync that loses its server's lock at a commit stops there"
@@ -481,7 +507,7 @@ class OrthancFaultsTestCase(RealOrthancCase):
                 mock.patch.object(Transaction(), 'commit'), \
                 mock.patch.object(type(server), '_lock',
                     side_effect=[True, False]):
-            result = Server.sync_servers([server])[server.id]
+            result = Server.sync_now([server])[server.id]
         self.assertIsNone(result)
         self.assertFalse(server.last_error)
         self.assertIsNone(server.sync_time)
@@ -491,6 +517,6 @@ class OrthancFaultsTestCase(RealOrthancCase):
         # The sync that took over (here: the next one) imports everything;
         # without committing: the database is shared by the next tests
         with small_pages(2, 2), Transaction().set_context(NO_COMMIT):
-            result = Server.sync_servers([server])[server.id]
+            result = Server.sync_now([server])[server.id]
         self.assertEqual(result.studies, 4)
         self.assertEqual(server.study_count, 4)

@@ -4,16 +4,16 @@
 """Two trytond-worker processes share the syncs of four real Orthancs
 through PostgreSQL.
 
-The scheduled action queues one ``sync_servers`` task per server
+The scheduled action queues one ``sync_now`` task per server
 (``gnuhealth.orthanc.config|sync``); the workers pull them from the
 ``ir.queue`` table and the per-server lock keeps two of them from
 importing the same server at once.  This test runs it for real:
 
-- its own database (``test_imaging_workers``, dropped at the end) with
+- its own database (``<DB_NAME>_workers``, dropped at the end) with
   ``health_orthanc`` activated, created by trytond's test tooling in a
   subprocess (so ``DB_CACHE`` is used when set);
-- four real Orthancs (``tests/orthanc_server.py``), each with its own
-  studies, and four validated server records;
+- four real Orthancs (``health_orthanc/tests/orthanc_server.py``), each
+  with its own studies, and four validated server records;
 - two ``trytond-worker`` processes (one process each) with a
   configuration file pointing to the PostgreSQL database;
 - every sync queued twice to provoke contention: in a row for each server
@@ -45,10 +45,11 @@ from trytond.pool import Pool
 from trytond.tests.test_tryton import db_exist, drop_db
 from trytond.transaction import Transaction
 
-from tests.orthanc_case import upload_study
-from tests.orthanc_server import OrthancServer
+from trytond.modules.health_orthanc.tests.orthanc_case import upload_study
+from trytond.modules.health_orthanc.tests.orthanc_server import OrthancServer
 
-DATABASE = 'test_imaging_workers'
+# Beside the tests' database (test_imaging_workers under bin/test)
+DATABASE = '%s_workers' % os.environ.get('DB_NAME', 'test_imaging')
 WORKERS = 2
 SERVERS = 4
 # Guards against a hang, not timed assertions: the whole test takes well
@@ -265,7 +266,7 @@ class TwoWorkersFourServersTestCase(unittest.TestCase):
             self.assertEqual(
                 {(t.data['method'], tuple(t.data['instances']))
                     for t in tasks},
-                {('sync_servers', (s,)) for s in self.server_ids})
+                {('sync_now', (s,)) for s in self.server_ids})
             transaction.commit()
             return sorted(t.id for t in tasks)
 

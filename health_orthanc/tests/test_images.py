@@ -15,16 +15,17 @@ from trytond.pool import Pool
 from trytond.tests.test_tryton import activate_module, with_transaction
 from trytond.transaction import Transaction
 
-from tests.dicom_samples import make_study
-from tests.fake_orthanc import FakeOrthanc, orthanc_error
-from tests.orthanc_case import RealOrthancCase, upload_study
-from tests.orthanc_server import OrthancServer, plugin_path
 from trytond.modules.health_imaging.tests.tools import (
     create_patient, create_user)
 from trytond.modules.health_orthanc.tests.test_upload_files import (
     patch_members)
 
-NO_COMMIT = {'orthanc_page_commit': False}
+from .dicom_samples import make_study
+from .fake_orthanc import FakeOrthanc, orthanc_error
+from .orthanc_case import RealOrthancCase, run_queue, upload_study
+from .orthanc_server import OrthancServer, plugin_path
+
+NO_COMMIT = {'_orthanc_page_commit': False}
 PNG = b'\x89PNG\r\n\x1a\n'
 
 
@@ -47,7 +48,7 @@ class OrthancImagesTestCase(RealOrthancCase):
         Server = Pool().get('gnuhealth.orthanc.config')
         server = self.create_server()
         Server.check_servers([server])
-        Server.sync_servers([server])
+        Server.sync_now([server])
         return server
 
     def create_result(self, patient, studies):
@@ -106,7 +107,7 @@ class OrthancImagesTestCase(RealOrthancCase):
         self.assertIsNone(server.public_url)
 
         # Plugins gone (detected at the next check): links hidden
-        Server._save_state([server], {'plugins': None})
+        Server.write([server], {'plugins': None})
         self.assertIsNone(Study(study.id).series[0].web_viewer_url)
 
     @with_transaction(context=NO_COMMIT)
@@ -259,6 +260,9 @@ class OrthancImagesTestCase(RealOrthancCase):
         wizard.start.server = server
         wizard.start.files = [UploadFile(file_name='ann.zip', data=data)]
         self.assertEqual(wizard.transition_upload(), 'result')
+        # The sync is queued: it runs after the wizard's commit
+        self.assertEqual(Study.search_count([]), 0)
+        self.assertEqual(run_queue(), 1)
         result = wizard.default_result(None)
         self.assertEqual(
             (result['stored'], result['already_stored'], result['rejected'],
@@ -292,7 +296,7 @@ class OrthancImagesTestCase(RealOrthancCase):
         Upload = pool.get('gnuhealth.orthanc.upload', type='wizard')
         UploadFile = pool.get('gnuhealth.orthanc.upload.file')
         server = self.create_server(password='Wrong-Secret-42')
-        Server._save_state([server], {'validated': True})
+        Server.write([server], {'validated': True})
         session_id, _, _ = Upload.create()
         wizard = Upload(session_id)
         wizard.start.server = server
@@ -460,6 +464,7 @@ class OrthancImagesTestCase(RealOrthancCase):
                     data=make_study(1, 1, seed=21, patient_id='P4')[0])]
             wizard.transition_upload()
             self.assertEqual(wizard.default_result(None)['stored'], 1)
+            run_queue()
         self.assertEqual(Study.search_count([]), 2)
         with Transaction().set_user(admin.id), \
                 Transaction().set_context(_check_access=True):

@@ -1,13 +1,16 @@
 # This file is part of GNU Health.  The COPYRIGHT file at the top level of
 # this repository contains the full copyright notices and license terms.
-"""Tests of the rule that links an Orthanc patient to a local patient."""
+"""Tests of the rules that link an Orthanc patient to a local patient and
+a study to its request."""
 import datetime as dt
 
 import pytest
 
 from trytond.modules.health_orthanc.linking import (
     AMBIGUOUS, BIRTH_DATE_MISMATCH, LINKED, NO_MATCH, NO_PATIENT_ID,
-    choose_patient, normalize_identifier)
+    PATIENT_DIFFERS, PATIENT_UNKNOWN, REQUEST_LINKED, RESULT_DONE,
+    RequestMatch, choose_patient, decide_study_link, leaves_results,
+    normalize_identifier)
 
 BORN = dt.date(1980, 1, 15)
 OTHER = dt.date(1980, 1, 16)
@@ -108,3 +111,80 @@ def test_statuses_are_distinct():
         NO_PATIENT_ID]
     assert len(set(statuses)) == len(statuses)
     assert all(isinstance(s, str) and s for s in statuses)
+
+
+# -- studies and requests ---------------------------------------------------
+ANA, BOB = 1, 2
+REQUEST = 10
+NOTHING = (None, None, None)
+LINKED_TO_REQUEST = (REQUEST, REQUEST_LINKED, None)
+
+
+def match(**values):
+    "Request 10 of Ana, without result unless said"
+    return RequestMatch(**dict({'id': REQUEST, 'patient': ANA}, **values))
+
+
+# matched request, patient of the study, expected (request, link, candidate)
+STUDY_CASES = {
+    'no request': (None, ANA, NOTHING),
+    'no request, no patient': (None, None, NOTHING),
+    'same patient, no result': (match(), ANA, LINKED_TO_REQUEST),
+    'same patient, draft result': (
+        match(result_state='draft'), ANA, LINKED_TO_REQUEST),
+    'same patient, draft result, attached': (
+        match(result_state='draft', attached=True), ANA,
+        LINKED_TO_REQUEST),
+    'same patient, completed result': (
+        match(result_state='done'), ANA, (None, RESULT_DONE, REQUEST)),
+    'same patient, completed result, already on it': (
+        # what a signed result reads stays linked
+        match(result_state='done', attached=True), ANA, LINKED_TO_REQUEST),
+    'another patient': (
+        match(), BOB, (None, PATIENT_DIFFERS, REQUEST)),
+    'another patient, already on the result': (
+        match(result_state='draft', attached=True), BOB,
+        (None, PATIENT_DIFFERS, REQUEST)),
+    'another patient, completed result': (
+        match(result_state='done', attached=True), BOB,
+        (None, PATIENT_DIFFERS, REQUEST)),
+    'patient not linked': (
+        match(), None, (None, PATIENT_UNKNOWN, REQUEST)),
+    'patient not linked, completed result': (
+        match(result_state='done'), None, (None, PATIENT_UNKNOWN, REQUEST)),
+    }
+
+
+@pytest.mark.parametrize('matched, patient, expected',
+    list(STUDY_CASES.values()), ids=list(STUDY_CASES))
+def test_decide_study_link(matched, patient, expected):
+    assert decide_study_link(matched, patient) == expected
+
+
+# current (request, link, candidate), new, expected
+LEAVE_CASES = {
+    'stays linked': (LINKED_TO_REQUEST, LINKED_TO_REQUEST, False),
+    'linked, now another patient': (
+        LINKED_TO_REQUEST, (None, PATIENT_DIFFERS, REQUEST), True),
+    'linked, request gone': (LINKED_TO_REQUEST, NOTHING, True),
+    'reviewed, reason changed': (
+        (None, PATIENT_DIFFERS, REQUEST), (None, PATIENT_UNKNOWN, REQUEST),
+        True),
+    'reviewed, request gone': (
+        (None, PATIENT_UNKNOWN, REQUEST), NOTHING, True),
+    'reviewed, now linked': (
+        (None, PATIENT_UNKNOWN, REQUEST), LINKED_TO_REQUEST, False),
+    'never matched': (NOTHING, NOTHING, False),
+    'new, for review': (NOTHING, (None, PATIENT_DIFFERS, REQUEST), False),
+    }
+
+
+@pytest.mark.parametrize('current, new, expected',
+    list(LEAVE_CASES.values()), ids=list(LEAVE_CASES))
+def test_leaves_results(current, new, expected):
+    assert leaves_results(current, new) is expected
+
+
+def test_study_links_are_distinct():
+    links = [REQUEST_LINKED, PATIENT_DIFFERS, PATIENT_UNKNOWN, RESULT_DONE]
+    assert len(set(links)) == len(links)

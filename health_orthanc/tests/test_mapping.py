@@ -6,13 +6,14 @@ import zlib
 
 import pytest
 
-from tests.dicom_samples import make_study
-from tests.orthanc_server import OrthancServer
 from trytond.modules.health_orthanc.mapping import (
     MAX_LENGTH, MappingError, clean_text, combine_datetime, format_person_name,
     map_many, map_patient, map_series, map_study, parse_dicom_date,
     parse_dicom_time, parse_orthanc_datetime)
 from trytond.modules.health_orthanc.orthanc_client import OrthancClient
+
+from .dicom_samples import make_study
+from .orthanc_server import OrthancServer
 
 
 @pytest.mark.parametrize('value, expected', [

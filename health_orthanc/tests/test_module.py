@@ -2,6 +2,7 @@
 # The COPYRIGHT file at the top level of this repository contains the full
 # copyright notices and license terms.
 import datetime
+from unittest import mock
 
 from trytond.model.exceptions import AccessError
 from trytond.modules.company.tests import CompanyTestMixin
@@ -9,18 +10,98 @@ from trytond.pool import Pool
 from trytond.tests.test_tryton import ModuleTestCase, with_transaction
 from trytond.transaction import Transaction
 
-from tests.fake_orthanc import FakeOrthanc
-from tests.orthanc_case import RealOrthancCase, upload_study
-from tests.orthanc_server import free_port
 from trytond.modules.health_imaging.tests.tools import (
-    create_patient, create_user)
+    create_patient, create_request, create_user)
+from trytond.modules.health_orthanc.store import ServerStore
 
-NO_COMMIT = {'orthanc_page_commit': False}
+from .fake_orthanc import FakeOrthanc
+from .orthanc_case import RealOrthancCase, run_queue, upload_study
+from .orthanc_server import free_port
+
+NO_COMMIT = {'_orthanc_page_commit': False}
+
+
+#: Context keys a client can send: Tryton strips only those starting with _
+CLIENT_FLAGS = {
+    'orthanc_sync': True,
+    'orthanc_linking_studies': True,
+    'orthanc_page_commit': False,
+    }
 
 
 class HealthOrthancTestCase(CompanyTestMixin, ModuleTestCase):
     "Test health_orthanc module"
     module = 'health_orthanc'
+
+    @with_transaction()
+    def test_client_context_switches_no_rule_off(self):
+        """A doctor's write with the context keys that once switched the
+        rules off is refused what Orthanc holds, and relinks the study"""
+        pool = Pool()
+        Server = pool.get('gnuhealth.orthanc.config')
+        OrthancPatient = pool.get('gnuhealth.orthanc.patient')
+        Study = pool.get('gnuhealth.orthanc.study')
+        Request = pool.get('gnuhealth.imaging.test.request')
+        ana = create_patient('Ana', 'Betz', puid='PUID-ANA')
+        bob = create_patient('Bob', 'Cruz', puid='PUID-BOB')
+        server, = Server.create([{
+                    'label': 'Main', 'domain': 'http://127.0.0.1:1',
+                    'validated': True,
+                    }])
+        request = create_request(ana)
+        Request.requested([request])
+        patient, = OrthancPatient.create([{
+                    'server': server.id, 'orthanc_id': 'p1',
+                    'patient_id': 'PUID-ANA', 'name': 'BETZ, Ana',
+                    }])
+        OrthancPatient.link([patient])
+        study, = Study.create([{
+                    'server': server.id, 'orthanc_id': 's1',
+                    'orthanc_patient': patient.id,
+                    'study_instance_uid': request.study_instance_uid,
+                    }])
+        Study.link_to_requests([study])
+        result, = request.results
+        self.assertEqual((study.request, result.studies), (request, (study,)))
+
+        doctor = create_user('clinician', 'health.group_health_doctor')
+        with Transaction().set_user(doctor.id), \
+                Transaction().set_context(_check_access=True, **CLIENT_FLAGS):
+            for values in [
+                    {'name': 'Forged'},
+                    {'patient_id': 'PUID-BOB'},
+                    {'link_state': 'linked'},
+                    {'patient': bob.id, 'link_state': 'linked'},
+                    ]:
+                with self.subTest(values=values), \
+                        self.assertRaises(AccessError):
+                    OrthancPatient.write([OrthancPatient(patient.id)], values)
+            OrthancPatient.write(
+                [OrthancPatient(patient.id)], {'patient': bob.id})
+        self.assertEqual(
+            (patient.patient, patient.link_state, patient.name),
+            (bob, 'manual', 'BETZ, Ana'))
+        # Bob's images left Ana's request and result
+        self.assertEqual(
+            (study.request, study.request_link, study.request_candidate),
+            (None, 'patient_differs', request))
+        self.assertEqual(result.studies, ())
+
+    @with_transaction()
+    def test_client_context_keeps_page_commits(self):
+        "A sync queued with orthanc_page_commit still commits its pages"
+        pool = Pool()
+        Server = pool.get('gnuhealth.orthanc.config')
+        server, = Server.create([{
+                    'label': 'Main', 'domain': 'http://127.0.0.1:1',
+                    'validated': True,
+                    }])
+        transaction = Transaction()
+        with mock.patch.object(transaction, 'commit') as commit, \
+                mock.patch.object(type(server), '_lock', return_value=True), \
+                transaction.set_context(CLIENT_FLAGS):
+            ServerStore(server).commit()
+        commit.assert_called_once_with()
 
 
 class OrthancSyncTestCase(RealOrthancCase):
@@ -56,11 +137,19 @@ class OrthancSyncTestCase(RealOrthancCase):
             'Main', self.orthanc.url + '/', self.orthanc.user,
             self.orthanc.password)
         self.assertEqual(state, 'succeeded')
-        defaults = wizard.default_succeeded(None)
-        self.assertEqual(defaults['patients'], 3)
-        self.assertEqual(defaults['studies'], 4)
-        self.assertEqual(defaults['linked'], 2)
         server, = Server.search([('label', '=', 'Main')])
+        defaults = wizard.default_succeeded(None)
+        self.assertEqual(defaults['server'], server.id)
+        self.assertIn('first import has started', defaults['message'])
+        # The import is queued: it runs after the wizard's commit
+        self.assertIsNone(server.last)
+        self.assertEqual(run_queue(), 1)
+        self.assertEqual(server.patient_count, 3)
+        self.assertEqual(server.study_count, 4)
+        self.assertEqual(OrthancPatient.search_count([
+                    ('server', '=', server.id),
+                    ('patient', '!=', None),
+                    ]), 2)
         self.assertTrue(server.validated)
         self.assertEqual(server.domain, self.orthanc.url)
         self.assertTrue(server.sync_time)
@@ -122,24 +211,24 @@ class OrthancSyncTestCase(RealOrthancCase):
         Study = pool.get('gnuhealth.orthanc.study')
         upload_study(self.orthanc, 'P1', 'ONE^Patient')
         server = self.create_server()
-        first = Server.sync_servers([server])[server.id]
+        first = Server.sync_now([server])[server.id]
         self.assertTrue(first.full)
         self.assertEqual(Study.search_count([('server', '=', server.id)]), 1)
 
-        nothing = Server.sync_servers([server])[server.id]
+        nothing = Server.sync_now([server])[server.id]
         self.assertFalse(nothing.full)
         self.assertEqual(nothing.requests, 1)
 
         upload_study(self.orthanc, 'P1', 'ONE^Patient', seed=2)
         upload_study(self.orthanc, 'P2', 'TWO^Patient', seed=3)
-        incremental = Server.sync_servers([server])[server.id]
+        incremental = Server.sync_now([server])[server.id]
         self.assertFalse(incremental.full)
         self.assertEqual(incremental.studies, 2)
         self.assertEqual(Study.search_count([('server', '=', server.id)]), 3)
         self.assertEqual(server.patient_count, 2)
         self.assertEqual(server.study_count, 3)
 
-        again = Server.sync_servers([server])[server.id]
+        again = Server.sync_now([server])[server.id]
         self.assertEqual(again.requests, 1)
         self.assertEqual(Study.search_count([('server', '=', server.id)]), 3)
 
@@ -149,10 +238,10 @@ class OrthancSyncTestCase(RealOrthancCase):
         Server = Pool().get('gnuhealth.orthanc.config')
         server = self.create_server()
         self.assertIsNone(server.last)
-        first = Server.sync_servers([server])[server.id]
+        first = Server.sync_now([server])[server.id]
         self.assertTrue(first.full)
         self.assertIsNotNone(server.last)
-        second = Server.sync_servers([server])[server.id]
+        second = Server.sync_now([server])[server.id]
         self.assertFalse(second.full)
         self.assertEqual(second.requests, 1)
 
@@ -163,8 +252,8 @@ class OrthancSyncTestCase(RealOrthancCase):
         Server = pool.get('gnuhealth.orthanc.config')
         upload_study(self.orthanc, 'P1', 'ONE^Patient')
         server = self.create_server()
-        Server._save_state([server], {'last': 10 ** 6})
-        result = Server.sync_servers([server])[server.id]
+        Server.write([server], {'last': 10 ** 6})
+        result = Server.sync_now([server])[server.id]
         self.assertTrue(result.full)
         self.assertEqual(server.study_count, 1)
 
@@ -182,7 +271,7 @@ class OrthancSyncTestCase(RealOrthancCase):
         upload_study(self.orthanc, 'PUID-ANA', 'BETZ^Ana', seed=2)
         upload_study(self.orthanc, 'GONE', 'GONE^Person', seed=3)
         server = self.create_server()
-        Server.sync_servers([server])
+        Server.sync_now([server])
         self.assertEqual(Study.search_count([('missing', '=', True)]), 0)
         first, second = Study.search([('patient', '=', ana.id)])
         test, = Test.search([], limit=1)
@@ -194,7 +283,7 @@ class OrthancSyncTestCase(RealOrthancCase):
         self.orthanc.request('DELETE', '/studies/' + first.orthanc_id)
         self.orthanc.request('DELETE', '/patients/' + gone.orthanc_id)
 
-        flagged = Server.reconcile_servers([server])[server.id]
+        flagged = Server.reconcile_now([server])[server.id]
         self.assertEqual(flagged, 2)
         self.assertTrue(first.missing)
         self.assertTrue(first.missing_since)
@@ -202,7 +291,7 @@ class OrthancSyncTestCase(RealOrthancCase):
         self.assertTrue(gone.missing)
         self.assertEqual(result.studies, (first,))
         self.assertEqual(
-            Server.reconcile_servers([server])[server.id], 0)
+            Server.reconcile_now([server])[server.id], 0)
 
         # Back on the server (e.g. restored from a backup)
         Study.mark_missing(server, [first.orthanc_id, second.orthanc_id])
@@ -220,7 +309,7 @@ class OrthancSyncTestCase(RealOrthancCase):
                 [('method', '=', 'gnuhealth.orthanc.config|reconcile')]))
         Server.reconcile()
         task, = Queue.search([])
-        self.assertEqual(task.data['method'], 'reconcile_servers')
+        self.assertEqual(task.data['method'], 'reconcile_now')
 
     @with_transaction(context=NO_COMMIT)
     def test_link_rules(self):
@@ -237,7 +326,7 @@ class OrthancSyncTestCase(RealOrthancCase):
             birth_date='19600606')
         upload_study(self.orthanc, 'LATER', 'LATE^Lee')
         server = self.create_server()
-        Server.sync_servers([server])
+        Server.sync_now([server])
         states = {p.patient_id: (p.patient, p.link_state)
             for p in OrthancPatient.search([('server', '=', server.id)])}
         self.assertEqual(states['MRN-TWIN'], (None, 'ambiguous'))
@@ -246,14 +335,14 @@ class OrthancSyncTestCase(RealOrthancCase):
 
         # Registered after the images arrived: linked at the next sync
         lee = create_patient('Lee', 'Late', puid='LATER')
-        Server.sync_servers([server])
+        Server.sync_now([server])
         later, = OrthancPatient.search([('patient_id', '=', 'LATER')])
         self.assertEqual((later.patient, later.link_state), (lee, 'linked'))
 
         # The same identifier given to another patient: the link is no
         # longer certain and is removed
         create_patient('Lea', 'Late', mrn='LATER')
-        Server.sync_servers([server])
+        Server.sync_now([server])
         self.assertEqual(
             (later.patient, later.link_state), (None, 'ambiguous'))
 
@@ -267,7 +356,7 @@ class OrthancSyncTestCase(RealOrthancCase):
         other = create_patient('Other', 'Person')
         upload_study(self.orthanc, 'PUID-ANA', 'BETZ^Ana')
         server = self.create_server()
-        Server.sync_servers([server])
+        Server.sync_now([server])
         patient, = OrthancPatient.search([('server', '=', server.id)])
         self.assertEqual(patient.patient, ana)
 
@@ -277,13 +366,13 @@ class OrthancSyncTestCase(RealOrthancCase):
                 OrthancPatient.write([patient], {'name': 'Someone Else'})
         self.assertEqual(patient.link_state, 'manual')
         upload_study(self.orthanc, 'PUID-ANA', 'BETZ^Ana', seed=5)
-        Server.sync_servers([server])
+        Server.sync_now([server])
         self.assertEqual(patient.patient, other)
         self.assertEqual(len(other.orthanc_studies), 2)
 
         # Unlinked by hand: stays unlinked
         OrthancPatient.write([patient], {'patient': None})
-        Server.sync_servers([server])
+        Server.sync_now([server])
         self.assertIsNone(patient.patient)
         self.assertEqual(patient.link_state, 'manual')
 
@@ -300,7 +389,7 @@ class OrthancSyncTestCase(RealOrthancCase):
             'Down', domain='http://127.0.0.1:%s' % free_port())
         wrong = self.create_server('Wrong', password='not-the-password')
         good = self.create_server('Good')
-        results = Server.sync_servers([down, wrong, good])
+        results = Server.sync_now([down, wrong, good])
         self.assertIsNone(results[down.id])
         self.assertIsNone(results[wrong.id])
         self.assertEqual(good.study_count, 1)
@@ -352,7 +441,7 @@ class OrthancSyncTestCase(RealOrthancCase):
         Server.sync()
         tasks = Queue.search([])
         self.assertEqual(len(tasks), 1)
-        self.assertEqual(tasks[0].data['method'], 'sync_servers')
+        self.assertEqual(tasks[0].data['method'], 'sync_now')
 
     @with_transaction(context=NO_COMMIT)
     def test_result_studies(self):
@@ -366,7 +455,7 @@ class OrthancSyncTestCase(RealOrthancCase):
         upload_study(self.orthanc, 'PUID-ANA', 'BETZ^Ana')
         upload_study(self.orthanc, 'OTHER', 'OTHER^Person', seed=9)
         server = self.create_server()
-        Server.sync_servers([server])
+        Server.sync_now([server])
         study, = Study.search([('patient', '=', ana.id)])
         test, = Test.search([], limit=1)
         result, = Result.create([{

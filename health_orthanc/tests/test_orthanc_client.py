@@ -6,24 +6,30 @@ Faults are injected with an in-process fake server; the happy paths run
 against a real Orthanc (``/usr/sbin/Orthanc`` or ``$ORTHANC_BIN``).  A
 missing Orthanc is an error, not a skip.
 """
+import base64
 import io
+import json
 import logging
 import math
 import os
+import re
 import shutil
 import subprocess
+from urllib.parse import quote, quote_plus
 
 import pydicom
 import pytest
 
-from tests.dicom_samples import make_instance, make_study
-from tests.fake_orthanc import SYSTEM, FakeOrthanc, Reply, orthanc_error
-from tests.orthanc_server import (
-    OrthancMissing, OrthancServer, free_port, plugin_path)
 from trytond.modules.health_orthanc.orthanc_client import (
-    Change, ChangesPage, NotOrthanc, OrthancBadAnswer, OrthancClient,
-    OrthancError, OrthancNotFound, OrthancTimeout, OrthancTLSError,
-    OrthancUnauthorized, OrthancUnreachable, normalize_domain)
+    BodySizeError, Change, ChangesPage, NotOrthanc, OrthancBadAnswer,
+    OrthancClient, OrthancError, OrthancNotFound, OrthancStalled,
+    OrthancTimeout, OrthancTLSError, OrthancUnauthorized, OrthancUnreachable,
+    Scrubber, _Body, credential_forms, normalize_domain)
+
+from .dicom_samples import make_instance, make_study
+from .fake_orthanc import SYSTEM, FakeOrthanc, Reply, orthanc_error
+from .orthanc_server import (
+    OrthancMissing, OrthancServer, free_port, plugin_path)
 
 PASSWORD = 'S3cr3t-P@ss!'
 
@@ -283,9 +289,6 @@ def test_path_prefix(fake):
     assert client.domain == fake.url + '/orthanc'
     assert client.system()['Name'] == 'FakeOrthanc'
     assert client.get_study('abc') == {'ID': 'abc'}
-    assert client.explorer_url() == fake.url + '/orthanc/app/explorer.html'
-    assert client.study_explorer_url('abc') == (
-        fake.url + '/orthanc/app/explorer.html#study?uuid=abc')
     assert [r.path for r in fake.requests] == [
         '/orthanc/system', '/orthanc/studies/abc']
 
@@ -318,6 +321,252 @@ def test_credentials_sent_and_never_logged(caplog):
     assert PASSWORD not in repr(client)
     assert PASSWORD not in caplog.text
     assert 'retrying' in caplog.text
+
+
+# -- credentials in error texts -----------------------------------------------
+def b64(text, encoding='utf-8'):
+    return base64.b64encode(text.encode(encoding)).decode()
+
+
+CREDENTIALS = [
+    ('orthanc', 'S3cr3t-P@ss!'),
+    ('gnuhealth', 'p a/s%s:w+rd&é'),
+    ('врач', 'пароль-77'),
+    ('abc', 'Zx9'),  # the shortest scrubbed alone
+    ]
+
+#: How a server or a proxy may write the credentials back
+ECHOES = {
+    'password': lambda u, p: p,
+    'user': lambda u, p: u,
+    'basic header': lambda u, p: 'Authorization: Basic ' + b64(
+        '%s:%s' % (u, p)),
+    'pair base64 alone': lambda u, p: b64('%s:%s' % (u, p)),
+    'pair base64 no padding': lambda u, p: b64('%s:%s' % (u, p)).rstrip('='),
+    'pair base64 cut short': lambda u, p: b64('%s:%s' % (u, p))[:-2],
+    'pair base64 url-safe': lambda u, p: base64.urlsafe_b64encode(
+        ('%s:%s' % (u, p)).encode()).decode(),
+    'password base64': lambda u, p: b64(p),
+    'user base64': lambda u, p: b64(u),
+    'password url-encoded': lambda u, p: quote(p, safe=''),
+    'password url-encoded mixed-case hex': lambda u, p: quote(
+        p, safe='').replace('%C3%A9', '%c3%a9'),
+    'password url-encoded lower hex': lambda u, p: re.sub(
+        '%..', lambda m: m.group().lower(), quote(p, safe='')),
+    'password form-encoded': lambda u, p: quote_plus(p),
+    'pair url-encoded': lambda u, p: quote('%s:%s' % (u, p), safe=''),
+    'password JSON-escaped': lambda u, p: json.dumps(p)[1:-1],
+    'header in a URL': lambda u, p: 'auth=Basic%20' + quote(
+        b64('%s:%s' % (u, p)), safe=''),
+    }
+
+
+def leaks(text, user, password):
+    "Return the forms of the secrets still in text"
+    found = [f for f in credential_forms(user, password) if f in text]
+    if len(password) >= 3 and password in text:
+        found.append(password)
+    return found
+
+
+@pytest.mark.parametrize('user, password', CREDENTIALS)
+@pytest.mark.parametrize('echo', list(ECHOES.values()), ids=list(ECHOES))
+def test_scrubber(user, password, echo):
+    scrub = Scrubber(user, password)
+    secret = echo(user, password)
+    text = scrub('Orthanc said: [%s] (HTTP 400)' % secret)
+    assert secret not in text or len(secret) < 3
+    assert not leaks(text, user, password)
+    assert text.startswith('Orthanc said: [')
+    assert text.endswith('] (HTTP 400)')
+
+
+@pytest.mark.parametrize('text', [
+    'Orthanc refused the user name or password (HTTP 401)',
+    'Basic authentication is required',
+    'basic auth',
+    'Unknown resource /studies/abc',
+    '',
+    ])
+def test_scrubber_leaves_other_texts(text):
+    assert Scrubber('orthanc', 'S3cr3t-P@ss!')(text) == text
+
+
+@pytest.mark.parametrize('user, password, kept', [
+    # too short alone to be told from ordinary words; the pair is masked
+    ('ab', 'cd', 'ab and cd'),
+    (None, None, 'nothing to hide'),
+    ])
+def test_scrubber_short_secrets(user, password, kept):
+    scrub = Scrubber(user, password)
+    assert scrub(kept) == kept
+    if user:
+        assert scrub('x %s:%s y' % (user, password)) == 'x *** y'
+
+
+def test_credential_forms():
+    forms = credential_forms('orthanc', 'S3cr3t')
+    assert forms == sorted(forms, key=lambda f: -len(f))
+    assert {'orthanc', 'S3cr3t', 'orthanc:S3cr3t', b64('orthanc:S3cr3t'),
+        b64('S3cr3t'), b64('orthanc'), 'orthanc%3AS3cr3t'} <= set(forms)
+    assert credential_forms(None, None) == []
+
+
+def test_scrubbed_before_cut_short(fake):
+    "A long body is cut after scrubbing: no secret is left half-cut"
+    pair = b64('orthanc:' + PASSWORD)
+    fake.set('/statistics', status=500, body=orthanc_error(500,
+            'x' * 290 + pair, 'y' * 295 + PASSWORD))
+    with pytest.raises(OrthancBadAnswer) as info:
+        make_client(fake.url, retries=0).statistics()
+    error = info.value
+    for text in [str(error), error.message, error.details]:
+        assert not leaks(text, 'orthanc', PASSWORD)
+        assert pair[:8] not in text and PASSWORD[:6] not in text
+
+
+@pytest.mark.parametrize('status, error_class', [
+    (400, OrthancError),
+    (401, OrthancUnauthorized),
+    (403, OrthancUnauthorized),
+    (404, OrthancNotFound),
+    (500, OrthancBadAnswer),
+    (503, OrthancBadAnswer),
+    ])
+def test_echoed_headers_never_reach_the_error(fake, caplog, status,
+        error_class):
+    """A server that echoes the request's headers (Authorization: Basic
+    base64 of user:password) in its error body: nothing of the credentials
+    reaches the error nor the log"""
+    caplog.set_level(logging.DEBUG)
+    fake.set('/statistics', status=status, echo=True)
+    client = make_client(fake.url, user='gnuhealth', password=PASSWORD)
+    with pytest.raises(error_class) as info:
+        client.statistics()
+    error = info.value
+    # the fake did echo them
+    request = fake.requests[-1]
+    assert request.password == PASSWORD
+    assert request.headers['Authorization'] == 'Basic ' + b64(
+        'gnuhealth:' + PASSWORD)
+    for text in [str(error), error.message, error.details, caplog.text,
+            repr(error.args)]:
+        assert not leaks(text, 'gnuhealth', PASSWORD), text
+    assert 'Basic ***' in error.message
+
+
+def test_redirect_with_credentials(fake):
+    "A Location carrying the credentials is scrubbed too"
+    fake.set('/system', status=302, headers={
+            'Location': 'https://orthanc:%s@pacs.example.org/?a=%s' % (
+                quote(PASSWORD, safe=''), b64('orthanc:' + PASSWORD))})
+    with pytest.raises(NotOrthanc) as info:
+        make_client(fake.url).system()
+    assert not leaks(str(info.value), 'orthanc', PASSWORD)
+    assert 'pacs.example.org' in info.value.details
+
+
+# -- bodies sent with a Content-Length ----------------------------------------
+class Trickle(io.BytesIO):
+    "A stream that gives at most 3 bytes a read, as a socket may"
+
+    def read(self, size=-1):
+        return super().read(3 if size is None or size < 0 else min(size, 3))
+
+
+@pytest.mark.parametrize('data, size', [
+    (b'0123456789', 10),
+    (b'', 0),
+    (Trickle(b'0123456789'), 10),
+    ])
+def test_body_exact(data, size):
+    stream = data if isinstance(data, io.BytesIO) else io.BytesIO(data)
+    body = _Body(stream, size)
+    assert len(body) == size
+    assert b''.join(iter(lambda: body.read(4), b'')) == b'0123456789'[:size]
+
+
+@pytest.mark.parametrize('data, size, sent, longer', [
+    # holds less than announced: raised at its end, never completed
+    (b'0123456789', 20, 10, False),
+    (b'', 5, 0, False),
+    # holds more: raised before its last block is given
+    (b'0123456789', 4, 4, True),
+    (b'0123456789', 8, 8, True),
+    ])
+def test_body_size_mismatch(data, size, sent, longer):
+    body = _Body(io.BytesIO(data), size)
+    given = b''
+    with pytest.raises(BodySizeError) as info:
+        while True:
+            block = body.read(4)
+            if not block:
+                break
+            given += block
+    assert (info.value.announced, info.value.sent, info.value.longer) == (
+        size, sent, longer)
+    # what was given never completes the announced length
+    assert len(given) < size or size == 0
+    assert not isinstance(info.value, OSError)
+
+
+# -- pages that do not advance -----------------------------------------------
+def new_study(seq):
+    return {'Seq': seq, 'ChangeType': 'NewStudy', 'ResourceType': 'Study',
+        'ID': 's'}
+
+
+@pytest.mark.parametrize('since, page', [
+    (5, {'Changes': [new_study(5)], 'Done': True, 'Last': 5}),
+    (5, {'Changes': [new_study(6)], 'Done': False, 'Last': 4}),
+    (5, {'Changes': [], 'Done': False, 'Last': 5}),
+    (5, {'Changes': [], 'Done': False, 'Last': 9}),
+    ], ids=['change not after since', 'Last backwards', 'empty not done',
+        'empty not done ahead'])
+def test_changes_not_after_since(fake, since, page):
+    fake.set_json('/changes', page)
+    with pytest.raises(OrthancStalled) as info:
+        make_client(fake.url).get_changes(since, 10)
+    assert 'did not advance' in str(info.value)
+    assert isinstance(info.value, OrthancBadAnswer)
+
+
+@pytest.mark.parametrize('since, page', [
+    (5, {'Changes': [], 'Done': True, 'Last': 5}),
+    # a replaced database: empty, done, Last behind (run() reimports)
+    (5, {'Changes': [], 'Done': True, 'Last': 2}),
+    (5, {'Changes': [new_study(9)], 'Done': False, 'Last': 9}),
+    ])
+def test_changes_after_since(fake, since, page):
+    fake.set_json('/changes', page)
+    assert make_client(fake.url).get_changes(since, 10).last == page['Last']
+
+
+@pytest.mark.parametrize('pages, requests', [
+    # a proxy ignoring since: the same full page again
+    ([[{'ID': 'a'}, {'ID': 'b'}]], 2),
+    # a proxy ignoring limit
+    ([[{'ID': 'a'}, {'ID': 'b'}, {'ID': 'c'}]], 1),
+    ])
+def test_listing_that_never_advances(fake, pages, requests):
+    fake.set('/studies', *[Reply(200, page) for page in pages])
+    client = make_client(fake.url)
+    with pytest.raises(OrthancStalled):
+        list(client.iter_studies(page_size=2))
+    assert fake.count('/studies') == requests
+
+
+def test_check_page():
+    client = make_client('http://127.0.0.1:1')
+    page = [{'ID': 'a'}, {'ID': 'b'}]
+    assert client.check_page('studies', page, 2, None) == ['a', 'b']
+    assert client.check_page('studies', page, 2, ['x', 'a']) == ['a', 'b']
+    # a last page shorter than the limit ends the listing anyway
+    assert client.check_page('studies', page[:1], 2, ['a']) == ['a']
+    with pytest.raises(OrthancStalled):
+        client.check_page('studies', page, 2, ['a', 'b'])
+    with pytest.raises(OrthancStalled):
+        client.check_page('studies', page, 1, None)
 
 
 def test_check_needs_protected_route(fake):
@@ -524,15 +773,6 @@ def test_real_exists_false(client, level):
 def test_exists_bad_level(client):
     with pytest.raises(ValueError):
         client.exists('hospital', 'x')
-
-
-def test_real_explorer(client, orthanc):
-    study_id = client.list_studies(0, 1)[0]['ID']
-    url = client.study_explorer_url(study_id)
-    assert url.startswith(orthanc.url + '/app/explorer.html#')
-    response = orthanc.session().get(client.explorer_url())
-    assert response.status_code == 200
-    assert 'Orthanc Explorer' in response.text
 
 
 def test_real_not_orthanc_path(orthanc):

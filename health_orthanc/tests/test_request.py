@@ -25,28 +25,17 @@ from trytond.pool import Pool
 from trytond.tests.test_tryton import activate_module, with_transaction
 from trytond.transaction import Transaction
 
-from tests.dicom_samples import make_study
-from tests.fake_orthanc import FakeOrthanc
-from tests.orthanc_case import RealOrthancCase
-from tests.orthanc_server import OrthancServer, free_port, plugin_path
 from trytond.modules.health_imaging.tests import tools
 from trytond.modules.health_imaging.tests.tools import (
     create_patient, create_user)
 
-NO_COMMIT = {'orthanc_page_commit': False}
+from .dicom_samples import make_study
+from .fake_orthanc import FakeOrthanc
+from .orthanc_case import RealOrthancCase, run_queue
+from .orthanc_server import OrthancServer, free_port, plugin_path
+
+NO_COMMIT = {'_orthanc_page_commit': False}
 MODALITY_AET = 'CT1'
-
-
-def run_queue():
-    """Run the tasks queued by the transaction, as trytond does after the
-    commit (the test transaction is never committed)"""
-    Queue = Pool().get('ir.queue')
-    tasks = Transaction().tasks
-    count = 0
-    while tasks:
-        Queue(tasks.pop()).run()
-        count += 1
-    return count
 
 
 def create_request(patient, test_code='IMG-CT-HEAD', **values):
@@ -141,7 +130,7 @@ class WorklistOrthancCase(RealOrthancCase):
     def sync(self, server):
         "Sync the server, then run the worklist tasks it queued"
         Server = Pool().get('gnuhealth.orthanc.config')
-        result = Server.sync_servers([server])[server.id]
+        result = Server.sync_now([server])[server.id]
         self.assertIsNotNone(result, Server(server.id).last_error)
         run_queue()
         return result
@@ -838,7 +827,7 @@ class StudyLinkTestCase(WorklistOrthancCase):
             self.upload(patient_id='PUID-ANA', patient_name='BETZ^Ana',
                 study_uid=request.study_instance_uid, seed=10 + i)
         # Stored without linking: the link is measured below
-        with mock.patch.object(Request, 'link_studies'):
+        with mock.patch.object(Study, 'link_to_requests'):
             self.sync(self.server)
         studies = Study.search([])
         self.assertEqual(len(studies), 6)
@@ -850,7 +839,7 @@ class StudyLinkTestCase(WorklistOrthancCase):
                 (ResultStudy, ResultStudy.search)]]
         mocks = [p.start() for p in patches]
         try:
-            Request.link_studies(Study.browse(studies))
+            Study.link_to_requests(Study.browse(studies))
         finally:
             for patch in patches:
                 patch.stop()

@@ -13,23 +13,26 @@ the uploads and deletions of the incremental tests, which therefore only
 count what they add.
 
 """
+import base64
 import copy
 import itertools
+import logging
 import math
 import threading
 import time
 
 import pytest
 
-from tests.dicom_samples import make_study
-from tests.fake_orthanc import FakeOrthanc, Reply, orthanc_error
-from tests.orthanc_server import OrthancServer
 from trytond.modules.health_orthanc.orthanc_client import (
-    OrthancBadAnswer, OrthancClient, OrthancError, OrthancTimeout,
-    OrthancUnauthorized)
+    OrthancBadAnswer, OrthancClient, OrthancError, OrthancStalled,
+    OrthancTimeout, OrthancUnauthorized)
 from trytond.modules.health_orthanc.sync import (
     CHANGES_PAGE_SIZE, PAGE_SIZE, PHASES, ImportProgress, Synchronizer,
     SyncResult)
+
+from .dicom_samples import make_study
+from .fake_orthanc import FakeOrthanc, Reply, orthanc_error
+from .orthanc_server import OrthancServer
 
 PASSWORD = 'Sync-S3cr3t!'
 STABLE_TIMEOUT = 20
@@ -1226,6 +1229,26 @@ def test_unauthorized_stops_the_sync(fake, path, cursor, status):
     assert fake.count(path) == 1  # not retried
 
 
+@pytest.mark.parametrize('path, cursor', [
+    ('/changes', 5),
+    ('/changes', None),
+    ('/studies/study-a', 5),
+    ('/patients/patient', 5),
+    ])
+def test_echoed_credentials_stop_nowhere(fake, caplog, path, cursor):
+    """A server that echoes the request headers in its errors: the error
+    that stops the sync and the log hold no form of the credentials"""
+    caplog.set_level(logging.DEBUG)
+    fake.set(path, status=500, echo=True)
+    with pytest.raises(OrthancBadAnswer) as info:
+        Synchronizer(fake_client(fake), MemoryStore()).run(cursor)
+    basic = base64.b64encode(('orthanc:' + PASSWORD).encode()).decode()
+    for text in [str(info.value), caplog.text]:
+        assert PASSWORD not in text
+        assert basic[:6] not in text
+    assert 'Basic ***' in str(info.value)
+
+
 def test_wrong_credentials():
     with FakeOrthanc(credentials=('orthanc', 'right')) as server:
         store = MemoryStore()
@@ -1294,3 +1317,118 @@ def test_changes_paging(fake):
     assert set(store.studies) == {'study-a', 'study-b'}
     # study-b's patient is not in the store: fetched with it
     assert set(store.patients) == {'patient'}
+
+
+# -- answers that do not advance (a caching proxy) ---------------------------
+STUCK_PAGE = {'Changes': [{
+            'Seq': 6, 'ChangeType': 'NewStudy', 'ResourceType': 'Study',
+            'ID': 'study-a', 'Date': '20240101T120000'}],
+    'Done': False, 'Last': 6}
+
+
+def test_feed_that_never_advances(fake):
+    """A proxy answering the same page whatever 'since' says: the page is
+    applied once, the next one is refused, the sync stops (it asked 227
+    times in 10 s and counting before)"""
+    fake.set_json('/changes', STUCK_PAGE)
+    store = MemoryStore()
+    client = fake_client(fake)
+    with pytest.raises(OrthancStalled) as info:
+        Synchronizer(client, store, changes_page_size=1).run(5)
+    assert fake.count('/changes') == 2
+    assert 'did not advance' in str(info.value)
+    assert 'after 6' in str(info.value)
+    # what the first page brought is kept, with its cursor
+    assert set(store.studies) == {'study-a'}
+    assert store.cursor == 6
+    # the next sync asks once
+    fake.requests.clear()
+    with pytest.raises(OrthancStalled):
+        Synchronizer(fake_client(fake), store, changes_page_size=1).run(6)
+    assert fake.count('/changes') == 1
+    assert store.cursor == 6
+
+
+@pytest.mark.parametrize('second', [
+    # Last goes backwards
+    {'Changes': [change(3, 'Study', 'study-b')], 'Done': False, 'Last': 3},
+    # a change at or before since
+    {'Changes': [change(6, 'Study', 'study-b'), change(7, 'Study', 'x')],
+        'Done': True, 'Last': 7},
+    # an empty page that is not the last
+    {'Changes': [], 'Done': False, 'Last': 6},
+    {'Changes': [], 'Done': False, 'Last': 9},
+    ], ids=['backwards', 'old change', 'empty not done', 'empty ahead'])
+def test_next_change_page_not_after(fake, second):
+    fake.set('/changes', Reply(200, STUCK_PAGE), Reply(200, second))
+    store = MemoryStore()
+    with pytest.raises(OrthancStalled):
+        Synchronizer(fake_client(fake), store, changes_page_size=1).run(5)
+    assert fake.count('/changes') == 2
+    assert store.cursor == 6
+    assert 'x' not in store.studies
+
+
+def test_first_change_page_empty_not_done(fake):
+    fake.set_json('/changes', {'Changes': [], 'Done': False, 'Last': 5})
+    store = MemoryStore()
+    with pytest.raises(OrthancStalled):
+        Synchronizer(fake_client(fake), store).run(5)
+    assert fake.count('/changes') == 1
+    assert store.saves == []
+
+
+def listing(fake, kind, pages):
+    "Set the listing of kind to answer pages, then its list of IDs"
+    ids = [item['ID'] for page in pages for item in page]
+    fake.set('/' + kind, *[Reply(200, page) for page in pages],
+        Reply(200, ids))
+
+
+@pytest.mark.parametrize('kind', ['patients', 'studies', 'series'])
+def test_listing_that_never_advances(fake, kind):
+    """A first import whose listing answers the same full page whatever
+    the offset stops at the second page (it listed forever before)"""
+    fake.set_json('/changes', {'Changes': [], 'Done': True, 'Last': 4})
+    items = {
+        'patients': [patient_json('p1', 'A'), patient_json('p2', 'B')],
+        'studies': [study_json('s1', 'p'), study_json('s2', 'p')],
+        'series': [series_json('r1', 's'), series_json('r2', 's')],
+        }[kind]
+    for other in PHASES:
+        fake.set_json('/' + other, [])
+    fake.set_json('/' + kind, items)
+    store = MemoryStore()
+    with pytest.raises(OrthancStalled) as info:
+        Synchronizer(fake_client(fake), store, page_size=2).run(None)
+    assert 'same page of %s' % kind in str(info.value)
+    assert fake.count('/' + kind) == 2
+    # the first page is saved with its progress: the next sync resumes
+    assert store.progress == ImportProgress(4, kind, 2)
+    assert store.cursor is None
+
+
+def test_listing_that_ignores_limit(fake):
+    fake.set_json('/changes', {'Changes': [], 'Done': True, 'Last': 4})
+    fake.set_json('/patients', [patient_json('p%d' % i, 'P%d' % i)
+            for i in range(3)])
+    store = MemoryStore()
+    with pytest.raises(OrthancStalled) as info:
+        Synchronizer(fake_client(fake), store, page_size=2).run(None)
+    assert 'did not page the list of patients' in str(info.value)
+    assert fake.count('/patients') == 1
+    assert store.saves == []
+
+
+def test_listing_shifted_by_a_deletion_goes_on(fake):
+    """A page that overlaps the previous one (a deletion meanwhile) is no
+    stall: only the same full page again is"""
+    fake.set_json('/changes', {'Changes': [], 'Done': True, 'Last': 4})
+    a, b, c = (patient_json('p%d' % i, 'P%d' % i) for i in range(3))
+    listing(fake, 'patients', [[a, b], [b, c], [c]])
+    fake.set('/studies', Reply(200, []), Reply(200, []))
+    fake.set('/series', Reply(200, []), Reply(200, []))
+    store = MemoryStore()
+    result = Synchronizer(fake_client(fake), store, page_size=2).run(None)
+    assert set(store.patients) == {'p0', 'p1', 'p2'}
+    assert result.cursor == store.cursor == 4

@@ -5,12 +5,13 @@
 Web Viewer and DICOMweb plugins."""
 import pytest
 
-from tests.dicom_samples import make_study
-from tests.orthanc_server import OrthancServer, plugin_path
 from trytond.modules.health_orthanc.orthanc_client import OrthancClient
 from trytond.modules.health_orthanc.viewer import (
-    VIEWERS, format_plugins, middle_instance, parse_plugins, series_urls,
-    study_urls)
+    VIEWERS, explorer_url, format_plugins, middle_instance, parse_plugins,
+    series_urls, study_urls)
+
+from .dicom_samples import make_study
+from .orthanc_server import OrthancServer, plugin_path
 
 BASE = 'https://pacs.example.org/orthanc'
 STUDY = '6b9e19d9-62094390-5f9ddb01-4a191ae7-9766b715'
@@ -115,6 +116,13 @@ def test_identifiers_quoted():
     assert urls['stone'].endswith('?study=1.2%26x%3D3&series=4%205')
 
 
+def test_explorer_url():
+    "Orthanc Explorer's home page, behind a path prefix too"
+    assert explorer_url(BASE) == BASE + '/app/explorer.html'
+    assert explorer_url(BASE + '/') == BASE + '/app/explorer.html'
+    assert explorer_url(None) is None
+
+
 def test_no_orthanc_id():
     assert study_urls(BASE, ALL, None, STUDY_UID) == dict.fromkeys(VIEWERS)
     assert series_urls(BASE, ALL, '') == dict.fromkeys(VIEWERS)
@@ -144,6 +152,7 @@ def test_real_orthanc_viewers(tmp_path):
             + series['ID']).status_code == 200
         explorer = study_urls(orthanc.url, detected, study['ID'])['explorer']
         page, fragment = explorer.split('#')
+        assert page == explorer_url(orthanc.url)
         assert fragment == 'study?uuid=' + study['ID']
         response = session.get(page)
         assert response.status_code == 200

@@ -3,18 +3,22 @@
 # copyright notices and license terms.
 """Tests of the worklist entries: building, files and the REST API."""
 import datetime as dt
+import glob
 import io
 import json
 import os
 import stat
+import subprocess
 
 import pydicom
 import pytest
 
-from tests.fake_orthanc import FakeOrthanc, Reply
 from trytond.modules.health_orthanc import worklist
 from trytond.modules.health_orthanc.orthanc_client import (
     OrthancBadAnswer, OrthancClient, OrthancError)
+
+from .fake_orthanc import FakeOrthanc, Reply
+from .orthanc_server import OrthancServer, free_port, plugin_path
 
 ENTRY = {
     'accession_number': 'IMGREQ2026/00001',
@@ -102,6 +106,14 @@ def test_choose_server(servers, modality, expected):
     ({'study_instance_uid': ''}, 'no_study_uid', {}, 'no StudyInstanceUID'),
     ({'station_aet': 'S' * 17}, 'station_aet_too_long', {'size': 16},
         'station AE title'),
+    # AE and CS are ASCII whatever the character set
+    ({'station_aet': 'КТ1'}, 'station_aet_invalid', {}, 'station AE title'),
+    ({'station_aet': 'CT\\1'}, 'station_aet_invalid', {},
+        'station AE title'),
+    ({'modality': 'КТ'}, 'modality_invalid', {'modality': 'КТ'},
+        "modality 'КТ'"),
+    ({'modality': 'C-T'}, 'modality_invalid', {'modality': 'C-T'},
+        'not a DICOM code'),
     ])
 def test_invalid_entry(values, code, params, text):
     "Problems are codes with parameters (translated by the module)"
@@ -176,7 +188,7 @@ def test_priority(values, expected):
     {'procedure': 'Échographie'},
     {'patient_family_name': '山田', 'patient_given_name': '太郎'},
     ])
-def test_non_ascii_is_utf8(values, tmp_path):
+def test_non_ascii_names_are_utf8(values, tmp_path):
     "Non-ASCII names are written in UTF-8 and read back unchanged"
     path = worklist.write_file(str(tmp_path), entry(**values))
     ds = pydicom.dcmread(path)
@@ -186,6 +198,65 @@ def test_non_ascii_is_utf8(values, tmp_path):
     assert str(ds.RequestingPhysician) == str(expected.RequestingPhysician)
     assert ds.RequestedProcedureDescription == \
         expected.RequestedProcedureDescription
+
+
+TEXTS = [
+    # (entry key, where it is written)
+    ('patient_id', ['PatientID']),
+    ('accession_number', ['AccessionNumber', 'RequestedProcedureID',
+            'ScheduledProcedureStepSequence[0].ScheduledProcedureStepID']),
+    ('patient_family_name', ['PatientName']),
+    ('requesting_physician_family_name', ['RequestingPhysician',
+            'ReferringPhysicianName']),
+    ('procedure', ['RequestedProcedureDescription',
+            'ScheduledProcedureStepSequence[0]'
+            '.ScheduledProcedureStepDescription']),
+    ('procedure_code', ['ScheduledProcedureStepSequence[0]'
+            '.ScheduledProtocolCodeSequence[0].CodeValue']),
+    ('comment', ['ScheduledProcedureStepSequence[0]'
+            '.CommentsOnTheScheduledProcedureStep']),
+    ]
+
+
+def read_path(ds, path):
+    "Return the value at a path like 'Sequence[0].Keyword'"
+    for part in path.split('.'):
+        keyword, _, index = part.partition('[')
+        ds = getattr(ds, keyword)
+        if index:
+            ds = ds[int(index[:-1])]
+    return str(ds)
+
+
+@pytest.mark.parametrize('key, paths', TEXTS, ids=[k for k, _ in TEXTS])
+@pytest.mark.parametrize('text', ['ПАЦ-77', 'Ψ7', '山田-1', 'É'])
+def test_any_text_decides_the_character_set(tmp_path, key, paths, text):
+    """Identifiers as much as names: a PUID ПАЦ-77 written without a
+    character set reaches the modality as ???-77"""
+    values = {key: text, 'patient_given_name': None,
+        'requesting_physician_given_name': None}
+    path = worklist.write_file(str(tmp_path), entry(**values))
+    ds = pydicom.dcmread(path)
+    assert ds.SpecificCharacterSet == 'ISO_IR 192'
+    for where in paths:
+        assert read_path(ds, where) == text
+    with open(path, 'rb') as fp:
+        assert text.encode('utf-8') in fp.read()
+    # The same for the REST API
+    assert worklist.rest_tags(entry(**values))['Tags'][
+        'SpecificCharacterSet'] == 'ISO_IR 192'
+
+
+def test_same_length_puids_stay_apart(tmp_path):
+    "Two Cyrillic PUIDs of the same length are two patients"
+    first = worklist.write_file(str(tmp_path), entry(
+            patient_id='ПАЦ-77', accession_number='A1',
+            study_instance_uid='2.25.1'))
+    second = worklist.write_file(str(tmp_path), entry(
+            patient_id='ЖУК-77', accession_number='A2',
+            study_instance_uid='2.25.2'))
+    assert {pydicom.dcmread(p).PatientID for p in [first, second]} == {
+        'ПАЦ-77', 'ЖУК-77'}
 
 
 def test_empty_optional_values():
@@ -343,9 +414,21 @@ def test_rest_tags():
     assert step['ScheduledProcedureStepStartDate'] == '20261124'
     code, = step['ScheduledProtocolCodeSequence']
     assert code['CodeValue'] == 'IMG-CT-CHEST'
-    assert 'SpecificCharacterSet' not in worklist.rest_tags(
-        entry(patient_family_name='Müller'))['Tags']
+    assert 'SpecificCharacterSet' not in tags
     json.dumps(tags)
+
+
+@pytest.mark.parametrize('key, value, keyword', [
+    ('patient_family_name', 'Müller', 'PatientName'),
+    ('patient_id', 'ПАЦ-77', 'PatientID'),
+    ('accession_number', 'АКЦ-1', 'AccessionNumber'),
+    ])
+def test_rest_tags_carry_the_character_set(key, value, keyword):
+    """Without it Orthanc would encode the values in its DefaultEncoding
+    (Latin-1 unless configured)"""
+    tags = worklist.rest_tags(entry(**{key: value}))['Tags']
+    assert tags['SpecificCharacterSet'] == 'ISO_IR 192'
+    assert tags[keyword].startswith(value)
 
 
 @pytest.fixture
@@ -383,7 +466,7 @@ def test_rest_available(fake, routes, expected):
     for path, body in routes.items():
         fake.set_json(path, body)
     with OrthancClient(fake.url, backoff=0) as client:
-        assert worklist.rest_available(client) is expected
+        assert client.worklists_available() is expected
     assert fake.count('/worklists') == 0
 
 
@@ -391,19 +474,31 @@ def test_rest_available_server_error(fake):
     fake.set('/plugins', status=500)
     with OrthancClient(fake.url, backoff=0, retries=0) as client:
         with pytest.raises(OrthancError):
-            worklist.rest_available(client)
+            client.worklists_available()
 
 
 def test_rest_create(fake):
     fake.set_json('/worklists/create', {
             'ID': '5fdc7404-f9dc', 'Path': '/worklists/5fdc7404-f9dc'})
     with OrthancClient(fake.url, 'u', 'p', backoff=0) as client:
-        assert worklist.rest_create(client, ENTRY) == '5fdc7404-f9dc'
+        assert client.create_worklist(
+            worklist.rest_tags(ENTRY)) == '5fdc7404-f9dc'
     request, = [r for r in fake.requests if r.path == '/worklists/create']
     assert request.method == 'POST'
     assert request.headers['Content-Type'] == 'application/json'
     body = json.loads(request.body)
     assert body == worklist.rest_tags(ENTRY)
+
+
+def test_rest_create_non_ascii(fake):
+    "The body is UTF-8 JSON with the character set of the entry"
+    fake.set_json('/worklists/create', {'ID': 'w1'})
+    with OrthancClient(fake.url, 'u', 'p', backoff=0) as client:
+        client.create_worklist(worklist.rest_tags(entry(patient_id='ПАЦ-77')))
+    request, = [r for r in fake.requests if r.path == '/worklists/create']
+    tags = json.loads(request.body.decode('utf-8'))['Tags']
+    assert tags['PatientID'] == 'ПАЦ-77'
+    assert tags['SpecificCharacterSet'] == 'ISO_IR 192'
 
 
 @pytest.mark.parametrize('reply', [
@@ -415,7 +510,7 @@ def test_rest_create_bad_answer(fake, reply):
     fake.set('/worklists/create', reply)
     with OrthancClient(fake.url, backoff=0) as client:
         with pytest.raises(OrthancBadAnswer):
-            worklist.rest_create(client, ENTRY)
+            client.create_worklist(worklist.rest_tags(ENTRY))
 
 
 def test_rest_create_not_retried(fake):
@@ -423,22 +518,22 @@ def test_rest_create_not_retried(fake):
     fake.set('/worklists/create', status=503)
     with OrthancClient(fake.url, backoff=0) as client:
         with pytest.raises(OrthancError):
-            worklist.rest_create(client, ENTRY)
+            client.create_worklist(worklist.rest_tags(ENTRY))
     assert fake.count('/worklists/create') == 1
 
 
 def test_rest_create_invalid_entry_sends_nothing(fake):
     with OrthancClient(fake.url, backoff=0) as client:
         with pytest.raises(worklist.WorklistError):
-            worklist.rest_create(client, entry(patient_id=''))
+            client.create_worklist(worklist.rest_tags(entry(patient_id='')))
     assert fake.count('/worklists/create') == 0
 
 
 def test_rest_delete(fake):
     fake.set_json('/worklists/5fdc7404-f9dc', {})
     with OrthancClient(fake.url, backoff=0) as client:
-        assert worklist.rest_delete(client, '5fdc7404-f9dc') is True
-        assert worklist.rest_delete(client, 'gone') is False
+        assert client.delete_worklist('5fdc7404-f9dc') is True
+        assert client.delete_worklist('gone') is False
     methods = [(r.method, r.path) for r in fake.requests]
     assert ('DELETE', '/worklists/5fdc7404-f9dc') in methods
     assert ('DELETE', '/worklists/gone') in methods
@@ -448,4 +543,71 @@ def test_rest_delete_error(fake):
     fake.set('/worklists/x', status=500)
     with OrthancClient(fake.url, backoff=0, retries=0) as client:
         with pytest.raises(OrthancError):
-            worklist.rest_delete(client, 'x')
+            client.delete_worklist('x')
+
+
+# -- a real Orthanc 1.10 serving the folder, queried as a modality does -----
+# Orthanc answers a C-FIND in its DefaultEncoding (Latin-1 unless
+# configured, Cyrillic becomes nothing): a hospital with non-Latin PUIDs
+# sets it to Utf8, as the administration guide says
+MODALITY_AET = 'CT1'
+
+
+@pytest.fixture(scope='module')
+def orthanc(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp('orthanc-worklists')
+    folder = workdir / 'worklists'
+    folder.mkdir()
+    with OrthancServer(str(workdir), dicom=True,
+            plugins=[plugin_path('ModalityWorklists')], extra_config={
+                'Worklists': {'Enable': True, 'Database': str(folder)},
+                'DefaultEncoding': 'Utf8',
+                'DicomModalities': {
+                    'ct1': [MODALITY_AET, '127.0.0.1', free_port()]},
+                }) as server:
+        server.folder = str(folder)
+        yield server
+
+
+@pytest.fixture
+def folder(orthanc):
+    for name in os.listdir(orthanc.folder):
+        os.unlink(os.path.join(orthanc.folder, name))
+    return orthanc.folder
+
+
+def find_worklist(orthanc, tmp_path, **keys):
+    "Query the worklist with dcmtk's findscu; return the answers"
+    query = dict.fromkeys(['AccessionNumber', 'PatientName', 'PatientID',
+            'ScheduledProcedureStepSequence[0].Modality'], '')
+    query.update(keys)
+    output = tmp_path / ('answers-%d' % len(list(tmp_path.iterdir())))
+    output.mkdir()
+    arguments = ['findscu', '-W', '-X', '-od', str(output),
+        '-aet', MODALITY_AET, '-aec', orthanc.aet]
+    for key, value in query.items():
+        arguments += ['-k', '%s=%s' % (key, value) if value else key]
+    arguments += ['127.0.0.1', str(orthanc.dicom_port)]
+    process = subprocess.run(arguments, capture_output=True)
+    assert process.returncode == 0, process.stderr
+    assert b'Find Failed' not in process.stderr
+    return [pydicom.dcmread(f)
+        for f in sorted(glob.glob(str(output / 'rsp*.dcm')))]
+
+
+def test_orthanc_answers_non_latin_puids(orthanc, folder, tmp_path):
+    """The worklist plugin of a real Orthanc answers the PatientID,
+    accession number and names as written, and tells two PUIDs of the
+    same length apart"""
+    worklist.write_file(folder, entry(patient_id='ПАЦ-77',
+            accession_number='АКЦ-1', study_instance_uid='2.25.1',
+            patient_family_name='Иванова', patient_given_name='Анна'))
+    worklist.write_file(folder, entry(patient_id='ЖУК-77',
+            accession_number='АКЦ-2', study_instance_uid='2.25.2'))
+    answers = find_worklist(orthanc, tmp_path)
+    assert sorted((a.PatientID, a.AccessionNumber) for a in answers) == [
+        ('ЖУК-77', 'АКЦ-2'), ('ПАЦ-77', 'АКЦ-1')]
+    answer, = find_worklist(orthanc, tmp_path, PatientID='ПАЦ-77',
+        SpecificCharacterSet='ISO_IR 192')
+    assert answer.AccessionNumber == 'АКЦ-1'
+    assert str(answer.PatientName) == 'Иванова^Анна'

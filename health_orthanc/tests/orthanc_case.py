@@ -8,6 +8,7 @@ import unittest
 
 from trytond.pool import Pool
 from trytond.tests.test_tryton import activate_module
+from trytond.transaction import Transaction
 
 from .dicom_samples import make_study
 from .orthanc_server import OrthancServer
@@ -20,6 +21,18 @@ def upload_study(orthanc, patient_id, name, seed=0, n_series=2, **kwargs):
             n_series=n_series, n_instances=1, patient_id=patient_id,
             patient_name=name, seed=seed, **kwargs):
         orthanc.upload(instance)
+
+
+def run_queue():
+    """Run the tasks queued by the transaction, as trytond does after the
+    commit (the test transaction is never committed)"""
+    Queue = Pool().get('ir.queue')
+    tasks = Transaction().tasks
+    count = 0
+    while tasks:
+        Queue(tasks.pop()).run()
+        count += 1
+    return count
 
 
 class RealOrthancCase(unittest.TestCase):

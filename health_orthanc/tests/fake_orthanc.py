@@ -58,6 +58,10 @@ class Reply:
         Announce a longer Content-Length than the body, then close.
     close : bool
         Close the connection without any answer.
+    echo : bool
+        Answer an Orthanc error body whose Message and Details repeat the
+        request's headers (Authorization included), its URL and body, as
+        a badly configured server or proxy does; ``body`` is ignored.
     """
     status: int = 200
     body: object = b''
@@ -67,6 +71,7 @@ class Reply:
     body_delay: float = 0
     truncate: bool = False
     close: bool = False
+    echo: bool = False
 
     def payload(self) -> bytes:
         body = self.body
@@ -141,6 +146,8 @@ class _Handler(BaseHTTPRequestHandler):
                 pass
             return
         payload = reply.payload()
+        if reply.echo:
+            payload = self._echo(reply.status, body)
         self.send_response(reply.status)
         self.send_header('Content-Type', reply.content_type)
         length = len(payload) + (100 if reply.truncate else 0)
@@ -158,6 +165,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
         if reply.truncate:
             self.close_connection = True
+
+    def _echo(self, status, body):
+        headers = '\n'.join('%s: %s' % h for h in self.headers.items())
+        return json.dumps(orthanc_error(status,
+                'Bad request, headers were %s' % headers,
+                'Request %s %s %s body %r' % (self.command, self.path,
+                    dict(self.headers), body[:40]))).encode('utf-8')
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
 

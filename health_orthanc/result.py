@@ -1,0 +1,43 @@
+# This file is part of the health_orthanc module for GNU Health.
+# The COPYRIGHT file at the top level of this repository contains the full
+# copyright notices and license terms.
+"The Orthanc studies read by imaging results."
+from trytond import backend
+from trytond.model import ModelSQL, fields
+from trytond.pool import Pool, PoolMeta
+from trytond.pyson import Eval
+
+from . import legacy
+
+
+class ImagingTestResultStudy(ModelSQL):
+    "Imaging Result - Orthanc Study"
+    __name__ = 'gnuhealth.imaging.test.result-gnuhealth.orthanc.study'
+
+    result = fields.Many2One(
+        'gnuhealth.imaging.test.result', "Result", required=True,
+        ondelete='CASCADE')
+    study = fields.Many2One(
+        'gnuhealth.orthanc.study', "Study", required=True,
+        ondelete='RESTRICT')
+
+    @classmethod
+    def __register__(cls, module_name):
+        # Registered after the studies, which the update may have created
+        # from GNU Health's own module
+        migrate = not backend.TableHandler.table_exist(cls._table)
+        super().__register__(module_name)
+        study_h = Pool().get('gnuhealth.orthanc.study').__table_handler__()
+        if migrate:
+            legacy.migrate_result_studies(cls.__table__(),
+                v4_results=study_h.column_exist('imaging_test'))
+
+
+class ImagingTestResult(metaclass=PoolMeta):
+    __name__ = 'gnuhealth.imaging.test.result'
+
+    studies = fields.Many2Many(
+        'gnuhealth.imaging.test.result-gnuhealth.orthanc.study',
+        'result', 'study', "Studies",
+        domain=[('patient', '=', Eval('patient', -1))],
+        help="The Orthanc studies of the patient that this result reads.")
