@@ -33,7 +33,7 @@ from trytond.pool import Pool
 from trytond.tests.test_tryton import db_exist, drop_db
 from trytond.transaction import Transaction
 
-from .orthanc_server import free_port
+from trytond.modules.health_orthanc.tests.orthanc_server import free_port
 
 BIN = os.path.dirname(sys.executable)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

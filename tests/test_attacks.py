@@ -22,9 +22,11 @@ import zipfile
 import pydicom
 from trytond.pool import Pool
 
-from .dicom_samples import make_study
-from .fake_orthanc import FakeOrthanc, Reply, orthanc_error
-from .orthanc_server import OrthancServer
+from trytond.modules.health_orthanc.tests.dicom_samples import make_study
+from trytond.modules.health_orthanc.tests.fake_orthanc import (
+    FakeOrthanc, Reply, orthanc_error)
+from trytond.modules.health_orthanc.tests.orthanc_server import OrthancServer
+
 from .rpc import RPCError, TrytondServer
 
 CONFIG = 'gnuhealth.orthanc.config'
