@@ -9,7 +9,9 @@
 - A field read-only in every view is still written by a client that sends
   it: views do not stop RPC calls.
 """
+import copy
 from collections import defaultdict
+from functools import wraps
 
 from trytond.i18n import gettext
 from trytond.model.exceptions import AccessError
@@ -92,11 +94,51 @@ def _meaningful(value):
     return value not in (None, False, '', [], ())
 
 
+def _checking_client_values(method):
+    """Return the RPC decorator of method that refuses the read-only
+    fields among the values a client gives to it"""
+    def decorator(func):
+        @wraps(func)
+        def wrapper(*args, **kwargs):
+            Model = func.__self__
+            if method == 'create':
+                vlist, creating = args[0], True
+            elif method == 'write':
+                vlist, creating = args[1::2], False
+            elif method == 'copy':
+                default = args[1] if len(args) > 1 else kwargs.get('default')
+                vlist, creating = [default or {}], True
+            else:  # import_data(fields_names, data)
+                names = {n.split('/')[0].split(':')[0] for n in args[0]}
+                vlist, creating = [dict.fromkeys(names, True)], True
+            Model._refuse_readonly(vlist, creating=creating)
+            return func(*args, **kwargs)
+        return wrapper
+    return decorator
+
+
 class ReadonlyFieldsMixin:
-    """Refuse over RPC the values of the fields that are read-only in
-    every view (static ``readonly``): what the server computes is never
-    taken from a client.  Internal writes run without access checks."""
+    """Refuse the values a client sends for the fields that are read-only
+    in every view (static ``readonly``): what the server computes is never
+    taken from a client.
+
+    The check decorates the create, write, copy and import_data that the
+    RPC dispatcher calls, so server code writes these fields freely.
+    """
     __slots__ = ()
+
+    @classmethod
+    def __setup__(cls):
+        super().__setup__()
+        for name in ['create', 'write', 'copy', 'import_data']:
+            rpc = copy.copy(cls.__rpc__[name])
+            check = _checking_client_values(name)
+            if rpc.decorator:
+                rpc.decorator = (
+                    lambda f, d=rpc.decorator, c=check: c(d(f)))
+            else:
+                rpc.decorator = check
+            cls.__rpc__[name] = rpc
 
     @classmethod
     def _readonly_given(cls, values, creating=False):
@@ -106,10 +148,6 @@ class ReadonlyFieldsMixin:
 
     @classmethod
     def _refuse_readonly(cls, vlist, creating=False):
-        transaction = Transaction()
-        if not (transaction.check_access
-                and not transaction.context.get('_copying')):
-            return
         for values in vlist:
             names = cls._readonly_given(values, creating=creating)
             if names:
@@ -117,22 +155,4 @@ class ReadonlyFieldsMixin:
                         'health_imaging.msg_readonly_fields',
                         model=cls.__doc__ or cls.__name__,
                         fields=', '.join(
-                            cls._fields[n].string for n in names)))
-
-    @classmethod
-    def create(cls, vlist):
-        cls._refuse_readonly(vlist, creating=True)
-        return super().create(vlist)
-
-    @classmethod
-    def write(cls, *args):
-        cls._refuse_readonly(args[1::2])
-        super().write(*args)
-
-    @classmethod
-    def copy(cls, records, default=None):
-        if default:
-            cls._refuse_readonly([{k: v for k, v in default.items()
-                        if not callable(v)}], creating=True)
-        with Transaction().set_context(_copying=True):
-            return super().copy(records, default=default)
+                            '"%s"' % cls._fields[n].string for n in names)))
