@@ -139,6 +139,9 @@ class AttackTestCase(unittest.TestCase):
             bob = create_patient('Bob', 'Cruz', puid='PUID-BOB')
             # A PUID in Cyrillic, the name in Latin letters
             cyrillic = create_patient('Petr', 'Ivanov', puid='ПАЦ-77')
+            # Relinked by a test: the others keep Ana's link
+            cleo = create_patient('Cleo', 'Dunn', puid='PUID-CLEO',
+                dob=datetime.date(1980, 1, 15))
             server, = Server.create([{
                         'label': 'Main',
                         'domain': cls.orthanc.url,
@@ -149,6 +152,7 @@ class AttackTestCase(unittest.TestCase):
                         'worklist_folder': cls.worklists,
                         }])
             cls.ana, cls.bob, cls.cyrillic = ana.id, bob.id, cyrillic.id
+            cls.cleo = cleo.id
             cls.server = server.id
         for instance in make_study(patient_id='PUID-ANA',
                 patient_name='BETZ^Ana', accession='ACC-ANA-1'):
@@ -285,7 +289,8 @@ class AttackTestCase(unittest.TestCase):
     def test_context_flag_does_not_keep_study_on_result(self):
         "Relinking with orthanc_linking_studies still detaches the study"
         session = self.sessions['doctor']
-        request, result, study = self.performed_request()
+        request, result, study = self.performed_request(
+            puid='PUID-CLEO', patient=self.cleo)
         orthanc_patient = self.orthanc_patient_of(study)
         session.write(PATIENT, [orthanc_patient], {'patient': self.bob},
             context={'orthanc_linking_studies': True})

@@ -6,6 +6,9 @@ from trytond.config import config
 from trytond.model.exceptions import AccessError
 from trytond.pool import Pool
 from trytond.tests.test_tryton import with_transaction
+from trytond.transaction import Transaction
+
+from trytond.modules.health_imaging.tests.tools import create_user
 
 from .orthanc_case import RealOrthancCase, run_queue, upload_study
 
@@ -39,10 +42,22 @@ class ServerPasswordTestCase(RealOrthancCase):
 
     @with_transaction(context=NO_COMMIT)
     def test_password_never_searched(self):
-        "Nobody searches or sorts on the password, not even the root"
-        Server = Pool().get('gnuhealth.orthanc.config')
-        Study = Pool().get('gnuhealth.orthanc.study')
+        "No user searches or sorts on the password, not even an admin"
+        pool = Pool()
+        Server = pool.get('gnuhealth.orthanc.config')
+        Study = pool.get('gnuhealth.orthanc.study')
         self.create_server()
+        admin = create_user('admin2', 'health_orthanc.group_orthanc_admin')
+        # As in an RPC call of the administrator
+        with Transaction().set_user(admin.id), Transaction().set_context(
+                _check_access=True, _request={}):
+            self.assert_password_refused(Server, Study)
+        # Elsewhere nothing matches, whatever the value
+        for value in [self.orthanc.password, None, '']:
+            self.assertEqual(Study.search(
+                    [('server', 'where', [('password', '=', value)])]), [])
+
+    def assert_password_refused(self, Server, Study):
         for model, domain in [
                 (Server, [('password', '=', self.orthanc.password)]),
                 (Study, [('server', 'where', [('password', '!=', None)])]),
