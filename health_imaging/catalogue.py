@@ -8,6 +8,7 @@ from trytond.pool import Pool
 from trytond.transaction import Transaction
 
 from . import upgrade
+from .access import DomainAccessMixin
 from .tools import search_in
 
 
@@ -55,7 +56,8 @@ class NameCodeMixin:
         return takeovers
 
 
-class ImagingTestType(NameCodeMixin, ModelSQL, ModelView):
+class ImagingTestType(
+        DomainAccessMixin, NameCodeMixin, ModelSQL, ModelView):
     "Imaging Test Type"
     __name__ = 'gnuhealth.imaging.test.type'
     _code_unique_message = 'health_imaging.msg_test_type_code_unique'
@@ -88,7 +90,9 @@ class ImagingTestType(NameCodeMixin, ModelSQL, ModelView):
             self.code = self.code.strip().upper()
 
 
-class ImagingTest(NameCodeMixin, DeactivableMixin, ModelSQL, ModelView):
+class ImagingTest(
+        DomainAccessMixin, NameCodeMixin, DeactivableMixin, ModelSQL,
+        ModelView):
     "Imaging Test"
     __name__ = 'gnuhealth.imaging.test'
     _code_unique_message = 'health_imaging.msg_test_code_unique'

@@ -17,6 +17,7 @@ from trytond.transaction import Transaction
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
 from . import upgrade
+from .access import DomainAccessMixin, ReadonlyFieldsMixin
 from .exceptions import ImagingRequestError
 from .tools import search_in
 
@@ -63,7 +64,9 @@ DRAFT_FIELDS = {
     'patient', 'date', 'requested_test', 'doctor', 'context', 'urgent'}
 
 
-class ImagingTestRequest(Workflow, ModelSQL, ModelView):
+class ImagingTestRequest(
+        DomainAccessMixin, ReadonlyFieldsMixin, Workflow, ModelSQL,
+        ModelView):
     "Imaging Test Request"
     __name__ = 'gnuhealth.imaging.test.request'
     _rec_name = 'request'

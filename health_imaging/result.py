@@ -16,13 +16,16 @@ from trytond.report import Report
 from trytond.transaction import Transaction
 from trytond.wizard import StateAction, Wizard
 
+from .access import DomainAccessMixin, ReadonlyFieldsMixin
 from .exceptions import ImagingResultError
 
 # What the radiologist writes: frozen once the result is done
 REPORT_FIELDS = {'comment', 'doctor', 'date'}
 
 
-class ImagingTestResult(Workflow, ModelSQL, ModelView):
+class ImagingTestResult(
+        DomainAccessMixin, ReadonlyFieldsMixin, Workflow, ModelSQL,
+        ModelView):
     "Imaging Test Result"
     __name__ = 'gnuhealth.imaging.test.result'
     _rec_name = 'number'
@@ -154,6 +157,20 @@ class ImagingTestResult(Workflow, ModelSQL, ModelView):
                                 'health_imaging.msg_result_modify_done',
                                 result=result.rec_name))
         super().write(*args)
+
+    @classmethod
+    def validate(cls, results):
+        super().validate(results)
+        for result in results:
+            result.check_request_patient()
+
+    def check_request_patient(self):
+        "A result reads the images of its request's patient only"
+        if self.request and self.patient != self.request.patient:
+            raise ImagingResultError(gettext(
+                    'health_imaging.msg_result_patient_request',
+                    result=self.rec_name, request=self.request.rec_name,
+                    patient=self.request.patient.rec_name))
 
     @classmethod
     @ModelView.button

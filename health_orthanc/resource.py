@@ -15,6 +15,9 @@ from trytond.pyson import Eval
 from trytond.tools import grouped_slice
 from trytond.transaction import Transaction, without_check_access
 
+from trytond.modules.health_imaging.access import (
+    DomainAccessMixin, ReadonlyFieldsMixin)
+
 VIEWER_FIELDS = {
     'explorer_url': 'explorer',
     'web_viewer_url': 'web_viewer',
@@ -30,7 +33,7 @@ def viewer_field(name, string, help):
         'get_viewer_urls')
 
 
-class OrthancResourceMixin:
+class OrthancResourceMixin(DomainAccessMixin, ReadonlyFieldsMixin):
     "A copy of an Orthanc resource, identified by its server and Orthanc ID"
     __slots__ = ()
 

@@ -3,14 +3,18 @@
 # copyright notices and license terms.
 "The Orthanc studies read by imaging results."
 from trytond import backend
+from trytond.i18n import gettext
 from trytond.model import ModelSQL, fields
 from trytond.pool import Pool, PoolMeta
 from trytond.pyson import Eval
 
+from trytond.modules.health_imaging.access import DomainAccessMixin
+
 from . import legacy
+from .exceptions import OrthancResourceError
 
 
-class ImagingTestResultStudy(ModelSQL):
+class ImagingTestResultStudy(DomainAccessMixin, ModelSQL):
     "Imaging Result - Orthanc Study"
     __name__ = 'gnuhealth.imaging.test.result-gnuhealth.orthanc.study'
 
@@ -20,6 +24,38 @@ class ImagingTestResultStudy(ModelSQL):
     study = fields.Many2One(
         'gnuhealth.orthanc.study', "Study", required=True,
         ondelete='RESTRICT')
+
+    @classmethod
+    def create(cls, vlist):
+        Result = Pool().get('gnuhealth.imaging.test.result')
+        cls._check_draft(Result.browse({v['result'] for v in vlist}))
+        return super().create(vlist)
+
+    @classmethod
+    def write(cls, *args):
+        Result = Pool().get('gnuhealth.imaging.test.result')
+        actions = iter(args)
+        results = set()
+        for links, values in zip(actions, actions):
+            results.update(link.result for link in links)
+            if values.get('result'):
+                results.add(Result(values['result']))
+        cls._check_draft(results)
+        super().write(*args)
+
+    @classmethod
+    def delete(cls, links):
+        cls._check_draft({link.result for link in links})
+        super().delete(links)
+
+    @classmethod
+    def _check_draft(cls, results):
+        "A completed result is signed: its studies never change"
+        for result in results:
+            if result.state != 'draft':
+                raise OrthancResourceError(gettext(
+                        'health_orthanc.msg_result_studies_done',
+                        result=result.rec_name))
 
     @classmethod
     def __register__(cls, module_name):

@@ -7,11 +7,13 @@ import logging
 import threading
 from contextlib import contextmanager
 
-from sql import For, Literal
+from sql import For, Literal, Null
 from sql.aggregate import Count
 from trytond import backend
+from trytond.config import config
 from trytond.i18n import gettext
 from trytond.model import ModelSQL, ModelView, Unique, fields
+from trytond.model.exceptions import AccessError
 from trytond.pool import Pool
 from trytond.pyson import Eval
 from trytond.tools import grouped_slice
@@ -19,6 +21,8 @@ from trytond.transaction import Transaction, without_check_access
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
 from trytond.modules.health_imaging import upgrade
+from trytond.modules.health_imaging.access import (
+    DomainAccessMixin, ReadonlyFieldsMixin, check_field_search)
 
 from . import legacy
 from . import orthanc_client as oc
@@ -33,6 +37,14 @@ logger = logging.getLogger(__name__)
 # What changes how GNU Health reaches the server: changing any re-validates
 CONNECTION_FIELDS = {'domain', 'user', 'password', 'verify_tls', 'ca_bundle'}
 LINK_MARGIN = datetime.timedelta(hours=1)
+#: What the form shows for a password kept: the password itself never
+#: leaves the server
+PASSWORD_MASK = '*' * 8
+#: The section of trytond's configuration that may give the password of
+#: a server, by its label: then the database holds none
+PASSWORD_SECTION = 'health_orthanc_passwords'
+#: Fields only Orthanc administrators read, wherever a domain names them
+ADMIN_FIELDS = {'user', 'worklist_folder', 'ca_bundle'}
 
 ERROR_MESSAGES = [
     (oc.OrthancUnauthorized, 'health_orthanc.msg_orthanc_unauthorized'),
@@ -79,7 +91,6 @@ class ConnectionMixin:
         help="The base URL of the Orthanc REST API, "
         "e.g. https://pacs.example.org/orthanc")
     user = fields.Char("Username")
-    password = fields.Char("Password", strip=False)
     verify_tls = fields.Boolean(
         "Verify TLS Certificate",
         help="Refuse servers whose HTTPS certificate cannot be verified.")
@@ -94,10 +105,25 @@ class ConnectionMixin:
         return True
 
 
-class OrthancServer(ConnectionMixin, ModelSQL, ModelView):
+class OrthancServer(DomainAccessMixin, ReadonlyFieldsMixin, ConnectionMixin,
+        ModelSQL, ModelView):
     "Orthanc Server"
     __name__ = 'gnuhealth.orthanc.config'
     _rec_name = 'label'
+
+    password = fields.Function(fields.Char(
+            "Password", strip=False,
+            help="Kept on the server and never shown again: the field "
+            "shows stars once a password is kept. Type a new one to "
+            "replace it. Empty when the password is given in trytond's "
+            "configuration."),
+        'get_password', setter='set_password')
+    password_configured = fields.Function(fields.Boolean(
+            "Password in Configuration",
+            help="The password of this server is given in the Tryton "
+            "server's configuration file (section "
+            "[health_orthanc_passwords], by label), not in the database."),
+        'get_password_configured')
 
     validated = fields.Boolean(
         "Validated", readonly=True,
@@ -197,6 +223,9 @@ class OrthancServer(ConnectionMixin, ModelSQL, ModelView):
         legacy_table = exist and not cls.__table_handler__(
             module_name).column_exist('import_phase')
         super().__register__(module_name)
+        # Kept out of the fields: no domain, order or read reaches it
+        cls.__table_handler__(module_name).add_column(
+            'password', cls.password._field._sql_type)
         if legacy_table:
             legacy.migrate_servers(cls.__table__())
         upgrade.detach_legacy_records(
@@ -205,6 +234,81 @@ class OrthancServer(ConnectionMixin, ModelSQL, ModelView):
     @staticmethod
     def default_validated():
         return False
+
+    @classmethod
+    def get_password(cls, servers, name):
+        table = cls.__table__()
+        cursor = Transaction().connection.cursor()
+        kept = set()
+        for sub_ids in grouped_slice([s.id for s in servers]):
+            cursor.execute(*table.select(table.id,
+                    where=table.id.in_(list(sub_ids))
+                    & (table.password != Null) & (table.password != '')))
+            kept.update(i for i, in cursor)
+        return {s.id: PASSWORD_MASK if s.id in kept else None
+            for s in servers}
+
+    @classmethod
+    def set_password(cls, servers, name, value):
+        if value == PASSWORD_MASK:
+            return
+        table = cls.__table__()
+        cursor = Transaction().connection.cursor()
+        for sub_ids in grouped_slice([s.id for s in servers]):
+            cursor.execute(*table.update([table.password], [value or None],
+                    where=table.id.in_(list(sub_ids))))
+
+    def get_password_configured(self, name):
+        return self.configured_password() is not None
+
+    def configured_password(self):
+        "Return the password given in trytond's configuration, or None"
+        if self.label:
+            return config.get(PASSWORD_SECTION, self.label.strip(),
+                default=None)
+
+    def secret(self):
+        "Return the password to send to Orthanc"
+        configured = self.configured_password()
+        if configured is not None:
+            return configured
+        if self.id is None or self.id < 0:
+            # Not saved yet (the Add Orthanc Server wizard checks it)
+            return self.password
+        table = self.__table__()
+        cursor = Transaction().connection.cursor()
+        cursor.execute(*table.select(table.password,
+                where=table.id == self.id))
+        row = cursor.fetchone()
+        return row[0] if row else None
+
+    @classmethod
+    def domain_password(cls, domain, tables):
+        # A client is told; anywhere else (nested under another model, or
+        # Tryton's own checks) the condition holds for no server
+        if '_request' in Transaction().context:
+            raise AccessError(
+                gettext('health_orthanc.msg_server_password_search'))
+        return Literal(False)
+
+    @classmethod
+    def order_password(cls, tables):
+        if '_request' in Transaction().context:
+            raise AccessError(
+                gettext('health_orthanc.msg_server_password_search'))
+        return []
+
+    @classmethod
+    def _domain_admin_field(cls, domain, tables):
+        "The domain of a field only Orthanc administrators read"
+        name = domain[0].split('.', 1)[0]
+        check_field_search(cls, name)
+        field = cls._fields[name]
+        return fields.Field.convert_domain.__wrapped__(
+            field, domain, tables, cls)
+
+    domain_user = domain_worklist_folder = domain_ca_bundle = \
+        _domain_admin_field
 
     def get_since_sync(self, name):
         if self.sync_time:
@@ -313,7 +417,7 @@ class OrthancServer(ConnectionMixin, ModelSQL, ModelView):
         if verify and self.ca_bundle:
             verify = self.ca_bundle
         return oc.OrthancClient(
-            self.domain, self.user, self.password, verify=verify, **kwargs)
+            self.domain, self.user, self.secret(), verify=verify, **kwargs)
 
     @classmethod
     @ModelView.button
@@ -580,6 +684,8 @@ class OrthancServer(ConnectionMixin, ModelSQL, ModelView):
 class AddServerStart(ConnectionMixin, ModelView):
     "Add Orthanc Server"
     __name__ = 'gnuhealth.orthanc.add_server.start'
+
+    password = fields.Char("Password", strip=False)
 
 
 class AddServerResult(ModelView):

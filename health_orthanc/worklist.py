@@ -327,6 +327,23 @@ def is_file_entry(entry: str | None) -> bool:
     return bool(entry) and os.path.isabs(entry) and entry.endswith(SUFFIX)
 
 
+def entry_path(folder: str | None, accession: str,
+        study_instance_uid: str) -> str:
+    """Return the path of the file that :func:`write_file` writes in
+    folder for these identifiers: the only file a removal may touch, never
+    a path read from elsewhere.
+
+    Raises
+    ------
+    WorklistError
+        When there is no folder or no accession number.
+    """
+    if not folder:
+        raise WorklistError(('folder_missing', {'folder': '""'}))
+    return os.path.join(os.path.realpath(folder),
+        file_name(accession, study_instance_uid))
+
+
 def write_file(folder: str, entry: dict) -> str:
     """Write the entry as ``<accession>-<hash>.wl`` in folder, atomically.
 

@@ -10,6 +10,7 @@ done, the entry is removed.  Files and REST calls happen in queued tasks,
 after the commit.
 """
 import logging
+import os
 from collections import defaultdict
 
 from trytond.i18n import gettext
@@ -408,9 +409,11 @@ class ImagingTestRequest(metaclass=PoolMeta):
         """Remove the entries of the requests from where they were
         published; return {request: (removed, error message)}.
 
-        Each entry decides how: a file is removed from the path where it
-        was written (even if the server's folder changed since), any
-        other entry is the ID of a worklist of the server's REST API.
+        A file is removed only under the name made of the request's own
+        identifiers: from the server's worklist folder, and from where it
+        was written if the folder changed since; a stored path under
+        another name is never touched.  Any other entry is the ID of a
+        worklist of the server's REST API.
         """
         outcome = {}
         by_server = defaultdict(list)
@@ -421,7 +424,8 @@ class ImagingTestRequest(metaclass=PoolMeta):
                 outcome[request] = (True, None)
             elif worklist.is_file_entry(entry):
                 try:
-                    worklist.remove_file(entry)
+                    for path in cls._entry_files(request):
+                        worklist.remove_file(path)
                 except worklist.WorklistError as exception:
                     logger.warning("Worklist of %s: %s",
                         request.rec_name, exception)
@@ -452,6 +456,28 @@ class ImagingTestRequest(metaclass=PoolMeta):
                 for request in server_requests:
                     outcome.setdefault(request, (False, message))
         return outcome
+
+    @staticmethod
+    def _entry_files(request):
+        "Return the paths where the file of the request may be"
+        entry = request.worklist_entry
+        server = request.worklist_server
+        name = worklist.file_name(
+            request.accession_number, request.study_instance_uid)
+        paths = []
+        if server and server.worklist_folder:
+            paths.append(worklist.entry_path(server.worklist_folder,
+                    request.accession_number, request.study_instance_uid))
+        if os.path.basename(entry) == name:
+            if entry not in paths:
+                paths.append(entry)
+        else:
+            logger.warning("Worklist of %s: the recorded entry %s is not "
+                "its file %s, left as it is", request.rec_name, entry, name)
+        if not paths:
+            raise worklist.WorklistError(
+                ('folder_missing', {'folder': '""'}))
+        return paths
 
     @classmethod
     def _write_worklist(cls, outcome):

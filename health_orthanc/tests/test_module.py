@@ -483,7 +483,10 @@ class OrthancSyncTestCase(RealOrthancCase):
                 Server.read([server.id], ['password'])
         with Transaction().set_context(_check_access=True):
             values, = Server.read([server.id], ['password'])
-            self.assertEqual(values['password'], self.orthanc.password)
+            # Kept, never read back (issue #10, hole 1)
+            self.assertEqual(values['password'], '*' * 8)
+            self.assertEqual(Server(server.id).secret(),
+                self.orthanc.password)
 
 
 del ModuleTestCase

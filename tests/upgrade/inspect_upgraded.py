@@ -114,7 +114,7 @@ def read_orthanc(pool):
     return {
         'servers': [{
                 'id': s.id, 'label': s.label, 'domain': s.domain,
-                'user': s.user, 'password': s.password,
+                'user': s.user, 'password': s.secret(),
                 'public_url': s.public_url, 'last': s.last,
                 'import_cursor': s.import_cursor,
                 'import_phase': s.import_phase, 'validated': s.validated,
