@@ -8,6 +8,7 @@ from trytond.pool import Pool, PoolMeta
 from trytond.pyson import Eval
 
 from . import legacy
+from .audit import AuditMixin
 
 
 class ImagingTestResultStudy(ModelSQL):
@@ -22,6 +23,29 @@ class ImagingTestResultStudy(ModelSQL):
         ondelete='RESTRICT')
 
     @classmethod
+    def create(cls, vlist):
+        links = super().create(vlist)
+        Pool().get('gnuhealth.orthanc.audit').result_studies(
+            links, attached=True)
+        return links
+
+    @classmethod
+    def write(cls, *args):
+        Audit = Pool().get('gnuhealth.orthanc.audit')
+        actions = iter(args)
+        moved = [l for links, values in zip(actions, actions)
+            if {'result', 'study'} & set(values) for l in links]
+        Audit.result_studies(moved, attached=False)
+        super().write(*args)
+        Audit.result_studies(cls.browse(moved), attached=True)
+
+    @classmethod
+    def delete(cls, links):
+        Pool().get('gnuhealth.orthanc.audit').result_studies(
+            links, attached=False)
+        super().delete(links)
+
+    @classmethod
     def __register__(cls, module_name):
         # Registered after the studies, which the update may have created
         # from GNU Health's own module
@@ -33,7 +57,7 @@ class ImagingTestResultStudy(ModelSQL):
                 v4_results=study_h.column_exist('imaging_test'))
 
 
-class ImagingTestResult(metaclass=PoolMeta):
+class ImagingTestResult(AuditMixin, metaclass=PoolMeta):
     __name__ = 'gnuhealth.imaging.test.result'
 
     studies = fields.Many2Many(

@@ -22,6 +22,7 @@ from trytond.modules.health_imaging import upgrade
 
 from . import legacy
 from . import orthanc_client as oc
+from .audit import AuditMixin
 from .exceptions import OrthancDomainError, OrthancWorklistError
 from .store import ServerStore, SyncTakenOver
 from .sync import ImportProgress, Synchronizer, SyncResult
@@ -94,7 +95,7 @@ class ConnectionMixin:
         return True
 
 
-class OrthancServer(ConnectionMixin, ModelSQL, ModelView):
+class OrthancServer(AuditMixin, ConnectionMixin, ModelSQL, ModelView):
     "Orthanc Server"
     __name__ = 'gnuhealth.orthanc.config'
     _rec_name = 'label'
@@ -258,6 +259,7 @@ class OrthancServer(ConnectionMixin, ModelSQL, ModelView):
     def create(cls, vlist):
         vlist = [cls._normalize(v.copy()) for v in vlist]
         servers = super().create(vlist)
+        Pool().get('gnuhealth.orthanc.audit').servers_created(servers)
         to_check = [s for s in servers if not s.validated]
         if to_check:
             # The scheduled sync takes validated servers only
@@ -274,7 +276,10 @@ class OrthancServer(ConnectionMixin, ModelSQL, ModelView):
                 values['validated'] = False
                 to_check.extend(servers)
             args.extend((servers, values))
+        Audit = Pool().get('gnuhealth.orthanc.audit')
+        before = Audit.servers_before(args)
         super().write(*args)
+        Audit.servers_changed(before)
         if to_check:
             # Reach the server after the commit, in a worker if any
             cls.__queue__.check_servers(to_check)
@@ -294,6 +299,7 @@ class OrthancServer(ConnectionMixin, ModelSQL, ModelView):
                         'health_orthanc.msg_worklist_delete_server',
                         server=request.worklist_server.label,
                         request=request.rec_name))
+        Pool().get('gnuhealth.orthanc.audit').servers_deleted(servers)
         super().delete(servers)
 
     @classmethod
