@@ -325,17 +325,23 @@ class OrthancAudit(ModelSQL, ModelView):
 
     @classmethod
     def servers_before(cls, args):
-        """Return {id: {field: value}} of the servers that the write
-        arguments change a connection field of, to give to
-        servers_changed"""
-        Server = Pool().get('gnuhealth.orthanc.config')
+        """Return {id: {field: value}} of the servers whose connection the
+        write arguments may change, to give to servers_changed; for the
+        password, whether the value given differs from the value read (a
+        password never shown reads the same before and after)"""
         actions = iter(args)
-        ids = set()
+        before = {}
         for servers, values in zip(actions, actions):
-            if set(SERVER_FIELDS) & set(values):
-                ids.update(s.id for s in servers)
-        return {s.id: {f: getattr(s, f) for f in SERVER_FIELDS}
-            for s in Server.browse(list(ids))}
+            if not set(SERVER_FIELDS) & set(values):
+                continue
+            for server in servers:
+                old = before.setdefault(server.id, {
+                        f: getattr(server, f) for f in SERVER_FIELDS
+                        if f != 'password'})
+                if 'password' in values:
+                    old['password'] = (values['password'] or None) != (
+                        getattr(server, 'password') or None)
+        return before
 
     @classmethod
     def servers_changed(cls, before):
@@ -344,8 +350,9 @@ class OrthancAudit(ModelSQL, ModelView):
         vlist = []
         for server in Server.browse(list(before)):
             old = before[server.id]
-            changed = [f for f in SERVER_FIELDS
-                if (old[f] or None) != (getattr(server, f) or None)]
+            changed = [f for f in SERVER_FIELDS if (
+                    old.get('password') if f == 'password'
+                    else (old[f] or None) != (getattr(server, f) or None))]
             if not changed:
                 continue
             vlist.append(dict(cls._server_values(server),

@@ -193,7 +193,8 @@ class Upload(Wizard):
         counts}): as GNU Health has it, else as Orthanc describes it, with
         the patient the sync files it under"""
         Study = Pool().get('gnuhealth.orthanc.study')
-        known = Study.orthanc_ids(server, list(received))
+        known = {s.orthanc_id: s for s in Study.browse(
+                Study.orthanc_ids(server, list(received)).values())}
         items = []
         for orthanc_id, counts in received.items():
             item = {
@@ -201,8 +202,8 @@ class Upload(Wizard):
                 'stored': counts[STORED],
                 'already_stored': counts[ALREADY_STORED],
                 }
-            if orthanc_id in known:
-                study = Study(known[orthanc_id])
+            study = known.get(orthanc_id)
+            if study:
                 item.update(study=study, name=study.rec_name,
                     patient_id=study.patient_id,
                     patient=study.patient.id if study.patient else None,
