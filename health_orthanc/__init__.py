@@ -4,7 +4,7 @@
 from trytond.pool import Pool
 
 from . import (
-    ir, patient, request, result, series, server, study, upload,
+    audit, ir, patient, request, result, series, server, study, upload,
     worklist_publish)
 
 __all__ = ['register']
@@ -30,6 +30,7 @@ def register():
         upload.UploadFile,
         upload.UploadResult,
         upload.UploadResultLine,
+        audit.OrthancAudit,
         module='health_orthanc', type_='model')
     Pool.register(
         server.AddServer,

@@ -67,6 +67,35 @@ def choose_patient(
     return local_id, LINKED
 
 
+def upload_link(
+        current: tuple[int | None, str] | None,
+        kept: bool,
+        candidates: Iterable[tuple[int, dt.date | None]],
+        birth_date: dt.date | None,
+        patient_id: str | None) -> tuple[int | None, str]:
+    """Decide the patient under which the sync files an uploaded study.
+
+    Parameters
+    ----------
+    current : (local patient id or None, link state) or None
+        The link of the study's Orthanc patient when GNU Health has it.
+    kept : bool
+        Whether a sync never changes that link (chosen by hand, or given
+        by an order).
+    candidates, birth_date, patient_id
+        As choose_patient takes them, for an Orthanc patient not linked.
+
+    Returns
+    -------
+    (patient id or None, link state)
+        The link the study gets: that of its Orthanc patient when it is
+        linked or kept, else the one choose_patient decides.
+    """
+    if current is not None and (current[0] is not None or kept):
+        return current
+    return choose_patient(candidates, birth_date, patient_id)
+
+
 # -- studies and the imaging requests they perform --------------------------
 #: The links of a study to the request whose identifiers it carries
 REQUEST_LINKED = 'linked'

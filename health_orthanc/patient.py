@@ -16,6 +16,7 @@ from trytond.transaction import Transaction, without_check_access
 from trytond.modules.health_imaging.tools import search_in
 
 from . import legacy, linking
+from .audit import AuditMixin
 from .resource import OrthancResourceMixin
 
 LINK_STATES = [
@@ -38,7 +39,7 @@ SEXES = [
     ]
 
 
-class OrthancPatient(OrthancResourceMixin, ModelSQL, ModelView):
+class OrthancPatient(AuditMixin, OrthancResourceMixin, ModelSQL, ModelView):
     "Orthanc Patient"
     __name__ = 'gnuhealth.orthanc.patient'
     _rec_name = 'name'
@@ -119,8 +120,11 @@ class OrthancPatient(OrthancResourceMixin, ModelSQL, ModelView):
                 values = dict(values, link_state='manual')
                 decided.extend(patients)
             args.extend((patients, values))
+        Audit = Pool().get('gnuhealth.orthanc.audit')
+        before = Audit.links_of(decided)
         super().write(*args)
         if decided:
+            Audit.patients_linked(decided, before)
             cls.check_request_studies(decided)
 
     @classmethod
@@ -138,12 +142,15 @@ class OrthancPatient(OrthancResourceMixin, ModelSQL, ModelView):
     @ModelView.button
     def relink(cls, patients):
         "Forget the choice made by hand and link by PUID or MRN again"
+        Audit = Pool().get('gnuhealth.orthanc.audit')
+        before = Audit.links_of(patients)
         with without_check_access():
             cls.write(patients, {
                     'patient': None,
                     'link_state': linking.NO_MATCH,
                     })
         cls.link(patients)
+        Audit.patients_linked(patients, before, relink=True)
         cls.check_request_studies(patients)
 
     @classmethod

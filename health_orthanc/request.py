@@ -8,8 +8,9 @@ import datetime
 from trytond.model import fields
 from trytond.pool import Pool, PoolMeta
 from trytond.tools import grouped_slice
-from trytond.transaction import without_check_access
+from trytond.transaction import Transaction, without_check_access
 
+from .audit import MATCHING
 from .worklist_publish import company_zone, to_utc
 
 
@@ -107,5 +108,6 @@ class ImagingTestRequest(metaclass=PoolMeta):
                             ]))
         new_pairs = sorted(pairs - attached)
         if new_pairs:
-            ResultStudy.create([{'result': r, 'study': s}
-                    for r, s in new_pairs])
+            with Transaction().set_context({MATCHING: True}):
+                ResultStudy.create([{'result': r, 'study': s}
+                        for r, s in new_pairs])

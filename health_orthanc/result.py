@@ -11,6 +11,7 @@ from trytond.pyson import Eval
 from trytond.modules.health_imaging.access import DomainAccessMixin
 
 from . import legacy
+from .audit import AuditMixin
 from .exceptions import OrthancResourceError
 
 
@@ -29,23 +30,34 @@ class ImagingTestResultStudy(DomainAccessMixin, ModelSQL):
     def create(cls, vlist):
         Result = Pool().get('gnuhealth.imaging.test.result')
         cls._check_draft(Result.browse({v['result'] for v in vlist}))
-        return super().create(vlist)
+        links = super().create(vlist)
+        Pool().get('gnuhealth.orthanc.audit').result_studies(
+            links, attached=True)
+        return links
 
     @classmethod
     def write(cls, *args):
-        Result = Pool().get('gnuhealth.imaging.test.result')
+        pool = Pool()
+        Result = pool.get('gnuhealth.imaging.test.result')
+        Audit = pool.get('gnuhealth.orthanc.audit')
         actions = iter(args)
-        results = set()
+        results, moved = set(), []
         for links, values in zip(actions, actions):
             results.update(link.result for link in links)
             if values.get('result'):
                 results.add(Result(values['result']))
+            if {'result', 'study'} & set(values):
+                moved.extend(links)
         cls._check_draft(results)
+        Audit.result_studies(moved, attached=False)
         super().write(*args)
+        Audit.result_studies(cls.browse(moved), attached=True)
 
     @classmethod
     def delete(cls, links):
         cls._check_draft({link.result for link in links})
+        Pool().get('gnuhealth.orthanc.audit').result_studies(
+            links, attached=False)
         super().delete(links)
 
     @classmethod
@@ -69,7 +81,7 @@ class ImagingTestResultStudy(DomainAccessMixin, ModelSQL):
                 v4_results=study_h.column_exist('imaging_test'))
 
 
-class ImagingTestResult(metaclass=PoolMeta):
+class ImagingTestResult(AuditMixin, metaclass=PoolMeta):
     __name__ = 'gnuhealth.imaging.test.result'
 
     studies = fields.Many2Many(

@@ -26,6 +26,7 @@ from trytond.modules.health_imaging.access import (
 
 from . import legacy
 from . import orthanc_client as oc
+from .audit import AuditMixin
 from .exceptions import OrthancDomainError, OrthancWorklistError
 from .store import ServerStore, SyncTakenOver
 from .sync import ImportProgress, Synchronizer, SyncResult
@@ -105,8 +106,8 @@ class ConnectionMixin:
         return True
 
 
-class OrthancServer(DomainAccessMixin, ReadonlyFieldsMixin, ConnectionMixin,
-        ModelSQL, ModelView):
+class OrthancServer(DomainAccessMixin, ReadonlyFieldsMixin, AuditMixin,
+        ConnectionMixin, ModelSQL, ModelView):
     "Orthanc Server"
     __name__ = 'gnuhealth.orthanc.config'
     _rec_name = 'label'
@@ -362,6 +363,7 @@ class OrthancServer(DomainAccessMixin, ReadonlyFieldsMixin, ConnectionMixin,
     def create(cls, vlist):
         vlist = [cls._normalize(v.copy()) for v in vlist]
         servers = super().create(vlist)
+        Pool().get('gnuhealth.orthanc.audit').servers_created(servers)
         to_check = [s for s in servers if not s.validated]
         if to_check:
             # The scheduled sync takes validated servers only
@@ -378,7 +380,10 @@ class OrthancServer(DomainAccessMixin, ReadonlyFieldsMixin, ConnectionMixin,
                 values['validated'] = False
                 to_check.extend(servers)
             args.extend((servers, values))
+        Audit = Pool().get('gnuhealth.orthanc.audit')
+        before = Audit.servers_before(args)
         super().write(*args)
+        Audit.servers_changed(before)
         if to_check:
             # Reach the server after the commit, in a worker if any
             cls.__queue__.check_servers(to_check)
@@ -398,6 +403,7 @@ class OrthancServer(DomainAccessMixin, ReadonlyFieldsMixin, ConnectionMixin,
                         'health_orthanc.msg_worklist_delete_server',
                         server=request.worklist_server.label,
                         request=request.rec_name))
+        Pool().get('gnuhealth.orthanc.audit').servers_deleted(servers)
         super().delete(servers)
 
     @classmethod

@@ -17,13 +17,14 @@ from trytond.model import Index, ModelSQL, ModelView, fields
 from trytond.pool import Pool
 from trytond.pyson import Eval
 from trytond.tools import grouped_slice
-from trytond.transaction import without_check_access
+from trytond.transaction import Transaction, without_check_access
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
 from trytond.modules.health_imaging.tools import search_in
 
 from . import legacy, linking
 from . import orthanc_client as oc
+from .audit import MATCHING, AuditMixin
 from .patient import KEPT_LINKS
 from .resource import VIEWER_FIELDS, OrthancResourceMixin, viewer_field
 from .viewer import study_urls
@@ -48,7 +49,7 @@ OPEN_STATES = ['requested', 'done']
 ORDER_LINKABLE = {linking.NO_MATCH}
 
 
-class OrthancStudy(OrthancResourceMixin, ModelSQL, ModelView):
+class OrthancStudy(AuditMixin, OrthancResourceMixin, ModelSQL, ModelView):
     "Orthanc Study"
     __name__ = 'gnuhealth.orthanc.study'
     _rec_name = 'description'
@@ -236,6 +237,8 @@ class OrthancStudy(OrthancResourceMixin, ModelSQL, ModelView):
                             unreachable = error
                         continue
                     accepted.append(study)
+        pool.get('gnuhealth.orthanc.audit').orthanc_deletions(
+            accepted, failures)
         if accepted:
             logger.info("Deleted %s studies from Orthanc", len(accepted))
             cls.delete(accepted)
@@ -269,7 +272,10 @@ class OrthancStudy(OrthancResourceMixin, ModelSQL, ModelView):
     def link_request(cls, studies):
         """Try the link again, e.g. after the Orthanc patient was linked
         by hand to the request's patient"""
+        Audit = Pool().get('gnuhealth.orthanc.audit')
+        before = Audit.request_links_of(studies)
         cls.link_to_requests(studies)
+        Audit.requests_linked(before)
 
     @classmethod
     def link_studies_of(cls, requests):
@@ -535,7 +541,8 @@ class OrthancStudy(OrthancResourceMixin, ModelSQL, ModelView):
                 if link.result.patient != patients[link.study.id]:
                     to_delete.append(link)
         if to_delete:
-            with without_check_access():
+            with without_check_access(), \
+                    Transaction().set_context({MATCHING: True}):
                 ResultStudy.delete(to_delete)
 
 

@@ -13,11 +13,15 @@ from trytond.pyson import Eval
 from trytond.transaction import Transaction, without_check_access
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
+from . import linking
 from . import orthanc_client as oc
+from .mapping import MappingError, map_patient, map_study
+from .patient import KEPT_LINKS
 from .server import error_message
 from .upload_files import (
     ALREADY_STORED, FAILED, MAX_RATIO, MAX_SIZE, REASONS, REJECTED,
-    SEND_FAILED, STATUSES, STORED, count_statuses, upload_files)
+    SEND_FAILED, STATUSES, STORED, count_statuses, studies_received,
+    upload_files)
 from .viewer import format_plugins
 
 logger = logging.getLogger(__name__)
@@ -145,6 +149,7 @@ class Upload(Wizard):
                 plugins = format_plugins(client.plugins())
             except oc.OrthancError:
                 plugins = None
+            self._record_uploads(client, server, results)
         counts = count_statuses(results)
         logger.info("Upload to Orthanc server %s: %s", server.label, counts)
         messages = [gettext('health_orthanc.msg_upload_done',
@@ -172,6 +177,89 @@ class Upload(Wizard):
                 'orthanc_study': r.study,
                 } for r in results]
         return 'result'
+
+    @classmethod
+    def _record_uploads(cls, client, server, results):
+        "Record who uploaded each study received, and under whom it is filed"
+        Audit = Pool().get('gnuhealth.orthanc.audit')
+        received = studies_received(results)
+        if received:
+            with without_check_access():
+                Audit.uploads(server, cls._received(client, server, received))
+
+    @classmethod
+    def _received(cls, client, server, received):
+        """Return the audit values of each study received ({Orthanc ID:
+        counts}): as GNU Health has it, else as Orthanc describes it, with
+        the patient the sync files it under"""
+        Study = Pool().get('gnuhealth.orthanc.study')
+        known = {s.orthanc_id: s for s in Study.browse(
+                Study.orthanc_ids(server, list(received)).values())}
+        items = []
+        for orthanc_id, counts in received.items():
+            item = {
+                'orthanc_id': orthanc_id,
+                'stored': counts[STORED],
+                'already_stored': counts[ALREADY_STORED],
+                }
+            study = known.get(orthanc_id)
+            if study:
+                item.update(study=study, name=study.rec_name,
+                    patient_id=study.patient_id,
+                    patient=study.patient.id if study.patient else None,
+                    link=getattr(study.orthanc_patient, 'link_state', None))
+            else:
+                item.update(cls._describe(client, orthanc_id))
+            items.append(item)
+        cls._file_new([i for i in items if 'orthanc_patient' in i], server)
+        return items
+
+    @staticmethod
+    def _describe(client, orthanc_id):
+        "Return what Orthanc tells of a study new to GNU Health"
+        Study = Pool().get('gnuhealth.orthanc.study')
+        try:
+            data = client.get_study(orthanc_id)
+            study = map_study(data)
+            patient = map_patient({
+                    'ID': study['orthanc_patient_id'],
+                    'MainDicomTags': data.get('PatientMainDicomTags'),
+                    })
+        except (oc.OrthancError, MappingError) as exception:
+            return {'name': orthanc_id, 'error': str(exception)}
+        name = Study(study_date=study['study_date'],
+            description=study['description'], modalities=None,
+            patient_id=study['patient_id']).get_rec_name(None)
+        return {
+            'name': name,
+            'patient_id': study['patient_id'],
+            'orthanc_patient': study['orthanc_patient_id'],
+            'birth_date': patient['birth_date'],
+            }
+
+    @staticmethod
+    def _file_new(items, server):
+        """Set the patient and link under which the sync files the new
+        studies, by the rule it applies (linking.upload_link)"""
+        OrthancPatient = Pool().get('gnuhealth.orthanc.patient')
+        if not items:
+            return
+        parents = OrthancPatient.browse(OrthancPatient.orthanc_ids(
+                server, {i['orthanc_patient'] for i in items}).values())
+        parents = {p.orthanc_id: p for p in parents}
+        identifiers = {i['orthanc_id']: linking.normalize_identifier(
+                i['patient_id']) for i in items}
+        candidates = OrthancPatient.local_candidates(
+            set(identifiers.values()) - {None})
+        for item in items:
+            parent = parents.get(item['orthanc_patient'])
+            current = (getattr(parent.patient, 'id', None),
+                parent.link_state) if parent else None
+            identifier = identifiers[item['orthanc_id']]
+            item['patient'], item['link'] = linking.upload_link(
+                current, bool(parent) and parent.link_state in KEPT_LINKS,
+                candidates.get(identifier, []), item['birth_date'],
+                identifier)
 
     def default_result(self, fields):
         Study = Pool().get('gnuhealth.orthanc.study')

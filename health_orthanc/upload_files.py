@@ -40,7 +40,7 @@ __all__ = ['STORED', 'ALREADY_STORED', 'REJECTED', 'FAILED', 'STATUSES',
     'UNREADABLE_MEMBER', 'SIZE_MISMATCH', 'TOO_LARGE', 'TOO_COMPRESSED',
     'UNREADABLE_ARCHIVE', 'SEND_FAILED', 'REASONS', 'MAX_SIZE', 'MAX_RATIO',
     'RATIO_FLOOR', 'FileResult', 'Member', 'iter_members', 'refusal',
-    'upload_files', 'count_statuses']
+    'upload_files', 'count_statuses', 'studies_received']
 
 STORED = 'stored'
 ALREADY_STORED = 'already_stored'
@@ -268,3 +268,16 @@ def count_statuses(results: Iterable[FileResult]) -> dict[str, int]:
     "Return {status: number of files} for every status"
     counts = Counter(r.status for r in results)
     return {s: counts.get(s, 0) for s in STATUSES}
+
+
+def studies_received(
+        results: Iterable[FileResult]) -> dict[str, dict[str, int]]:
+    """Return {Orthanc study ID: {STORED: n, ALREADY_STORED: n}} of the
+    files Orthanc took, in the order the studies first came"""
+    studies = {}
+    for result in results:
+        if result.study and result.status in (STORED, ALREADY_STORED):
+            counts = studies.setdefault(
+                result.study, {STORED: 0, ALREADY_STORED: 0})
+            counts[result.status] += 1
+    return studies

@@ -10,7 +10,7 @@ from trytond.modules.health_orthanc.linking import (
     AMBIGUOUS, BIRTH_DATE_MISMATCH, LINKED, NO_MATCH, NO_PATIENT_ID,
     PATIENT_DIFFERS, PATIENT_UNKNOWN, REQUEST_LINKED, RESULT_DONE,
     RequestMatch, choose_patient, decide_study_link, leaves_results,
-    normalize_identifier)
+    normalize_identifier, upload_link)
 
 BORN = dt.date(1980, 1, 15)
 OTHER = dt.date(1980, 1, 16)
@@ -188,3 +188,41 @@ def test_leaves_results(current, new, expected):
 def test_study_links_are_distinct():
     links = [REQUEST_LINKED, PATIENT_DIFFERS, PATIENT_UNKNOWN, RESULT_DONE]
     assert len(set(links)) == len(links)
+
+
+# The Orthanc patient's link (or None: new), whether it is kept,
+# candidates, DICOM birth date and PatientID, expected (id, status)
+UPLOAD_CASES = {
+    'new patient, PatientID a PUID, no birth date': (
+        None, False, [(1, BORN)], None, 'PUID-1', (1, LINKED)),
+    'new patient, unknown PatientID': (
+        None, False, [], None, 'X', (None, NO_MATCH)),
+    'new patient, birth dates differ': (
+        None, False, [(1, BORN)], OTHER, 'PUID-1',
+        (None, BIRTH_DATE_MISMATCH)),
+    'new patient, two candidates': (
+        None, False, [(1, BORN), (2, BORN)], BORN, 'PUID-1',
+        (None, AMBIGUOUS)),
+    'linked by the rule: keeps its patient': (
+        (1, LINKED), False, [(2, BORN)], BORN, 'PUID-2', (1, LINKED)),
+    'linked by hand: kept': (
+        (1, 'manual'), True, [(2, BORN)], BORN, 'PUID-2', (1, 'manual')),
+    'unlinked by hand: stays unlinked': (
+        (None, 'manual'), True, [(2, BORN)], BORN, 'PUID-2',
+        (None, 'manual')),
+    'linked by an order: kept': (
+        (1, 'order'), True, [], None, 'X', (1, 'order')),
+    'not linked yet: the rule decides': (
+        (None, NO_MATCH), False, [(2, None)], BORN, 'PUID-2', (2, LINKED)),
+    'no PatientID': (
+        None, False, [], None, '', (None, NO_PATIENT_ID)),
+    }
+
+
+@pytest.mark.parametrize(
+    'current, kept, candidates, birth_date, patient_id, expected',
+    UPLOAD_CASES.values(), ids=UPLOAD_CASES.keys())
+def test_upload_link(
+        current, kept, candidates, birth_date, patient_id, expected):
+    assert upload_link(
+        current, kept, candidates, birth_date, patient_id) == expected

@@ -14,8 +14,9 @@ from trytond.modules.health_orthanc.orthanc_client import OrthancClient
 from trytond.modules.health_orthanc.upload_files import (
     ALREADY_STORED, EMPTY, ENCRYPTED, FAILED, MAX_RATIO, MAX_SIZE, NOT_DICOM,
     RATIO_FLOOR, REJECTED, SEND_FAILED, SIZE_MISMATCH, STORED, TOO_COMPRESSED,
-    TOO_LARGE, UNREADABLE_ARCHIVE, UNREADABLE_MEMBER, UNSUPPORTED, Member,
-    count_statuses, iter_members, refusal, upload_files)
+    TOO_LARGE, UNREADABLE_ARCHIVE, UNREADABLE_MEMBER, UNSUPPORTED, FileResult,
+    Member, count_statuses, iter_members, refusal, studies_received,
+    upload_files)
 
 from .dicom_samples import make_study
 from .fake_orthanc import FakeOrthanc
@@ -376,3 +377,26 @@ def test_plain_file_too_large(client):
     result, = upload_files(client, [('a.dcm', A)], max_size=len(A) - 1)
     assert (result.status, result.reason) == (REJECTED, TOO_LARGE)
     assert client.statistics()['CountInstances'] == 0
+
+
+@pytest.mark.parametrize('results, expected', [
+    ([], {}),
+    ([
+        FileResult('a', STORED, study='s1'),
+        FileResult('b', ALREADY_STORED, study='s1'),
+        FileResult('c', STORED, study='s2'),
+        FileResult('d', STORED, study='s1'),
+        ], {
+        's1': {STORED: 2, ALREADY_STORED: 1},
+        's2': {STORED: 1, ALREADY_STORED: 0},
+        }),
+    # Nothing stored, no study
+    ([
+        FileResult('e', REJECTED, reason=EMPTY),
+        FileResult('f', FAILED, reason=SEND_FAILED),
+        ], {}),
+    ], ids=['nothing', 'two studies', 'none received'])
+def test_studies_received(results, expected):
+    received = studies_received(results)
+    assert received == expected
+    assert list(received) == list(expected)  # in the order they came

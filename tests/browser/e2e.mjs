@@ -12,7 +12,8 @@
 //   log in -> Health / Imaging / Dx Imaging - New: patient Betz, two tests,
 //   Request -> Dx Imaging Requests: open a new draft request, Request,
 //   Generate Results -> open the result, Studies tab: add an Orthanc study
-//   of the patient, save -> Health / Imaging / Orthanc / Patients: a linked
+//   of the patient, save, its Audit tab: the attachment -> Health /
+//   Imaging / Orthanc / Patients: a linked
 //   patient -> Health / Configuration / Orthanc / Servers: open the server,
 //   Sync -> Dx Imaging - Results: the demo's draft result of Ana Betz, its
 //   Studies tab, open the DX study, open its series, Show Preview (the
@@ -390,6 +391,21 @@ async function main() {
         await toolbar.getByRole('button', {name: 'Reload/Undo'}).click();
     }
 
+    // The Audit tab of the result just saved lists the study attached by
+    // hand, by the user logged in (issue #10)
+    async function resultAuditStep() {
+        await notebookTab(pane, 'Audit');
+        const entry = pane.locator('.form-notebook .tab-pane.active')
+            .locator('tbody tr', {hasText: 'Attached to a Result'})
+            .filter({hasText: STUDY.name});
+        await until(() => entry.count(),
+            `an audit entry of ${STUDY.name} attached`);
+        const cells = (await entry.first().locator('> td').allInnerTexts())
+            .map(text => text.trim()).filter(text => text);
+        log(`  audit: ${cells.join(' | ')}`);
+        await shot('06b-result-audit.png');
+    }
+
     async function run(name, fn) {
         step = name;
         checkErrors();
@@ -530,6 +546,9 @@ async function main() {
             log(`  study: ${cells.join(' | ')}`);
             await shot('06-result-studies.png');
         });
+
+        await run('the result\'s Audit tab: the study attached by hand',
+            resultAuditStep);
 
         await run('Health / Imaging / Orthanc / Patients: a linked patient',
                 async () => {
