@@ -129,14 +129,16 @@ class OrthancPatient(AuditMixin, OrthancResourceMixin, ModelSQL, ModelView):
 
     @classmethod
     def check_request_studies(cls, patients):
-        """Decide again the request links of the studies of the patients
-        whose GNU Health patient changed (one search): a study leaves a
-        request of another patient, a study for review joins the request
-        of its new patient."""
+        """Decide again the studies of the patients whose GNU Health
+        patient changed: a study leaves a request of another patient, a
+        study for review joins the request of its new patient (one search),
+        and every study of theirs leaves the draft results of another
+        patient, attached by hand or not (one search more)"""
         Study = Pool().get('gnuhealth.orthanc.study')
         studies = Study.request_studies_of(patients)
         if studies:
             Study.link_to_requests(studies)
+        Study.detach_other_patients(Study.studies_of(patients))
 
     @classmethod
     @ModelView.button

@@ -393,16 +393,20 @@ class OrthancServer(DomainAccessMixin, ReadonlyFieldsMixin, AuditMixin,
         "Refuse to delete a server that still holds worklist entries"
         Request = Pool().get('gnuhealth.imaging.test.request')
         for sub_servers in grouped_slice(servers):
-            requests = Request.search([
-                    ('worklist_server', 'in', [s.id for s in sub_servers]),
-                    ('worklist_state', 'in', list(ENTRY_STATES)),
-                    ], limit=1)
-            if requests:
-                request, = requests
+            # An Orthanc administrator may read no request
+            with without_check_access():
+                requests = Request.search([
+                        ('worklist_server', 'in',
+                            [s.id for s in sub_servers]),
+                        ('worklist_state', 'in', list(ENTRY_STATES)),
+                        ], limit=1)
+                names = [(r.worklist_server.label, r.rec_name)
+                    for r in requests]
+            if names:
+                (server, request), = names
                 raise OrthancWorklistError(gettext(
                         'health_orthanc.msg_worklist_delete_server',
-                        server=request.worklist_server.label,
-                        request=request.rec_name))
+                        server=server, request=request))
         Pool().get('gnuhealth.orthanc.audit').servers_deleted(servers)
         super().delete(servers)
 

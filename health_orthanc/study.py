@@ -376,6 +376,17 @@ class OrthancStudy(AuditMixin, OrthancResourceMixin, ModelSQL, ModelView):
             if s.id not in ids]
 
     @classmethod
+    def studies_of(cls, orthanc_patients):
+        "Return the studies of the Orthanc patients (one search)"
+        studies = []
+        for sub_patients in grouped_slice(orthanc_patients):
+            studies.extend(cls.search([
+                        ('orthanc_patient', 'in',
+                            [p.id for p in sub_patients]),
+                        ]))
+        return studies
+
+    @classmethod
     def request_studies_of(cls, orthanc_patients):
         """Return the studies of the Orthanc patients that have a request or
         are listed for review (one search)"""
@@ -428,7 +439,7 @@ class OrthancStudy(AuditMixin, OrthancResourceMixin, ModelSQL, ModelView):
             with without_check_access():
                 cls.write(*to_write)
         if to_detach:
-            cls._detach_other_patients(to_detach)
+            cls.detach_other_patients(to_detach)
         if linked:
             Request.perform(linked, results, attached)
 
@@ -525,7 +536,7 @@ class OrthancStudy(AuditMixin, OrthancResourceMixin, ModelSQL, ModelView):
         return evidence
 
     @classmethod
-    def _detach_other_patients(cls, studies):
+    def detach_other_patients(cls, studies):
         """Remove the studies from the draft results of another patient
         (one search, one delete); a completed result is left as signed,
         its study being listed for review"""

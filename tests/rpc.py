@@ -30,7 +30,6 @@ import requests
 from trytond import backend
 from trytond.config import config
 from trytond.pool import Pool
-from trytond.tests.test_tryton import db_exist, drop_db
 from trytond.transaction import Transaction
 
 from trytond.modules.health_orthanc.tests.orthanc_server import free_port
@@ -192,8 +191,8 @@ class TrytondServer:
             # The process's own connections find the file there too
             self._saved_path = config.get('database', 'path')
             config.set('database', 'path', self.workdir)
-        elif db_exist(self.database):
-            drop_db(self.database)  # left by an interrupted run
+        else:
+            self._drop()  # left by an interrupted run
         subprocess.run([sys.executable, '-c',
                 'from trytond.tests.test_tryton import activate_module; '
                 'activate_module(%r)' % self.modules],
@@ -209,12 +208,25 @@ class TrytondServer:
         Pool.stop(self.database)
         while True:
             try:
-                drop_db(self.database)
+                self._drop()
                 return
             except backend.DatabaseOperationalError:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
+
+    def _drop(self):
+        """Drop the PostgreSQL database if it exists (trytond's drop_db
+        trusts its cached list, which misses a database created by
+        another process)"""
+        backend.Database(self.database).close()
+        database = backend.Database()
+        connection = database.get_connection(autocommit=True)
+        try:
+            cursor = connection.cursor()
+            cursor.execute('DROP DATABASE IF EXISTS "%s"' % self.database)
+        finally:
+            database.put_connection(connection, True)
 
     @contextlib.contextmanager
     def transaction(self, user=0, context=None):

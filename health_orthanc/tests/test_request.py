@@ -733,6 +733,28 @@ class StudyLinkTestCase(WorklistOrthancCase):
         self.assertEqual(study.request, request)
 
     @with_transaction(context=NO_COMMIT)
+    def test_study_attached_by_hand_leaves_another_patient_result(self):
+        """A study attached by hand to a draft result, without request,
+        leaves it when its Orthanc patient turns out to be another person"""
+        pool = Pool()
+        Study = pool.get('gnuhealth.orthanc.study')
+        Result = pool.get('gnuhealth.imaging.test.result')
+        OrthancPatient = pool.get('gnuhealth.orthanc.patient')
+        request = self.requested()
+        bob = create_patient('Bob', 'Cruz', puid='PUID-BOB')
+        self.upload(patient_id='PUID-ANA', patient_name='BETZ^Ana', seed=3)
+        self.sync(self.server)
+        study, = Study.search([])
+        self.assertIsNone(study.request)
+        result, = Result.create([Result.values_from_request(request)])
+        Result.write([result], {'studies': [('add', [study.id])]})
+        self.assertEqual(list(result.studies), [study])
+
+        orthanc_patient, = OrthancPatient.search([])
+        OrthancPatient.write([orthanc_patient], {'patient': bob.id})
+        self.assertEqual(list(Result(result.id).studies), [])
+
+    @with_transaction(context=NO_COMMIT)
     def test_completed_result_takes_no_study(self):
         """A completed result is never changed: a new study, or a study of
         another patient, is listed for review"""

@@ -13,7 +13,10 @@ attached to a result, notes. The studies of legacy_data.STUDIES must be in
 the Orthanc server already.
 
     python build_legacy.py -c trytond.conf -d NAME \
-        --orthanc URL USER PASSWORD --facts facts.json
+        --orthanc URL USER --facts facts.json
+
+with the Orthanc password in the environment variable ORTHANC_PASSWORD
+(never on the command line: a password may start with a dash).
 
 facts.json receives what the database holds (the test compares the upgraded
 database with it) and how long each step took.
@@ -34,8 +37,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('-c', '--config', required=True)
     parser.add_argument('-d', '--database', required=True)
-    parser.add_argument('--orthanc', nargs=3, required=True,
-        metavar=('URL', 'USER', 'PASSWORD'))
+    parser.add_argument('--orthanc', nargs=2, required=True,
+        metavar=('URL', 'USER'))
     parser.add_argument('--facts', required=True)
     return parser.parse_args(argv)
 
@@ -252,7 +255,7 @@ def build_data(args):
     _, radiologist, patients = create_people()
     tests = edit_catalogue()
     result = create_orders(patients, tests, radiologist)
-    connect_orthanc(*args.orthanc)
+    connect_orthanc(*args.orthanc, os.environ['ORTHANC_PASSWORD'])
     decide_by_hand(patients, result)
     add_v4_records(patients)
 

@@ -85,8 +85,9 @@ def build(config, database, orthanc, facts_path):
     "Build the legacy database; return its facts"
     run([legacy_python(), os.path.join(HERE, 'build_legacy.py'),
         '-c', config, '-d', database,
-        '--orthanc', orthanc.url, orthanc.user, orthanc.password,
-        '--facts', facts_path])
+        '--orthanc', orthanc.url, orthanc.user,
+        '--facts', facts_path],
+        env=dict(os.environ, ORTHANC_PASSWORD=orthanc.password))
     with open(facts_path) as file:
         return json.load(file)
 
