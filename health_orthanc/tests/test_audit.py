@@ -266,12 +266,15 @@ class AuditTestCase(RealOrthancCase):
                         ('add', [study.id])]})
             OrthancPatient.write([OrthancPatient(orthanc_ana.id)],
                 {'patient': bob.id})
-        reattached, link, removed = entries()[4:]
+        reattached, link, *removed = entries()[4:]
         self.assertEqual(reattached.action, 'result_attach')
         self.assertEqual((link.action, link.patient), ('patient_link', bob))
-        self.assertEqual((removed.action, removed.user, removed.record),
-            ('result_detach_matching', doctor, study))
-        self.assertNotIn(study, Result(result.id).studies)
+        # All of the Orthanc patient's studies, attached by hand or not
+        self.assertEqual(
+            sorted((e.action, e.user, e.record.id) for e in removed),
+            sorted(('result_detach_matching', doctor, s.id)
+                for s in [study] + others))
+        self.assertEqual(list(Result(result.id).studies), [])
 
     @with_transaction()
     def test_deleted_result_keeps_its_entries(self):
