@@ -177,6 +177,25 @@ def merge(template, exported):
     return po
 
 
+def keep_translations(po, previous, parent):
+    """Restore the translations of unchanged entries (same context and
+    English text) that Update Translations emptied or replaced by a fuzzy
+    suggestion because the parent language (pt for pt_BR) has the same
+    text, unless the parent's translation is a usable one: Tryton does
+    not use a fuzzy one, the user would see English"""
+    previous = {key(e): e for e in previous or []
+        if e.msgstr and 'fuzzy' not in e.flags}
+    usable = translated(parent)
+    for entry in po:
+        old = previous.get(key(entry))
+        if (old and (not entry.msgstr or 'fuzzy' in entry.flags)
+                and key(entry) not in usable):
+            entry.msgstr = old.msgstr
+            if 'fuzzy' in entry.flags:
+                entry.flags.remove('fuzzy')
+    return po
+
+
 def update_po_files(modules, languages):
     """Write <module>/locale/<lang>.po for the languages, in a database
     where the modules are activated (rolled back)"""
@@ -184,6 +203,7 @@ def update_po_files(modules, languages):
     from trytond.tests.test_tryton import DB_NAME
     from trytond.transaction import Transaction
     written = []
+    previous = {(m, l): read_po(m, l) for m in modules for l in languages}
     with Transaction().start(DB_NAME, 0, context={}) as transaction:
         set_translations(modules)
         templates = {m: template(m) for m in modules}
@@ -194,6 +214,9 @@ def update_po_files(modules, languages):
             update_translations(lang)
             for module in modules:
                 po = merge(templates[module], export(module, code))
+                parent = parent_language(code)
+                keep_translations(po, previous[module, code],
+                    read_po(module, parent) if parent else None)
                 path = po_path(module, code)
                 path.parent.mkdir(exist_ok=True)
                 po.save(str(path))
