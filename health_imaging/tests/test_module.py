@@ -12,6 +12,7 @@ from trytond.tests.test_tryton import ModuleTestCase, with_transaction
 from trytond.transaction import Transaction
 
 from .tools import create_patient, create_request
+from .translations import TranslationTestMixin
 
 # A 1x1 transparent PNG
 PNG = bytes.fromhex(
@@ -20,7 +21,8 @@ PNG = bytes.fromhex(
     '000049454e44ae426082')
 
 
-class HealthImagingTestCase(CompanyTestMixin, ModuleTestCase):
+class HealthImagingTestCase(
+        CompanyTestMixin, TranslationTestMixin, ModuleTestCase):
     "Test health_imaging module"
     module = 'health_imaging'
 

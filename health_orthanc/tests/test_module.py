@@ -12,6 +12,8 @@ from trytond.transaction import Transaction
 
 from trytond.modules.health_imaging.tests.tools import (
     create_patient, create_request, create_user)
+from trytond.modules.health_imaging.tests.translations import (
+    TranslationTestMixin)
 from trytond.modules.health_orthanc.store import ServerStore
 
 from .fake_orthanc import FakeOrthanc
@@ -29,7 +31,8 @@ CLIENT_FLAGS = {
     }
 
 
-class HealthOrthancTestCase(CompanyTestMixin, ModuleTestCase):
+class HealthOrthancTestCase(
+        CompanyTestMixin, TranslationTestMixin, ModuleTestCase):
     "Test health_orthanc module"
     module = 'health_orthanc'
 
