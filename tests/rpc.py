@@ -219,8 +219,13 @@ class TrytondServer:
         """Drop the PostgreSQL database if it exists (trytond's drop_db
         trusts its cached list, which misses a database created by
         another process)"""
-        backend.Database(self.database).close()
+        try:
+            # The connections of this process to it
+            backend.Database(self.database).close()
+        except backend.DatabaseOperationalError:
+            pass  # it does not exist
         database = backend.Database()
+        database.connect()
         connection = database.get_connection(autocommit=True)
         try:
             cursor = connection.cursor()
