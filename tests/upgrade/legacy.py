@@ -21,7 +21,8 @@ import sys
 import tempfile
 import time
 
-from ..orthanc_case import upload_study
+from trytond.modules.health_orthanc.tests.orthanc_case import upload_study
+
 from . import legacy_data
 
 HERE = os.path.dirname(os.path.abspath(__file__))
