@@ -64,9 +64,12 @@ class OrthancResourceMixin:
                 ]
 
     @classmethod
-    def validate(cls, records):
-        super().validate(records)
-        if backend.name == 'sqlite':
+    def validate_fields(cls, records, field_names):
+        super().validate_fields(records, field_names)
+        # Only when they change: the sync writes the other fields of
+        # thousands of records
+        if backend.name == 'sqlite' and (field_names is None
+                or field_names & {'server', 'orthanc_id'}):
             cls._check_orthanc_id_unique(records)
 
     @classmethod

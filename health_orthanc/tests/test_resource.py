@@ -9,6 +9,7 @@ import datetime
 import unittest
 from unittest import mock
 
+from trytond import backend
 from trytond.model.exceptions import SQLConstraintError
 from trytond.pool import Pool
 from trytond.tests.test_tryton import activate_module, with_transaction
@@ -103,6 +104,27 @@ class OrthancUpsertTestCase(unittest.TestCase):
         with self.assertRaises(SQLConstraintError) as context:
             Patient.write([patient], {'orthanc_id': 'a'})
         self.assertIn('already recorded', str(context.exception))
+
+    @with_transaction()
+    def test_orthanc_id_checked_only_when_changed(self):
+        """The uniqueness is checked in Python (SQLite) only by the create
+        and the writes of the server or the Orthanc ID, not by the sync's
+        writes of the other fields"""
+        Patient = Pool().get('gnuhealth.orthanc.patient')
+        server = self.server()
+        check = mock.patch.object(Patient, '_check_orthanc_id_unique',
+            wraps=Patient._check_orthanc_id_unique).start()
+        self.addCleanup(mock.patch.stopall)
+        on_sqlite = backend.name == 'sqlite'
+
+        created, _ = Patient.upsert(server, [patient('a'), patient('b')])
+        self.assertEqual(check.call_count, 1 if on_sqlite else 0)
+        check.reset_mock()
+        Patient.upsert(server, [patient('a', name='DOE, Jane')])
+        Patient.mark_missing(server, ['b'])
+        check.assert_not_called()
+        Patient.write([Patient(created[0])], {'orthanc_id': 'c'})
+        self.assertEqual(check.call_count, 1 if on_sqlite else 0)
 
     @with_transaction()
     def test_unchanged_records_are_not_written(self):
