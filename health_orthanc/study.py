@@ -54,10 +54,12 @@ class OrthancStudy(OrthancResourceMixin, ModelSQL, ModelView):
     _rec_name = 'description'
     _orthanc_parent = ('gnuhealth.orthanc.patient', 'orthanc_patient_id')
 
+    # Of the study's server, without a domain that each page of a sync
+    # would evaluate study by study: the sync sets it from a lookup by
+    # server (_orthanc_context) and users cannot write it (read-only)
     orthanc_patient = fields.Many2One(
         'gnuhealth.orthanc.patient', "Orthanc Patient", readonly=True,
-        ondelete='CASCADE',
-        domain=[('server', '=', Eval('server', -1))])
+        ondelete='CASCADE')
     patient = fields.Function(
         fields.Many2One('gnuhealth.patient', "Patient"),
         'get_patient', searcher='search_patient')

@@ -127,6 +127,27 @@ class OrthancUpsertTestCase(unittest.TestCase):
         self.assertEqual(check.call_count, 1 if on_sqlite else 0)
 
     @with_transaction()
+    def test_study_gets_the_patient_of_its_server(self):
+        """A study gets the Orthanc patient of its own server from the
+        lookup by server: no search of the Orthanc patients validates it"""
+        pool = Pool()
+        Patient = pool.get('gnuhealth.orthanc.patient')
+        Study = pool.get('gnuhealth.orthanc.study')
+        servers = [self.server(), self.server('Other')]
+        for server in servers:
+            Patient.upsert(server, [patient('p')])
+        search = mock.patch.object(
+            Patient, 'search', wraps=Patient.search).start()
+        self.addCleanup(mock.patch.stopall)
+        for server in servers:
+            (study_id,), _ = Study.upsert(server, [study('s', 'p')])
+            orthanc_patient = Study(study_id).orthanc_patient
+            self.assertEqual(
+                (orthanc_patient.server, orthanc_patient.orthanc_id),
+                (server, 'p'))
+        search.assert_not_called()
+
+    @with_transaction()
     def test_unchanged_records_are_not_written(self):
         "A page read again writes nothing and keeps the write dates"
         Patient = Pool().get('gnuhealth.orthanc.patient')
