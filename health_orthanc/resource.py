@@ -144,6 +144,11 @@ class OrthancResourceMixin:
         "Return the values to store for a mapped Orthanc record"
         raise NotImplementedError
 
+    @classmethod
+    def _orthanc_new_values(cls, vlist):
+        "Complete in place the values of the records to create"
+        pass
+
     #: (parent model, key of its Orthanc ID in the mapped records)
     _orthanc_parent = None
 
@@ -198,6 +203,8 @@ class OrthancResourceMixin:
         to_write = []
         for diff, group in changed.items():
             to_write.extend((group, dict(diff)))
+        if to_create:
+            cls._orthanc_new_values(to_create)
         with without_check_access():
             created = cls.create(to_create) if to_create else []
             if to_write:

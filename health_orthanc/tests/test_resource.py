@@ -14,6 +14,8 @@ from trytond.model.exceptions import SQLConstraintError
 from trytond.pool import Pool
 from trytond.tests.test_tryton import activate_module, with_transaction
 
+from trytond.modules.health_imaging.tests.tools import create_patient
+
 
 def patient(orthanc_id, name='DOE, John', **values):
     return dict({
@@ -146,6 +148,28 @@ class OrthancUpsertTestCase(unittest.TestCase):
                 (orthanc_patient.server, orthanc_patient.orthanc_id),
                 (server, 'p'))
         search.assert_not_called()
+
+    @with_transaction()
+    def test_patients_linked_as_created(self):
+        """New Orthanc patients are linked by the rule in their create: the
+        pass that retries the links after a sync writes nothing"""
+        Patient = Pool().get('gnuhealth.orthanc.patient')
+        ana = create_patient(puid='PID-a', dob=datetime.date(1980, 1, 15))
+        create_patient('Bo', 'Berg', mrn='PID-b',
+            dob=datetime.date(1970, 2, 2))
+        server = self.server()
+        write = self.written(Patient)
+        created, _ = Patient.upsert(server, [patient('a'), patient('b'),
+                patient('c'), patient('d', patient_id=None)])
+        self.assertEqual(
+            [(p.patient, p.link_state) for p in Patient.browse(created)],
+            [(ana, 'linked'), (None, 'birth_date_mismatch'),
+                (None, 'no_match'), (None, 'no_patient_id')])
+
+        Patient.link_server_patients(server)
+        write.assert_not_called()
+        self.assertEqual(
+            [p.write_date for p in Patient.browse(created)], [None] * 4)
 
     @with_transaction()
     def test_unchanged_records_are_not_written(self):
