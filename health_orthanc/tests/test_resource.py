@@ -13,6 +13,7 @@ from trytond import backend
 from trytond.model.exceptions import SQLConstraintError
 from trytond.pool import Pool
 from trytond.tests.test_tryton import activate_module, with_transaction
+from trytond.transaction import Transaction
 
 from trytond.modules.health_imaging.tests.tools import create_patient
 
@@ -170,6 +171,37 @@ class OrthancUpsertTestCase(unittest.TestCase):
         write.assert_not_called()
         self.assertEqual(
             [p.write_date for p in Patient.browse(created)], [None] * 4)
+
+    @with_transaction()
+    def test_summaries_written_without_study_write(self):
+        """The summaries of a page of series are written without
+        Study.write, which would read back and validate each study; the
+        write date and user say that the study changed, and the studies
+        read before show the new summary"""
+        pool = Pool()
+        Patient = pool.get('gnuhealth.orthanc.patient')
+        Study = pool.get('gnuhealth.orthanc.study')
+        Series = pool.get('gnuhealth.orthanc.series')
+        server = self.server()
+        Patient.upsert(server, [patient('p')])
+        created, _ = Study.upsert(server, [study('s', 'p'), study('t', 'p')])
+        s, t = Study.browse(created)
+        self.assertEqual((s.modalities, s.write_date), (None, None))
+        write = self.written(Study)
+        validate = mock.patch.object(
+            Study, '_validate', wraps=Study._validate).start()
+        self.addCleanup(mock.patch.stopall)
+
+        Series.upsert(server, [series('x', 's'), series('y', 't'),
+                series('z', 't', modality='MR')], ['s', 't'])
+        write.assert_not_called()
+        validate.assert_not_called()
+        self.assertEqual(
+            [(r.modalities, r.number_of_series, r.number_of_instances)
+                for r in [s, t]],
+            [('CT', 1, 2), ('CT, MR', 2, 4)])
+        self.assertTrue(s.write_date)
+        self.assertEqual(s.write_uid.id, Transaction().user)
 
     @with_transaction()
     def test_unchanged_records_are_not_written(self):
