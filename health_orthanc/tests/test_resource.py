@@ -15,7 +15,8 @@ from trytond.pool import Pool
 from trytond.tests.test_tryton import activate_module, with_transaction
 from trytond.transaction import Transaction
 
-from trytond.modules.health_imaging.tests.tools import create_patient
+from trytond.modules.health_imaging.tests.tools import (
+    create_patient, create_request)
 
 
 def patient(orthanc_id, name='DOE, John', **values):
@@ -202,6 +203,41 @@ class OrthancUpsertTestCase(unittest.TestCase):
             [('CT', 1, 2), ('CT, MR', 2, 4)])
         self.assertTrue(s.write_date)
         self.assertEqual(s.write_uid.id, Transaction().user)
+
+    @with_transaction()
+    def test_new_studies_matched_only_when_claimed(self):
+        """The new studies of a page are matched to the requests only when
+        an open request carries their StudyInstanceUID or accession
+        number: a page that none claims costs one search of the requests"""
+        pool = Pool()
+        Patient = pool.get('gnuhealth.orthanc.patient')
+        Study = pool.get('gnuhealth.orthanc.study')
+        Request = pool.get('gnuhealth.imaging.test.request')
+        request = create_request(create_patient(puid='PUID-ANA'))
+        Request.requested([request])
+        server = self.server()
+        Patient.upsert(server, [patient('p')])
+        link = mock.patch.object(
+            Study, 'link_to_requests', wraps=Study.link_to_requests).start()
+        search = mock.patch.object(
+            Request, 'search', wraps=Request.search).start()
+        self.addCleanup(mock.patch.stopall)
+
+        Study.upsert(server, [study('a', 'p'), study('b', 'p')])
+        self.assertEqual(search.call_count, 1)
+        (studies,), _ = link.call_args
+        self.assertEqual(list(studies), [])
+
+        created, _ = Study.upsert(server, [study('c', 'p'), study('d', 'p',
+                    accession_number=' %s ' % request.accession_number)])
+        (studies,), _ = link.call_args
+        self.assertEqual([s.orthanc_id for s in studies], ['d'])
+        c, d = Study.browse(created)
+        self.assertEqual(
+            (c.request_link, c.request_candidate), (None, None))
+        self.assertEqual(
+            (d.request_link, d.request_candidate),
+            ('patient_unknown', request))
 
     @with_transaction()
     def test_unchanged_records_are_not_written(self):
