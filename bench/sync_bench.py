@@ -13,11 +13,14 @@ The database is chosen as for the Tryton tests: ``TRYTOND_DATABASE_URI``
 ``DB_CACHE`` optional.  See bench/README.md.
 """
 import argparse
+import collections
+import cProfile
 import datetime as dt
 import functools
 import itertools
 import json
 import os
+import pstats
 import random
 import resource
 import shutil
@@ -60,12 +63,20 @@ STABLE_TIMEOUT = 300
 class Counters:
     "SQL statements and HTTP requests (with their time) of this process"
     sql = 0
+    #: SQL statements by their first word (SELECT, INSERT, UPDATE, ...)
+    sql_kinds = collections.Counter()
     http = 0
     http_time = 0.0
 
     @classmethod
     def snapshot(cls):
         return cls.sql, cls.http, cls.http_time
+
+    @classmethod
+    def count_sql(cls, query):
+        cls.sql += 1
+        if isinstance(query, str):
+            cls.sql_kinds[query.lstrip().split(None, 1)[0].upper()] += 1
 
 
 def instrument():
@@ -77,13 +88,13 @@ def instrument():
         from trytond.backend.postgresql.database import LoggingCursor as cursor
     execute, executemany = cursor.execute, cursor.executemany
 
-    def counted_execute(self, *args, **kwargs):
-        Counters.sql += 1
-        return execute(self, *args, **kwargs)
+    def counted_execute(self, query, *args, **kwargs):
+        Counters.count_sql(query)
+        return execute(self, query, *args, **kwargs)
 
-    def counted_executemany(self, *args, **kwargs):
-        Counters.sql += 1
-        return executemany(self, *args, **kwargs)
+    def counted_executemany(self, query, *args, **kwargs):
+        Counters.count_sql(query)
+        return executemany(self, query, *args, **kwargs)
     cursor.execute = counted_execute
     cursor.executemany = counted_executemany
 
@@ -247,19 +258,92 @@ def db_counts(server_id):
     return counts
 
 
-def measure_sync(server_id):
+#: Columns left out of the dump: they differ from run to run (ids of the
+#: server and of the records, dates of the run, the upload time of the
+#: studies uploaded by the run)
+DUMP_SKIPPED = {'id', 'server', 'create_uid', 'create_date', 'write_uid',
+    'write_date', 'last_update', 'missing_since'}
+
+
+def dump_records(server_id):
+    """Return the records imported from the server as plain data, to compare
+    the outcome of two runs: {model: {Orthanc ID: {column: value}}}, the
+    references as the Orthanc ID or the PUID they point to"""
+    pool = Pool()
+    cursor = Transaction().connection.cursor()
+    party = pool.get('party.party').__table__()
+    local = pool.get('gnuhealth.patient').__table__()
+    cursor.execute(*local.join(party, condition=local.party == party.id
+            ).select(local.id, party.ref))
+    references = {'patient': dict(cursor)}
+    result = {}
+    for name, reference in [
+            ('gnuhealth.orthanc.patient', 'orthanc_patient'),
+            ('gnuhealth.orthanc.study', 'study'),
+            ('gnuhealth.orthanc.series', None)]:
+        table = pool.get(name).__table__()
+        cursor.execute(*table.select(where=table.server == server_id))
+        columns = [d[0] for d in cursor.description]
+        records = {}
+        for row in cursor.fetchall():
+            values = dict(zip(columns, row))
+            for column, orthanc_ids in references.items():
+                if values.get(column) is not None:
+                    values[column] = orthanc_ids[values[column]]
+            records[values['orthanc_id']] = {
+                k: (v if isinstance(v, (int, float, type(None))) else str(v))
+                for k, v in sorted(values.items())
+                if k not in DUMP_SKIPPED}
+        if reference:
+            cursor.execute(*table.select(table.id, table.orthanc_id,
+                    where=table.server == server_id))
+            references[reference] = dict(cursor)
+        result[name] = dict(sorted(records.items()))
+    return result
+
+
+def profile_shares(profile, wall):
+    """Return {function: share of wall} of the cumulative time of the
+    functions that the issue's profile names"""
+    stats = pstats.Stats(profile).stats
+    wanted = {
+        ('modelsql.py', 'create'): 'ModelSQL.create',
+        ('modelsql.py', 'write'): 'ModelSQL.write',
+        ('modelstorage.py', '_validate'): 'ModelStorage._validate',
+        ('orthanc_client.py', 'request'): 'OrthancClient.request',
+        ('patient.py', 'link_server_patients'):
+        'OrthancPatient.link_server_patients',
+        ('study.py', 'link_to_requests'): 'OrthancStudy.link_to_requests',
+        ('series.py', 'update_studies'): 'OrthancSeries.update_studies',
+        }
+    shares = collections.Counter()
+    for (filename, _, function), (_, _, _, cumulative, _) in stats.items():
+        label = wanted.get((os.path.basename(filename), function))
+        if label:
+            shares[label] += cumulative / wall
+    return dict(shares)
+
+
+def measure_sync(server_id, profile=None):
     """Run Server.sync_now in its own committed transaction (pages are
     committed as they come: _orthanc_page_commit keeps its default), with
-    the peak RSS of the process during it"""
+    the peak RSS of the process during it (under profile, a cProfile.Profile,
+    when given)"""
     sql, http, http_time = Counters.snapshot()
+    sql_kinds = Counters.sql_kinds.copy()
     rss_before, _ = rss_kb()
     peak_reset = reset_peak_rss()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
+    if profile is not None:
+        profile.enable()
     with Transaction().start(DB_NAME, 1) as transaction:
         Server = Pool().get('gnuhealth.orthanc.config')
         result = Server.sync_now([Server(server_id)])[server_id]
         transaction.commit()
+    if profile is not None:
+        profile.disable()
     wall = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start
     rss_after, peak = rss_kb()
     if result is None:
         with Transaction().start(DB_NAME, 1, readonly=True):
@@ -270,9 +354,11 @@ def measure_sync(server_id):
         counts = db_counts(server_id)
     return {
         'wall_s': wall,
+        'cpu_s': cpu,
         'http_requests': result.requests,
         'http_s': Counters.http_time - http_time,
         'sql_queries': Counters.sql - sql,
+        'sql_kinds': dict(Counters.sql_kinds - sql_kinds),
         'full': result.full,
         'patients': result.patients,
         'studies': result.studies,
@@ -573,6 +659,19 @@ def print_table(report):
             first['studies'] / first['wall_s'],
             first['sql_queries'] / max(1, first['studies']),
             100 * first['http_s'] / first['wall_s']))
+    print('first import: CPU time of this process %.3f s (median run; '
+        'all runs: %s s; less sensitive to the load than the wall time; '
+        'the work of PostgreSQL and Orthanc is in their own processes)' % (
+            first['cpu_s'], ', '.join(
+                '%.3f' % r['cpu_s'] for r in rounds['first_import'])))
+    print('first import SQL statements: %s' % ', '.join(
+            '%s %s' % (n, kind) for kind, n in sorted(
+                first['sql_kinds'].items(), key=lambda i: -i[1])))
+    if report.get('profile'):
+        print('profile of the first import (round 1, cumulative share of '
+            'its time under cProfile): %s' % ', '.join(
+                '%s %.0f%%' % (name, 100 * share) for name, share in sorted(
+                    report['profile'].items(), key=lambda i: -i[1])))
     mem = report['memory']
     print('memory: ru_maxrss %.0f MiB at the end; first import: RSS %.0f -> '
         '%.0f MiB (delta %+.1f MiB), peak during it %s' % (
@@ -635,6 +734,14 @@ def parse_args(argv):
         help="keep the PostgreSQL database at the end")
     parser.add_argument('--json', action='store_true',
         help="also print the figures as JSON")
+    parser.add_argument('--dump', metavar='FILE',
+        help="write the records of the first import (first round) and "
+        "after the incremental sync to FILE as JSON, without ids and "
+        "dates, to compare the outcome of two versions")
+    parser.add_argument('--profile', metavar='FILE',
+        help="profile the first import of the first round with cProfile "
+        "into FILE and show the share of a few functions (profiling slows "
+        "it down: take the times from runs without it)")
     args = parser.parse_args(argv)
     if args.prepare_only and not args.orthanc_cache:
         parser.error('--prepare-only needs --orthanc-cache')
@@ -806,6 +913,7 @@ def _run(args, report, orthanc, patients):
     # first import comes first so that its memory is that of a process
     # which has only synced (the floor holds every page at once).
     rounds = {'floor': [], 'first_import': []}
+    dumps = {}
     server_id = None
     maxrss_before = maxrss_kb()
     for round_ in range(args.repeat):
@@ -813,7 +921,15 @@ def _run(args, report, orthanc, patients):
             delete_server(server_id)
         server_id = create_server(orthanc)
         log('round %d: first import' % (round_ + 1))
-        rounds['first_import'].append(measure_sync(server_id))
+        profile = cProfile.Profile() if args.profile and not round_ else None
+        rounds['first_import'].append(measure_sync(server_id, profile))
+        if profile is not None:
+            profile.dump_stats(args.profile)
+            report['profile'] = profile_shares(
+                profile, rounds['first_import'][-1]['wall_s'])
+        if args.dump and not round_:
+            with Transaction().start(DB_NAME, 1, readonly=True):
+                dumps['first_import'] = dump_records(server_id)
         if not round_:
             first_run = rounds['first_import'][0]
             report['memory'] = {
@@ -852,6 +968,11 @@ def _run(args, report, orthanc, patients):
     wait_stable(orthanc)
     log('incremental sync')
     incremental = measure_sync(server_id)
+    if args.dump:
+        with Transaction().start(DB_NAME, 1, readonly=True):
+            dumps['end'] = dump_records(server_id)
+        with open(args.dump, 'w') as fp:
+            json.dump(dumps, fp, indent=1, sort_keys=True)
     report['syncs'] = {'first_import': first, 'no_change': no_change,
         'incremental': incremental}
     report['memory']['ru_maxrss_end_kb'] = maxrss_kb()
@@ -865,8 +986,10 @@ def _run(args, report, orthanc, patients):
 
 
 def git_commit():
-    "The commit of the measured code, '+' when the tree has changes"
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    """The commit of the measured module, '+' when its tree has changes
+    (the checkout of health_orthanc, which may not be the benchmark's)"""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(
+                mapping.__file__)))
     try:
         commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'],
             cwd=root, capture_output=True, text=True,

@@ -105,6 +105,15 @@ class OrthancPatient(AuditMixin, OrthancResourceMixin, ModelSQL, ModelView):
             }
 
     @classmethod
+    def _orthanc_new_values(cls, vlist):
+        "Link the new patients by the rule in their create"
+        super()._orthanc_new_values(vlist)
+        decisions = cls._decide_links(
+            [(v['patient_id'], v['birth_date']) for v in vlist])
+        for values, (local_id, state) in zip(vlist, decisions):
+            values.update(patient=local_id, link_state=state)
+
+    @classmethod
     def write(cls, *args):
         actions = iter(args)
         args, decided = [], []
@@ -181,21 +190,24 @@ class OrthancPatient(AuditMixin, OrthancResourceMixin, ModelSQL, ModelView):
         return candidates
 
     @classmethod
+    def _decide_links(cls, patients):
+        """Return the (local patient id, link state) by the rule of each
+        (PatientID, birth date) of patients (one look-up)"""
+        identifiers = [linking.normalize_identifier(i) for i, _ in patients]
+        candidates = cls.local_candidates({i for i in identifiers if i})
+        return [linking.choose_patient(
+                candidates.get(identifier, []), birth_date, identifier)
+            for identifier, (_, birth_date) in zip(identifiers, patients)]
+
+    @classmethod
     def link(cls, patients):
         """Link the patients not set by hand, in one batch; return those
         whose link changed (their studies are not decided again here)"""
         patients = [p for p in patients if p.link_state not in KEPT_LINKS]
-        identifiers = {
-            p.id: linking.normalize_identifier(p.patient_id)
-            for p in patients}
-        candidates = cls.local_candidates(
-            {i for i in identifiers.values() if i})
+        decisions = cls._decide_links(
+            [(p.patient_id, p.birth_date) for p in patients])
         changed = defaultdict(list)
-        for patient in patients:
-            identifier = identifiers[patient.id]
-            decision = linking.choose_patient(
-                candidates.get(identifier, []), patient.birth_date,
-                identifier)
+        for patient, decision in zip(patients, decisions):
             current = patient.patient.id if patient.patient else None
             if (current, patient.link_state) != decision:
                 changed[decision].append(patient)

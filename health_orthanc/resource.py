@@ -67,9 +67,12 @@ class OrthancResourceMixin(DomainAccessMixin, ReadonlyFieldsMixin):
                 ]
 
     @classmethod
-    def validate(cls, records):
-        super().validate(records)
-        if backend.name == 'sqlite':
+    def validate_fields(cls, records, field_names):
+        super().validate_fields(records, field_names)
+        # Only when they change: the sync writes the other fields of
+        # thousands of records
+        if backend.name == 'sqlite' and (field_names is None
+                or field_names & {'server', 'orthanc_id'}):
             cls._check_orthanc_id_unique(records)
 
     @classmethod
@@ -144,6 +147,11 @@ class OrthancResourceMixin(DomainAccessMixin, ReadonlyFieldsMixin):
         "Return the values to store for a mapped Orthanc record"
         raise NotImplementedError
 
+    @classmethod
+    def _orthanc_new_values(cls, vlist):
+        "Complete in place the values of the records to create"
+        pass
+
     #: (parent model, key of its Orthanc ID in the mapped records)
     _orthanc_parent = None
 
@@ -198,6 +206,8 @@ class OrthancResourceMixin(DomainAccessMixin, ReadonlyFieldsMixin):
         to_write = []
         for diff, group in changed.items():
             to_write.extend((group, dict(diff)))
+        if to_create:
+            cls._orthanc_new_values(to_create)
         with without_check_access():
             created = cls.create(to_create) if to_create else []
             if to_write:

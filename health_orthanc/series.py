@@ -6,10 +6,11 @@ from collections import defaultdict
 
 from sql import Literal
 from sql.aggregate import Count, Sum
+from sql.functions import CurrentTimestamp
 from trytond.model import ModelSQL, ModelView, fields
 from trytond.pool import Pool
-from trytond.tools import grouped_slice
-from trytond.transaction import Transaction, without_check_access
+from trytond.tools import grouped_slice, reduce_ids
+from trytond.transaction import Transaction
 
 from .preview import SeriesPreviewMixin
 from .resource import VIEWER_FIELDS, OrthancResourceMixin, viewer_field
@@ -158,14 +159,34 @@ class OrthancSeries(
             values = (', '.join(sorted(modalities)) or None, n_series,
                 n_instances)
             if current.get(study_id) != values:
-                changed[values].append(Study(study_id))
-        to_write = []
-        for (modalities, n_series, n_instances), records in changed.items():
-            to_write.extend((records, {
-                        'modalities': modalities,
-                        'number_of_series': n_series,
-                        'number_of_instances': n_instances,
-                        }))
-        if to_write:
-            with without_check_access():
-                Study.write(*to_write)
+                changed[values].append(study_id)
+        if changed:
+            cls._write_summaries(changed)
+
+    @classmethod
+    def _write_summaries(cls, changed):
+        """Write {(modalities, series, instances): [study id]}, one UPDATE
+        per summary and slice of ids.
+
+        Not Study.write: it reads back and validates every study, for
+        values computed here only.  The write date and user are set as it
+        sets them: the study changed.
+        """
+        transaction = Transaction()
+        Study = Pool().get('gnuhealth.orthanc.study')
+        study = Study.__table__()
+        cursor = transaction.connection.cursor()
+        for (modalities, n_series, n_instances), ids in changed.items():
+            for sub_ids in grouped_slice(ids):
+                cursor.execute(*study.update(
+                        [study.modalities, study.number_of_series,
+                            study.number_of_instances, study.write_uid,
+                            study.write_date],
+                        [modalities, n_series, n_instances, transaction.user,
+                            CurrentTimestamp()],
+                        where=reduce_ids(study.id, sub_ids)))
+        # Forget the studies read before, as account's Move.validate_move
+        transaction.counter += 1
+        for cache in transaction.cache.values():
+            if Study.__name__ in cache:
+                cache[Study.__name__].clear()

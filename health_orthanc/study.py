@@ -55,10 +55,12 @@ class OrthancStudy(AuditMixin, OrthancResourceMixin, ModelSQL, ModelView):
     _rec_name = 'description'
     _orthanc_parent = ('gnuhealth.orthanc.patient', 'orthanc_patient_id')
 
+    # Of the study's server, without a domain that each page of a sync
+    # would evaluate study by study: the sync sets it from a lookup by
+    # server (_orthanc_context) and users cannot write it (read-only)
     orthanc_patient = fields.Many2One(
         'gnuhealth.orthanc.patient', "Orthanc Patient", readonly=True,
-        ondelete='CASCADE',
-        domain=[('server', '=', Eval('server', -1))])
+        ondelete='CASCADE')
     patient = fields.Function(
         fields.Many2One('gnuhealth.patient', "Patient"),
         'get_patient', searcher='search_patient')
@@ -262,10 +264,39 @@ class OrthancStudy(AuditMixin, OrthancResourceMixin, ModelSQL, ModelView):
 
     @classmethod
     def upsert(cls, server, records, context=None):
-        "Store the page, then link its studies to their requests"
+        """Store the page, then link to their requests its changed studies
+        and the new ones that an open request may claim"""
         created, updated = super().upsert(server, records, context=context)
-        cls.link_to_requests(cls.browse(created + updated))
+        claimed = cls._claimed(server, records) if created else set()
+        cls.link_to_requests(cls.browse(
+                [i for i in created if i in claimed] + updated))
         return created, updated
+
+    @classmethod
+    def _claimed(cls, server, records):
+        """Return the ids of the studies of the mapped records whose
+        StudyInstanceUID or accession number an open request carries (one
+        search, then one look-up when some do)"""
+        Request = Pool().get('gnuhealth.imaging.test.request')
+        keys = {r['orthanc_id']: (r['study_instance_uid'],
+                (r['accession_number'] or '').strip()) for r in records}
+        domain = ['OR']
+        for name, values in [
+                ('study_instance_uid', {u for u, _ in keys.values() if u}),
+                ('accession_number', {a for _, a in keys.values() if a})]:
+            for sub_values in grouped_slice(list(values)):
+                domain.append((name, 'in', list(sub_values)))
+        if len(domain) == 1:
+            return set()
+        uids, accessions = set(), set()
+        for request in Request.search(
+                [('state', 'in', OPEN_STATES), domain]):
+            uids.add(request.study_instance_uid)
+            accessions.add(request.accession_number)
+        claimed = [k for k, (uid, accession) in keys.items()
+            if (uid and uid in uids)
+            or (accession and accession in accessions)]
+        return set(cls.orthanc_ids(server, claimed).values())
 
     @classmethod
     @ModelView.button

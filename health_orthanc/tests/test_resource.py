@@ -9,9 +9,14 @@ import datetime
 import unittest
 from unittest import mock
 
+from trytond import backend
 from trytond.model.exceptions import SQLConstraintError
 from trytond.pool import Pool
 from trytond.tests.test_tryton import activate_module, with_transaction
+from trytond.transaction import Transaction
+
+from trytond.modules.health_imaging.tests.tools import (
+    create_patient, create_request)
 
 
 def patient(orthanc_id, name='DOE, John', **values):
@@ -103,6 +108,136 @@ class OrthancUpsertTestCase(unittest.TestCase):
         with self.assertRaises(SQLConstraintError) as context:
             Patient.write([patient], {'orthanc_id': 'a'})
         self.assertIn('already recorded', str(context.exception))
+
+    @with_transaction()
+    def test_orthanc_id_checked_only_when_changed(self):
+        """The uniqueness is checked in Python (SQLite) only by the create
+        and the writes of the server or the Orthanc ID, not by the sync's
+        writes of the other fields"""
+        Patient = Pool().get('gnuhealth.orthanc.patient')
+        server = self.server()
+        check = mock.patch.object(Patient, '_check_orthanc_id_unique',
+            wraps=Patient._check_orthanc_id_unique).start()
+        self.addCleanup(mock.patch.stopall)
+        on_sqlite = backend.name == 'sqlite'
+
+        created, _ = Patient.upsert(server, [patient('a'), patient('b')])
+        self.assertEqual(check.call_count, 1 if on_sqlite else 0)
+        check.reset_mock()
+        Patient.upsert(server, [patient('a', name='DOE, Jane')])
+        Patient.mark_missing(server, ['b'])
+        check.assert_not_called()
+        Patient.write([Patient(created[0])], {'orthanc_id': 'c'})
+        self.assertEqual(check.call_count, 1 if on_sqlite else 0)
+
+    @with_transaction()
+    def test_study_gets_the_patient_of_its_server(self):
+        """A study gets the Orthanc patient of its own server from the
+        lookup by server: no search of the Orthanc patients validates it"""
+        pool = Pool()
+        Patient = pool.get('gnuhealth.orthanc.patient')
+        Study = pool.get('gnuhealth.orthanc.study')
+        servers = [self.server(), self.server('Other')]
+        for server in servers:
+            Patient.upsert(server, [patient('p')])
+        search = mock.patch.object(
+            Patient, 'search', wraps=Patient.search).start()
+        self.addCleanup(mock.patch.stopall)
+        for server in servers:
+            (study_id,), _ = Study.upsert(server, [study('s', 'p')])
+            orthanc_patient = Study(study_id).orthanc_patient
+            self.assertEqual(
+                (orthanc_patient.server, orthanc_patient.orthanc_id),
+                (server, 'p'))
+        search.assert_not_called()
+
+    @with_transaction()
+    def test_patients_linked_as_created(self):
+        """New Orthanc patients are linked by the rule in their create: the
+        pass that retries the links after a sync writes nothing"""
+        Patient = Pool().get('gnuhealth.orthanc.patient')
+        ana = create_patient(puid='PID-a', dob=datetime.date(1980, 1, 15))
+        create_patient('Bo', 'Berg', mrn='PID-b',
+            dob=datetime.date(1970, 2, 2))
+        server = self.server()
+        write = self.written(Patient)
+        created, _ = Patient.upsert(server, [patient('a'), patient('b'),
+                patient('c'), patient('d', patient_id=None)])
+        self.assertEqual(
+            [(p.patient, p.link_state) for p in Patient.browse(created)],
+            [(ana, 'linked'), (None, 'birth_date_mismatch'),
+                (None, 'no_match'), (None, 'no_patient_id')])
+
+        Patient.link_server_patients(server)
+        write.assert_not_called()
+        self.assertEqual(
+            [p.write_date for p in Patient.browse(created)], [None] * 4)
+
+    @with_transaction()
+    def test_summaries_written_without_study_write(self):
+        """The summaries of a page of series are written without
+        Study.write, which would read back and validate each study; the
+        write date and user say that the study changed, and the studies
+        read before show the new summary"""
+        pool = Pool()
+        Patient = pool.get('gnuhealth.orthanc.patient')
+        Study = pool.get('gnuhealth.orthanc.study')
+        Series = pool.get('gnuhealth.orthanc.series')
+        server = self.server()
+        Patient.upsert(server, [patient('p')])
+        created, _ = Study.upsert(server, [study('s', 'p'), study('t', 'p')])
+        s, t = Study.browse(created)
+        self.assertEqual((s.modalities, s.write_date), (None, None))
+        write = self.written(Study)
+        validate = mock.patch.object(
+            Study, '_validate', wraps=Study._validate).start()
+        self.addCleanup(mock.patch.stopall)
+
+        Series.upsert(server, [series('x', 's'), series('y', 't'),
+                series('z', 't', modality='MR')], ['s', 't'])
+        write.assert_not_called()
+        validate.assert_not_called()
+        self.assertEqual(
+            [(r.modalities, r.number_of_series, r.number_of_instances)
+                for r in [s, t]],
+            [('CT', 1, 2), ('CT, MR', 2, 4)])
+        self.assertTrue(s.write_date)
+        self.assertEqual(s.write_uid.id, Transaction().user)
+
+    @with_transaction()
+    def test_new_studies_matched_only_when_claimed(self):
+        """The new studies of a page are matched to the requests only when
+        an open request carries their StudyInstanceUID or accession
+        number: a page that none claims costs one search of the requests"""
+        pool = Pool()
+        Patient = pool.get('gnuhealth.orthanc.patient')
+        Study = pool.get('gnuhealth.orthanc.study')
+        Request = pool.get('gnuhealth.imaging.test.request')
+        request = create_request(create_patient(puid='PUID-ANA'))
+        Request.requested([request])
+        server = self.server()
+        Patient.upsert(server, [patient('p')])
+        link = mock.patch.object(
+            Study, 'link_to_requests', wraps=Study.link_to_requests).start()
+        search = mock.patch.object(
+            Request, 'search', wraps=Request.search).start()
+        self.addCleanup(mock.patch.stopall)
+
+        Study.upsert(server, [study('a', 'p'), study('b', 'p')])
+        self.assertEqual(search.call_count, 1)
+        (studies,), _ = link.call_args
+        self.assertEqual(list(studies), [])
+
+        created, _ = Study.upsert(server, [study('c', 'p'), study('d', 'p',
+                    accession_number=' %s ' % request.accession_number)])
+        (studies,), _ = link.call_args
+        self.assertEqual([s.orthanc_id for s in studies], ['d'])
+        c, d = Study.browse(created)
+        self.assertEqual(
+            (c.request_link, c.request_candidate), (None, None))
+        self.assertEqual(
+            (d.request_link, d.request_candidate),
+            ('patient_unknown', request))
 
     @with_transaction()
     def test_unchanged_records_are_not_written(self):
