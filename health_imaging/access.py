@@ -153,6 +153,14 @@ class ReadonlyFieldsMixin:
             if names:
                 raise AccessError(gettext(
                         'health_imaging.msg_readonly_fields',
-                        model=cls.__doc__ or cls.__name__,
-                        fields=', '.join(
-                            '"%s"' % cls._fields[n].string for n in names)))
+                        model=cls.__names__()['model'],
+                        fields=', '.join('"%s"' % cls.__names__(n)['field']
+                            for n in names)))
+
+
+def server_queue():
+    """The context in which to queue a task for a client's call: the
+    client's context is copied into the task, and Tryton takes the queue,
+    the delay and the batch from it; none of them is the client's choice"""
+    return Transaction().set_context(queue_name='default',
+        queue_scheduled_at=None, queue_expected_at=None, queue_batch=None)

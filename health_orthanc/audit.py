@@ -42,7 +42,8 @@ RECORD_MODELS = [
 #: How GNU Health and the browsers reach a server: every change is
 #: recorded, the password's value never
 SERVER_FIELDS = [
-    'domain', 'user', 'password', 'verify_tls', 'ca_bundle', 'public_url']
+    'label', 'domain', 'user', 'password', 'verify_tls', 'ca_bundle',
+    'public_url']
 PATIENT_LINK_FIELDS = ['patient', 'link_state']
 REQUEST_LINK_FIELDS = ['request', 'request_link', 'request_candidate']
 #: The context key of the order matching's changes to results' studies;

@@ -22,7 +22,7 @@ from trytond.wizard import Button, StateTransition, StateView, Wizard
 
 from trytond.modules.health_imaging import upgrade
 from trytond.modules.health_imaging.access import (
-    DomainAccessMixin, ReadonlyFieldsMixin, check_field_search)
+    DomainAccessMixin, ReadonlyFieldsMixin, check_field_search, server_queue)
 
 from . import legacy
 from . import orthanc_client as oc
@@ -36,7 +36,8 @@ from .worklist_publish import ENTRY_STATES
 logger = logging.getLogger(__name__)
 
 # What changes how GNU Health reaches the server: changing any re-validates
-CONNECTION_FIELDS = {'domain', 'user', 'password', 'verify_tls', 'ca_bundle'}
+CONNECTION_FIELDS = {
+    'label', 'domain', 'user', 'password', 'verify_tls', 'ca_bundle'}
 LINK_MARGIN = datetime.timedelta(hours=1)
 #: What the form shows for a password kept: the password itself never
 #: leaves the server
@@ -259,14 +260,48 @@ class OrthancServer(DomainAccessMixin, ReadonlyFieldsMixin, AuditMixin,
             cursor.execute(*table.update([table.password], [value or None],
                     where=table.id.in_(list(sub_ids))))
 
+    @classmethod
+    def _forget_password_elsewhere(cls, servers, values):
+        """Return the write arguments of values for the servers: a server
+        whose domain changes forgets its password unless a new one is
+        given, so that a kept password never goes to another host"""
+        if 'domain' not in values or 'password' in values:
+            return [servers, values]
+        moved = [s for s in servers if s.domain != values['domain']]
+        kept = [s for s in servers if s not in moved]
+        args = []
+        if kept:
+            args.extend((kept, values))
+        if moved:
+            args.extend((moved, dict(values, password=None)))
+        return args
+
     def get_password_configured(self, name):
         return self.configured_password() is not None
 
     def configured_password(self):
-        "Return the password given in trytond's configuration, or None"
-        if self.label:
-            return config.get(PASSWORD_SECTION, self.label.strip(),
-                default=None)
+        """Return the password that trytond's configuration gives for the
+        label of this server and its domain, or None.
+
+        The value is the domain, a space and the password: the password is
+        never sent to a server of another domain, whatever its label.
+        """
+        if not self.label:
+            return None
+        value = config.get(PASSWORD_SECTION, self.label.strip(), default=None)
+        if not value:
+            return None
+        domain, _, password = value.strip().partition(' ')
+        try:
+            domain = oc.normalize_domain(domain)
+        except ValueError:
+            domain = None
+        if domain != self.domain or not password.strip():
+            logger.warning("Orthanc server %s: the password of the "
+                "configuration is for %s, not for %s: not used",
+                self.label, domain, self.domain)
+            return None
+        return password.strip()
 
     def secret(self):
         "Return the password to send to Orthanc"
@@ -367,7 +402,8 @@ class OrthancServer(DomainAccessMixin, ReadonlyFieldsMixin, AuditMixin,
         to_check = [s for s in servers if not s.validated]
         if to_check:
             # The scheduled sync takes validated servers only
-            cls.__queue__.check_servers(to_check)
+            with server_queue():
+                cls.__queue__.check_servers(to_check)
         return servers
 
     @classmethod
@@ -379,14 +415,15 @@ class OrthancServer(DomainAccessMixin, ReadonlyFieldsMixin, AuditMixin,
             if CONNECTION_FIELDS.intersection(values):
                 values['validated'] = False
                 to_check.extend(servers)
-            args.extend((servers, values))
+            args.extend(cls._forget_password_elsewhere(servers, values))
         Audit = Pool().get('gnuhealth.orthanc.audit')
         before = Audit.servers_before(args)
         super().write(*args)
         Audit.servers_changed(before)
         if to_check:
             # Reach the server after the commit, in a worker if any
-            cls.__queue__.check_servers(to_check)
+            with server_queue():
+                cls.__queue__.check_servers(to_check)
 
     @classmethod
     def delete(cls, servers):
@@ -516,8 +553,9 @@ class OrthancServer(DomainAccessMixin, ReadonlyFieldsMixin, AuditMixin,
         "Queue method for each server (default: the validated ones)"
         if servers is None:
             servers = cls.search([('validated', '=', True)])
-        for server in servers:
-            getattr(cls.__queue__, method)([server])
+        with server_queue():
+            for server in servers:
+                getattr(cls.__queue__, method)([server])
 
     @classmethod
     def sync_now(cls, servers):

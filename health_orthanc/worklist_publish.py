@@ -20,6 +20,8 @@ from trytond.pyson import Eval
 from trytond.tools import timezone as tz
 from trytond.transaction import Transaction, without_check_access
 
+from trytond.modules.health_imaging.access import server_queue
+
 from . import orthanc_client as oc
 from . import worklist
 from .exceptions import OrthancWorklistError
@@ -231,7 +233,8 @@ class ImagingTestRequest(metaclass=PoolMeta):
                     'worklist_state': 'pending',
                     'worklist_error': None,
                     } for r in requests})
-        cls.__queue__.publish_worklists(requests)
+        with server_queue():
+            cls.__queue__.publish_worklists(requests)
 
     @classmethod
     def queue_removal(cls, requests):
@@ -250,7 +253,8 @@ class ImagingTestRequest(metaclass=PoolMeta):
                     } for r in never})
         cls._write_worklist(outcome)
         if to_remove:
-            cls.__queue__.remove_worklists(to_remove)
+            with server_queue():
+                cls.__queue__.remove_worklists(to_remove)
 
     @classmethod
     def publish_worklists(cls, requests):

@@ -81,8 +81,14 @@ class ServerPasswordTestCase(RealOrthancCase):
         self.assertEqual(server.study_count, 0)
 
         config.add_section(SECTION)
+        # For another domain: never sent there
+        config.set(SECTION, 'main pacs',
+            'https://elsewhere.example.org %s' % self.orthanc.password)
+        self.assertFalse(Server(server.id).password_configured)
+        self.assertIsNone(Server(server.id).secret())
         # Matched whatever the case of the label
-        config.set(SECTION, 'main pacs', self.orthanc.password)
+        config.set(SECTION, 'main pacs',
+            '%s %s' % (self.orthanc.url, self.orthanc.password))
         server = Server(server.id)
         self.assertTrue(server.password_configured)
         self.assertIsNone(server.password)
@@ -91,3 +97,19 @@ class ServerPasswordTestCase(RealOrthancCase):
         server = Server(server.id)
         self.assertIsNone(server.last_error)
         self.assertEqual(server.study_count, 1)
+
+    @with_transaction(context=NO_COMMIT)
+    def test_password_forgotten_with_the_domain(self):
+        """A server moved to another domain forgets its password, so that
+        the Check Connection never sends it there"""
+        Server = Pool().get('gnuhealth.orthanc.config')
+        server = self.create_server()
+        Server.write([server], {'domain': self.orthanc.url})
+        self.assertEqual(server.secret(), self.orthanc.password)
+        Server.write([server], {'domain': 'http://127.0.0.1:9'})
+        self.assertIsNone(Server(server.id).password)
+        self.assertIsNone(server.secret())
+        # Unless a password is given with it
+        Server.write([server], {
+                'domain': self.orthanc.url, 'password': 'new-one'})
+        self.assertEqual(server.secret(), 'new-one')
