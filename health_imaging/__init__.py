@@ -16,6 +16,7 @@ def register():
         request.RequestImagingTest,
         request.RequestPatientImagingTestStart,
         result.ImagingTestResult,
+        result.Attachment,
         sequences.GnuHealthSequences,
         sequences.ImagingRequestSequence,
         sequences.ImagingSequence,

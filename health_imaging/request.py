@@ -247,6 +247,13 @@ class ImagingTestRequest(
                         raise ImagingRequestError(gettext(
                                 'health_imaging.msg_request_modify_not_draft',
                                 request=request.rec_name))
+            if 'comment' in values:
+                for request in requests:
+                    if request.state in {'done', 'cancelled'}:
+                        raise ImagingRequestError(gettext(
+                                'health_imaging.msg_request_comment_closed',
+                                request=request.rec_name,
+                                state=request.state_string))
         super().write(*args)
 
     @classmethod

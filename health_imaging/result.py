@@ -10,7 +10,7 @@ from trytond import backend
 from trytond.i18n import gettext
 from trytond.model import Index, ModelSQL, ModelView, Unique, Workflow, fields
 from trytond.modules.health.core import get_health_professional
-from trytond.pool import Pool
+from trytond.pool import Pool, PoolMeta
 from trytond.pyson import Bool, Eval, PYSONEncoder
 from trytond.report import Report
 from trytond.transaction import Transaction
@@ -20,7 +20,9 @@ from .access import DomainAccessMixin, ReadonlyFieldsMixin
 from .exceptions import ImagingResultError
 
 # What the radiologist writes: frozen once the result is done
-REPORT_FIELDS = {'comment', 'doctor', 'date'}
+#: What a completed result signs: changed only once reset to draft
+REPORT_FIELDS = {
+    'comment', 'doctor', 'date', 'patient', 'requested_test', 'images'}
 
 
 class ImagingTestResult(
@@ -165,12 +167,19 @@ class ImagingTestResult(
             result.check_request_patient()
 
     def check_request_patient(self):
-        "A result reads the images of its request's patient only"
-        if self.request and self.patient != self.request.patient:
+        "A result reads the images of its request's patient and test only"
+        if not self.request:
+            return
+        if self.patient != self.request.patient:
             raise ImagingResultError(gettext(
                     'health_imaging.msg_result_patient_request',
                     result=self.rec_name, request=self.request.rec_name,
                     patient=self.request.patient.rec_name))
+        if self.requested_test != self.request.requested_test:
+            raise ImagingResultError(gettext(
+                    'health_imaging.msg_result_test_request',
+                    result=self.rec_name, request=self.request.rec_name,
+                    test=self.request.requested_test.rec_name))
 
     @classmethod
     @ModelView.button
@@ -235,3 +244,45 @@ class GenerateResults(Wizard):
 
 class ImagingResultReport(Report):
     __name__ = 'gnuhealth.imaging.test.result.report'
+
+
+class Attachment(metaclass=PoolMeta):
+    __name__ = 'ir.attachment'
+
+    @classmethod
+    def create(cls, vlist):
+        cls._check_result_draft([v.get('resource') for v in vlist])
+        return super().create(vlist)
+
+    @classmethod
+    def write(cls, *args):
+        actions = iter(args)
+        resources = []
+        for attachments, values in zip(actions, actions):
+            resources.extend(a.resource for a in attachments)
+            resources.append(values.get('resource'))
+        cls._check_result_draft(resources)
+        super().write(*args)
+
+    @classmethod
+    def delete(cls, attachments):
+        cls._check_result_draft([a.resource for a in attachments])
+        super().delete(attachments)
+
+    @classmethod
+    def _check_result_draft(cls, resources):
+        "The images of a completed result are signed with it"
+        Result = Pool().get('gnuhealth.imaging.test.result')
+        ids = set()
+        for resource in resources:
+            if isinstance(resource, str):
+                model, _, id_ = resource.partition(',')
+                if model == Result.__name__ and id_.lstrip('-').isdigit():
+                    ids.add(int(id_))
+            elif isinstance(resource, Result):
+                ids.add(resource.id)
+        for result in Result.browse([i for i in ids if i >= 0]):
+            if result.state != 'draft':
+                raise ImagingResultError(gettext(
+                        'health_imaging.msg_result_modify_done',
+                        result=result.rec_name))

@@ -63,6 +63,7 @@ UPLOAD_BLOCK = 64 * 1024
 #: would blank out ordinary words (the pair user:password always is)
 MIN_SECRET = 3
 MASK = '***'
+CA_BUNDLE_MASK = '(CA bundle)'
 #: The value of an Authorization header echoed in a text, whatever its
 #: scheme: even cut short, a Basic value gives the credentials' start.
 #: A token with a capital, a digit or a sign, not a word ("Basic auth")
@@ -203,8 +204,13 @@ class Scrubber:
 
     def __init__(self, user: str | None, password: str | None):
         forms = credential_forms(user, password)
-        self._pattern = re.compile('|'.join(map(_pattern, forms))) \
-            if forms else None
+        # The user name alone is masked as a whole word: "admin" must not
+        # turn "administrator" into "***istrator"
+        words = _written_forms(user) if user and len(user) >= MIN_SECRET \
+            and user != password else set()
+        self._pattern = re.compile('|'.join(
+                r'(?<!\w)%s(?!\w)' % _pattern(f) if f in words
+                else _pattern(f) for f in forms)) if forms else None
         self._base64 = sorted(
             (f for f in _base64_forms(_secrets(user or '', password or ''))
                 if len(f) > BASE64_START), key=len, reverse=True)
@@ -488,10 +494,17 @@ class OrthancClient:
         its texts scrubbed of the credentials, then cut short"""
         for key in ('message', 'details'):
             if kwargs.get(key):
-                kwargs[key] = _short(self._scrub(kwargs[key]))
+                kwargs[key] = _short(self._hide_paths(
+                        self._scrub(kwargs[key])))
         if text:
-            text = self._scrub(text)
+            text = self._hide_paths(self._scrub(text))
         return cls(text, **kwargs)
+
+    def _hide_paths(self, text):
+        "The path of the CA bundle is the Tryton server's, not for users"
+        if isinstance(self.verify, str) and self.verify:
+            text = text.replace(self.verify, CA_BUNDLE_MASK)
+        return text
 
     def _send(self, method: str, url: str, params=None, auth=True,
             data=None, headers=None):

@@ -4,9 +4,10 @@
 "The Orthanc studies read by imaging results."
 from trytond import backend
 from trytond.i18n import gettext
-from trytond.model import ModelSQL, fields
+from trytond.model import ModelSQL, Unique, fields
 from trytond.pool import Pool, PoolMeta
 from trytond.pyson import Eval
+from trytond.transaction import Transaction
 
 from trytond.modules.health_imaging.access import DomainAccessMixin
 
@@ -25,6 +26,15 @@ class ImagingTestResultStudy(DomainAccessMixin, ModelSQL):
     study = fields.Many2One(
         'gnuhealth.orthanc.study', "Study", required=True,
         ondelete='RESTRICT')
+
+    @classmethod
+    def __setup__(cls):
+        super().__setup__()
+        t = cls.__table__()
+        cls._sql_constraints += [
+            ('result_study_uniq', Unique(t, t.result, t.study),
+                'health_orthanc.msg_result_study_unique'),
+            ]
 
     @classmethod
     def create(cls, vlist):
@@ -62,8 +72,12 @@ class ImagingTestResultStudy(DomainAccessMixin, ModelSQL):
 
     @classmethod
     def _check_draft(cls, results):
-        "A completed result is signed: its studies never change"
-        for result in results:
+        """A completed result is signed: its studies never change (the
+        results are locked, so that none is completed meanwhile)"""
+        Result = Pool().get('gnuhealth.imaging.test.result')
+        results = [r for r in results if r and r.id >= 0]
+        Result.lock(results)
+        for result in Result.browse(results):
             if result.state != 'draft':
                 raise OrthancResourceError(gettext(
                         'health_orthanc.msg_result_studies_done',
@@ -74,6 +88,17 @@ class ImagingTestResultStudy(DomainAccessMixin, ModelSQL):
         # Registered after the studies, which the update may have created
         # from GNU Health's own module
         migrate = not backend.TableHandler.table_exist(cls._table)
+        if not migrate:
+            # A study attached twice to a result (a race of versions
+            # before the unique constraint) keeps one row
+            table = cls.__table__()
+            link, other = cls.__table__(), cls.__table__()
+            cursor = Transaction().connection.cursor()
+            cursor.execute(*table.delete(where=table.id.in_(
+                        link.join(other, condition=(
+                                (other.result == link.result)
+                                & (other.study == link.study)
+                                & (other.id < link.id))).select(link.id))))
         super().__register__(module_name)
         study_h = Pool().get('gnuhealth.orthanc.study').__table_handler__()
         if migrate:

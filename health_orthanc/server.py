@@ -39,6 +39,9 @@ logger = logging.getLogger(__name__)
 CONNECTION_FIELDS = {
     'label', 'domain', 'user', 'password', 'verify_tls', 'ca_bundle'}
 LINK_MARGIN = datetime.timedelta(hours=1)
+#: A sync's claim on SQLite not renewed for this long is of a dead process;
+#: a sync renews it with each page it commits
+CLAIM_STALE = datetime.timedelta(minutes=30)
 #: What the form shows for a password kept: the password itself never
 #: leaves the server
 PASSWORD_MASK = '*' * 8
@@ -225,9 +228,11 @@ class OrthancServer(DomainAccessMixin, ReadonlyFieldsMixin, AuditMixin,
         legacy_table = exist and not cls.__table_handler__(
             module_name).column_exist('import_phase')
         super().__register__(module_name)
+        table_h = cls.__table_handler__(module_name)
         # Kept out of the fields: no domain, order or read reaches it
-        cls.__table_handler__(module_name).add_column(
-            'password', cls.password._field._sql_type)
+        table_h.add_column('password', cls.password._field._sql_type)
+        # The claim of a sync on SQLite (see _claim): internal
+        table_h.add_column('sync_claim', fields.DateTime._sql_type)
         if legacy_table:
             legacy.migrate_servers(cls.__table__())
         upgrade.detach_legacy_records(
@@ -602,7 +607,9 @@ class OrthancServer(DomainAccessMixin, ReadonlyFieldsMixin, AuditMixin,
         Where the database has row locks, the server's row (see _lock),
         released at each page commit and taken again by ServerStore.commit.
         SQLite serializes the writers but a sync commits each page: a lock
-        of the process, keyed by database and server, is held to the end.
+        of the process, keyed by database and server, and a claim written
+        in the server's row for the other processes (trytond and
+        trytond-cron share the file), are held to the end.
         """
         transaction = Transaction()
         if transaction.database.has_select_for():
@@ -613,9 +620,40 @@ class OrthancServer(DomainAccessMixin, ReadonlyFieldsMixin, AuditMixin,
             yield False
             return
         try:
-            yield self._lock()
+            claimed = self._claim()
+            try:
+                yield claimed
+            finally:
+                if claimed:
+                    self._claim(release=True)
         finally:
             lock.release()
+
+    def _claim(self, release=False):
+        """Claim the server's syncs for this one on SQLite, or release
+        the claim; return False when another process claimed it less than
+        CLAIM_STALE ago (a claim older is of a process that died).
+
+        The claim is committed at once: SQLite lets one writer at a time,
+        so the process that claims second waits, then sees the claim.
+        """
+        transaction = Transaction()
+        table = self.__table__()
+        cursor = transaction.connection.cursor()
+        now = datetime.datetime.now()
+        if release:
+            cursor.execute(*table.update([table.sync_claim], [None],
+                    where=table.id == self.id))
+        else:
+            cursor.execute(*table.update([table.sync_claim], [now],
+                    where=(table.id == self.id)
+                    & ((table.sync_claim == Null)
+                        | (table.sync_claim < now - CLAIM_STALE))))
+            if cursor.rowcount != 1:
+                return False
+        if transaction.context.get('_orthanc_page_commit', True):
+            transaction.commit()
+        return True
 
     def _lock(self):
         """Take the server's row lock without waiting; False if another
@@ -626,10 +664,14 @@ class OrthancServer(DomainAccessMixin, ReadonlyFieldsMixin, AuditMixin,
         pages that the sync commits.
         """
         transaction = Transaction()
-        if not transaction.database.has_select_for():
-            return True
         table = self.__table__()
         cursor = transaction.connection.cursor()
+        if not transaction.database.has_select_for():
+            # Renew the claim (see _claim) with the page
+            cursor.execute(*table.update(
+                    [table.sync_claim], [datetime.datetime.now()],
+                    where=table.id == self.id))
+            return True
         cursor.execute('SAVEPOINT orthanc_lock')
         try:
             cursor.execute(*table.select(table.id,

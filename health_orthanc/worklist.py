@@ -410,7 +410,7 @@ def remove_file(path: str) -> bool:
         return False
     except OSError as exception:
         raise WorklistError(('remove_failed', {
-                    'path': path,
+                    'path': path, 'name': os.path.basename(path),
                     'reason': exception.strerror or str(exception),
                     })) from None
     return True

@@ -20,7 +20,8 @@ from trytond.pyson import Eval
 from trytond.tools import timezone as tz
 from trytond.transaction import Transaction, without_check_access
 
-from trytond.modules.health_imaging.access import server_queue
+from trytond.modules.health_imaging.access import (
+    check_field_search, server_queue)
 
 from . import orthanc_client as oc
 from . import worklist
@@ -95,7 +96,7 @@ class ImagingTestRequest(metaclass=PoolMeta):
     worklist_entry = fields.Char(
         "Worklist Entry", readonly=True,
         help="The file written in the worklist folder, or the ID of the "
-        "worklist in Orthanc.")
+        "worklist in Orthanc (shown to Orthanc administrators).")
     worklist_error = fields.Text(
         "Worklist Error", readonly=True,
         states={'invisible': ~Eval('worklist_error')})
@@ -115,6 +116,13 @@ class ImagingTestRequest(metaclass=PoolMeta):
                     'depends': ['state', 'worklist_state'],
                     },
                 })
+
+    @classmethod
+    def domain_worklist_entry(cls, domain, tables):
+        "A path on the Tryton server: searched by Orthanc administrators"
+        check_field_search(cls, 'worklist_entry')
+        return fields.Field.convert_domain.__wrapped__(
+            cls._fields['worklist_entry'], domain, tables, cls)
 
     @classmethod
     def copy(cls, requests, default=None):
@@ -336,7 +344,6 @@ class ImagingTestRequest(metaclass=PoolMeta):
                 outcome[request] = cls._worklist_failure(server, gettext(
                         'health_orthanc.msg_worklist_folder_failed',
                         request=request.rec_name, server=server.label,
-                        folder=server.worklist_folder,
                         error=_problems(exception)))
             else:
                 outcome[request] = cls._worklist_success(server, path)

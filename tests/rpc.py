@@ -21,6 +21,7 @@ import datetime
 import decimal
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -167,10 +168,11 @@ class Session:
 class TrytondServer:
     "trytond over a database of its own, serving JSON-RPC on 127.0.0.1"
 
-    def __init__(self, workdir, database='test_imaging_rpc',
-            modules=('health_orthanc',)):
+    def __init__(self, workdir, database=None, modules=('health_orthanc',)):
         self.workdir = workdir
-        self.database = database
+        # Named after the run's database: runs sharing a cluster differ
+        self.database = database or '%s_rpc' % (
+            re.sub(r'\W', '', os.environ.get('DB_NAME', '')) or 'test_imaging')
         self.modules = list(modules)
         self.port = free_port()
         self.url = 'http://127.0.0.1:%s' % self.port

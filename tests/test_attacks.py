@@ -356,6 +356,18 @@ class AttackTestCase(unittest.TestCase):
                 with self.assertRaises(RPCError):
                     session.write(REQUEST, [request], values)
 
+    def test_readonly_fields_refused_by_copy_and_import(self):
+        "Copy defaults and imported columns are values a client gives"
+        session = self.sessions['imaging']
+        request = self.published_request(self.ana)
+        with self.assertRaises(RPCError):
+            session.model(REQUEST, 'copy', [request],
+                {'accession_number': 'FORGED'})
+        with self.assertRaises(RPCError):
+            session.model(REQUEST, 'import_data',
+                ['patient', 'requested_test', 'accession_number'],
+                [['Ana', 'IMG-DX-CHEST', 'FORGED']])
+
     def test_removal_touches_only_its_own_file(self):
         "Cancelling never deletes a file the request did not write"
         decoy = os.path.join(self.workdir, 'decoy.wl')

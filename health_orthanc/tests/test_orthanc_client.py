@@ -404,6 +404,25 @@ def test_scrubber_short_secrets(user, password, kept):
         assert scrub('x %s:%s y' % (user, password)) == 'x *** y'
 
 
+@pytest.mark.parametrize('text, expected', [
+    ('the administrator of admin', 'the administrator of ***'),
+    ('user=admin;', 'user=***;'),
+    ('admins', 'admins'),
+    ])
+def test_scrubber_user_as_a_word(text, expected):
+    "The user name alone is masked as a whole word only"
+    assert Scrubber('admin', 'S3cr3t-P@ss!')(text) == expected
+
+
+def test_error_hides_the_ca_bundle():
+    "The path of the CA bundle is the Tryton server's: never in errors"
+    client = OrthancClient('https://127.0.0.1:9', verify='/srv/private/ca.pem')
+    error = client._error(OrthancError, 'invalid path: /srv/private/ca.pem',
+        message='cannot read /srv/private/ca.pem')
+    assert '/srv/private' not in str(error)
+    assert '/srv/private' not in error.message
+
+
 def test_credential_forms():
     forms = credential_forms('orthanc', 'S3cr3t')
     assert forms == sorted(forms, key=lambda f: -len(f))
