@@ -4,8 +4,8 @@
 from trytond.pool import Pool
 
 from . import (
-    audit, deid_profile, ir, patient, request, research, research_copy,
-    result, series, server, study, upload, worklist_publish)
+    audit, deid_profile, ir, patient, request, research, research_copy, result,
+    series, server, study, upload, worklist_publish)
 
 __all__ = ['register']
 

@@ -286,7 +286,8 @@ class ResearchSubject(AuditMixin, DomainAccessMixin, ReadonlyFieldsMixin,
 
     @classmethod
     def copy(cls, subjects, default=None):
-        raise ResearchError(gettext('health_orthanc.msg_research_subject_copy'))
+        raise ResearchError(
+            gettext('health_orthanc.msg_research_subject_copy'))
 
     @classmethod
     @ModelView.button_action('health_orthanc.wizard_research_copy_studies')
