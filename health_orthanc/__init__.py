@@ -26,6 +26,8 @@ def register():
         request.ImagingTestRequest,
         worklist_publish.ImagingTestRequest,
         ir.Cron,
+        ir.Attachment,
+        ir.Note,
         upload.UploadStart,
         upload.UploadFile,
         upload.UploadResult,

@@ -448,14 +448,12 @@ class ResearchCopy(DomainAccessMixin, ReadonlyFieldsMixin, ModelSQL,
                 'patient': copy.subject.patient.id,
                 'project': copy.project.id,
                 }
-            if action.startswith('research_copy_delete') or (
-                    action == 'research_copy_not_deleted'):
+            # Never the clinical study's server and Orthanc ID: the entry
+            # would show on its Audit tab, read by the clinicians
+            if action in {'research_copy_delete',
+                    'research_copy_not_deleted'}:
                 entry.update(server=copy.research_server.id,
                     orthanc_id=copy.copy_orthanc_id)
-            elif copy.study:
-                # On the Audit tab of the clinical study (managers only)
-                entry.update(server=copy.study.server.id,
-                    orthanc_id=copy.study.orthanc_id)
             entry['description'] = gettext('health_orthanc.' + message,
                 study=copy.study.rec_name if copy.study else copy.source_uid,
                 uid=copy.source_uid, project=copy.project.rec_name,
