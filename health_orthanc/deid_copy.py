@@ -79,11 +79,14 @@ class CopyLeak(Exception):
 class CopyJob:
     """One study to copy: its Orthanc ID in the source, the profile, the
     subject (pseudonym, days from the source's dates) and the identifying
-    values of the patient"""
+    values of the patient; with ``identify_source``, those of the
+    original's tags are added (not for a source already de-identified,
+    whose pseudonym is no name)"""
     study_id: str
     profile: Profile
     subject: Subject
     identity: Identity
+    identify_source: bool = True
 
 
 @dataclasses.dataclass
@@ -243,6 +246,9 @@ def make_copy(client: OrthancClient, job: CopyJob,
     originals = study_tags(client, job.study_id)
     if not originals:
         raise CopyError('study %s has no instance' % job.study_id)
+    if job.identify_source:
+        job = dataclasses.replace(
+            job, identity=identity_from_tags(originals, job.identity))
     plan = plan_anonymization(job.profile, job.subject, originals)
     content = run_job(client, _path('studies', job.study_id, 'anonymize'),
         plan.body)

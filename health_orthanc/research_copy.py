@@ -307,9 +307,9 @@ class ResearchCopy(DomainAccessMixin, ReadonlyFieldsMixin, ModelSQL,
         if self.source_copy:
             # The registry copy's dates are shifted already
             days -= self.source_copy.subject.date_shift
-        identity = self._identity()
         return deid_copy.CopyJob(study_id, self.project.profile.to_profile(),
-            Subject(subject.pseudonym, days), identity)
+            Subject(subject.pseudonym, days), self._identity(),
+            identify_source=not self.source_copy)
 
     def _identity(self):
         "What identifies the patient, as GNU Health knows it"
@@ -338,18 +338,12 @@ class ResearchCopy(DomainAccessMixin, ReadonlyFieldsMixin, ModelSQL,
             physicians=[p for p in physicians if p])
 
     def _make(self, client, study_id):
-        job = self._job(study_id)
-        if not self.source_copy:
-            job = deid_copy.CopyJob(job.study_id, job.profile, job.subject,
-                deid_copy.identity_from_tags(
-                    deid_copy.study_tags(client, study_id), job.identity))
-
         def made(copy_id):
             self.copy_orthanc_id = copy_id
             with without_check_access():
                 self.save()
             _commit()
-        return deid_copy.make_copy(client, job, made=made)
+        return deid_copy.make_copy(client, self._job(study_id), made=made)
 
     def _send(self, client, target_client, outcome, declared):
         target = self.research_server
