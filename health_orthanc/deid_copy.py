@@ -163,7 +163,7 @@ def run_job(client: OrthancClient, path: str, body: dict,
         headers={'Content-Type': 'application/json'}).json()
     job = answer['ID']
     deadline = time.monotonic() + timeout
-    pause = 0.02
+    pause = 0.01
     while True:
         state = client.get_json(_path('jobs', job))
         if state.get('State') == 'Success':
@@ -176,7 +176,7 @@ def run_job(client: OrthancClient, path: str, body: dict,
             client.request('POST', _path('jobs', job, 'cancel'))
             raise CopyError('%s: not done after %d s' % (path, timeout))
         time.sleep(pause)
-        pause = min(pause * 2, 1)
+        pause = min(pause * 2, 0.25)
 
 
 def _copy_sources(client, copy_id):
