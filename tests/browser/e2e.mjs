@@ -975,8 +975,10 @@ async function researchSteps(t) {
             async () => {
         await pane.getByRole('button', {name: 'Copy to Project',
             exact: true}).click();
+        // Titled with the subject's pseudonym
         await until(async () => (await dialog.locator('.model-title')
-            .innerText()) === 'Copy to Project', 'the Copy to Project wizard');
+            .innerText()).startsWith('Copy to Project'),
+            'the Copy to Project wizard');
         await until(async () => (await dialog.locator(
             'input[name="project"]').inputValue()).includes(PROJECT),
             'the project of the subject');
