@@ -152,22 +152,24 @@ class ResearchCopy(DomainAccessMixin, ReadonlyFieldsMixin, ModelSQL,
         today = datetime.date.today()
         subjects = cls._subjects_of(project, studies)
         existing = cls._copies_of(project, studies)
-        registry = registry_copies = None
-        if project.source == 'registry':
+        registry, registry_copies = None, {}
+        from_registry = project.source == 'registry'
+        if from_registry:
             registry = project.registry_project()
-            registry_copies = cls._copies_of(registry, studies)
+            if registry:
+                registry_copies = cls._copies_of(registry, studies)
         to_create, again, refusals = [], [], {}
         for study in studies:
             subject = subjects.get(study.patient.id if study.patient
                 else None)
             copy = existing.get(study.study_instance_uid)
-            source = (registry_copies or {}).get(study.study_instance_uid)
+            source = registry_copies.get(study.study_instance_uid)
             decision = decide_copy(today, project.start_date,
                 project.end_date,
                 subject.enrolment() if subject else None,
                 existing=copy.state if copy else None,
                 registry_copy=source.state if source else None,
-                from_registry=registry is not None)
+                from_registry=from_registry)
             if decision.action == REFUSE:
                 reason = decision.reason
                 if not study.patient:
