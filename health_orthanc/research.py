@@ -246,13 +246,16 @@ class ResearchSubject(AuditMixin, DomainAccessMixin, ReadonlyFieldsMixin,
         "Draw each new subject's pseudonym and date shift, once"
         Project = Pool().get('gnuhealth.imaging.research.project')
         projects = {p.id: p for p in Project.browse(
-                list({v['project'] for v in vlist}))}
+                list({v.get('project') for v in vlist} - {None}))}
         prefixes = {normalize_prefix(p.pseudonym_prefix)
             for p in projects.values()}
         taken = {s.pseudonym for s in cls.search(['OR'] + [
-                    ('pseudonym', 'like', p + '-%') for p in prefixes])}
+                    ('pseudonym', 'like', p + '-%') for p in prefixes])
+            } if prefixes else set()
         for values in vlist:
-            project = projects[values['project']]
+            project = projects.get(values.get('project'))
+            if not project:
+                continue  # refused as required
             pseudonym = new_pseudonym(project.pseudonym_prefix, taken)
             taken.add(pseudonym)
             values.update(pseudonym=pseudonym, state='enrolled',
