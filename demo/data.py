@@ -65,20 +65,27 @@ def upload_samples(orthanc):
     return count
 
 
-def update_server(domain, public_url):
-    """Point the demo's Orthanc server record at Orthanc's new URLs and
-    check the connection again (proteus already connected)"""
+def update_server(domain, public_url, research=None,
+        research_public_url=None):
+    """Point the demo's Orthanc server records at the Orthancs' new URLs
+    and check the connections again (proteus already connected)"""
     from proteus import Model
     Server = Model.get('gnuhealth.orthanc.config')
     for server in Server.find([]):
-        server.domain = domain
-        server.public_url = public_url
+        if server.research:
+            if not research:
+                continue
+            server.domain = research.url
+            server.public_url = research_public_url
+        else:
+            server.domain = domain
+            server.public_url = public_url
         server.save()
         server.click('check_servers')
 
 
 def populate(orthanc, worklist_folder=None, station_aet=None,
-        public_url=None):
+        public_url=None, research=None, research_public_url=None):
     """Create the GNU Health side with proteus (already connected).
 
     Returns a summary of what was created.
@@ -161,6 +168,9 @@ def populate(orthanc, worklist_folder=None, station_aet=None,
             server.worklist_station_aet = station_aet
         server.save()
 
+    if research:
+        summary['research'] = populate_research(research, research_public_url)
+
     Request = Model.get('gnuhealth.imaging.test.request')
     if not Request.find([]):
         ImagingTest = Model.get('gnuhealth.imaging.test')
@@ -197,3 +207,26 @@ def populate(orthanc, worklist_folder=None, station_aet=None,
             comment="Sports injury")
         summary['requests'] = len(Request.find([]))
     return summary
+
+
+def populate_research(research, public_url=None):
+    """The research Orthanc and a project copying to it, with dates
+    shifted; nobody enrolled yet"""
+    from proteus import Model
+    Server = Model.get('gnuhealth.orthanc.config')
+    if not Server.find([('research', '=', True)]):
+        Server(label="Research Orthanc", domain=research.url,
+            user=research.user, password=research.password,
+            public_url=public_url, research=True).save()
+    server, = Server.find([('research', '=', True)])
+    Project = Model.get('gnuhealth.imaging.research.project')
+    if not Project.find([]):
+        Profile = Model.get('gnuhealth.imaging.deid.profile')
+        HealthProf = Model.get('gnuhealth.healthprofessional')
+        profile, = Profile.find([('code', '=', 'basic_dates_shifted')])
+        project = Project(code='LUNG', name="Lung nodules follow-up",
+            research_server=server, profile=profile,
+            date_shift_min=-400, date_shift_max=-100)
+        project.principal_investigator, = HealthProf.find([], limit=1)
+        project.save()
+    return len(Project.find([]))

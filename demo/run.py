@@ -30,6 +30,8 @@ ADMIN_EMAIL = 'admin@example.org'
 MODALITY_AET = 'MODALITY'
 PORT = 8000
 ORTHANC_PORT = 8042
+# The Orthanc that receives the de-identified research copies
+RESEARCH_PORT = 8043
 # The demo's well-known admin password, only when it listens on loopback
 ADMIN_PASSWORD = 'gnuhealth'
 ORTHANC_SERVICE_HINT = (
@@ -58,6 +60,9 @@ def parse_args(argv=None):
     parser.add_argument('--orthanc-port', type=int,
         help="HTTP port of Orthanc (default the one used last time, "
         "%d, or the next free one)" % ORTHANC_PORT)
+    parser.add_argument('--research-port', type=int,
+        help="HTTP port of the research Orthanc (default the one used last "
+        "time, %d, or the next free one)" % RESEARCH_PORT)
     parser.add_argument('--state', default=os.path.join(ROOT, '.var', 'demo'),
         help="where the demo keeps its files (default %(default)s)")
     parser.add_argument('--sao', default=os.path.join(ROOT, '.var', 'sao'),
@@ -74,9 +79,9 @@ class Demo:
         self.args = args
         self.state = os.path.abspath(args.state)
         self.processes = []
-        self.orthanc = None
+        self.orthanc = self.research = None
         self.pg_stop = None
-        self.port = self.orthanc_port = None
+        self.port = self.orthanc_port = self.research_port = None
 
     @property
     def database_key(self):
@@ -106,10 +111,17 @@ class Demo:
         if self.remote:
             return 'http://%s:%s' % (self.public_host, self.orthanc.http_port)
 
+    @property
+    def research_public_url(self):
+        if self.remote:
+            return 'http://%s:%s' % (
+                self.public_host, self.research.http_port)
+
     def choose_ports(self):
         "The ports asked for, or the usual ones, or the next free ones"
-        recorded = self.recorded_orthanc().get('domain') or ''
-        last = recorded.rsplit(':', 1)[-1]
+        recorded = self.recorded_orthanc()
+        last = (recorded.get('domain') or '').rsplit(':', 1)[-1]
+        last_research = (recorded.get('research') or '').rsplit(':', 1)[-1]
         self.port = choose_port(
             self.args.host, self.args.port, PORT, '--port')
         # Orthanc listens on every address; RemoteAccessAllowed refuses
@@ -118,6 +130,13 @@ class Demo:
             '0.0.0.0', self.args.orthanc_port,
             int(last) if last.isdigit() else ORTHANC_PORT,
             '--orthanc-port', ORTHANC_SERVICE_HINT)
+        self.research_port = choose_port(
+            '0.0.0.0', self.args.research_port,
+            int(last_research) if last_research.isdigit() else RESEARCH_PORT,
+            '--research-port')
+        if self.research_port == self.orthanc_port:
+            self.research_port = choose_port('0.0.0.0', None,
+                self.orthanc_port + 1, '--research-port')
 
     @property
     def worklist_folder(self):
@@ -129,14 +148,17 @@ class Demo:
     def secrets(self):
         "The demo passwords, made once and kept"
         path = self.path('secrets.json')
+        values = {}
         if os.path.exists(path):
             with open(path) as fp:
-                return json.load(fp)
-        values = {
-            'admin': (secrets.token_urlsafe(9) if self.remote
-                else ADMIN_PASSWORD),
-            'orthanc': secrets.token_urlsafe(12),
-            }
+                values = json.load(fp)
+            if 'research' in values:
+                return values
+        values.setdefault('admin', secrets.token_urlsafe(9) if self.remote
+            else ADMIN_PASSWORD)
+        values.setdefault('orthanc', secrets.token_urlsafe(12))
+        # Added with the research Orthanc: kept in an older state too
+        values['research'] = secrets.token_urlsafe(12)
         with open(path, 'w') as fp:
             json.dump(values, fp)
         os.chmod(path, 0o600)
@@ -248,6 +270,24 @@ class Demo:
                 'CountStudies']
         return count
 
+    def start_research_orthanc(self, password):
+        "The research Orthanc: it receives the de-identified copies"
+        from trytond.modules.health_orthanc.tests.orthanc_server import (
+            OrthancServer, OrthancStartError, plugin_path)
+        self.research = OrthancServer(
+            self.path('orthanc-research'), user='orthanc', password=password,
+            port=self.research_port, plugins=[plugin_path('WebViewer')],
+            extra_config={
+                'Name': 'GNU Health Demo Research',
+                'RemoteAccessAllowed': self.remote,
+                })
+        try:
+            self.research.start()
+        except OrthancStartError:
+            raise SystemExit("the research Orthanc did not start on port "
+                "%s: choose another port with --research-port N (its log: "
+                "%s)" % (self.research_port, self.research.log_path))
+
     def env(self):
         env = dict(os.environ)
         env['TRYTOND_CONFIG'] = self.path('trytond.conf')
@@ -295,7 +335,8 @@ class Demo:
         self.connect()
         summary = populate(
             self.orthanc, self.worklist_folder, MODALITY_AET,
-            public_url=self.orthanc_public_url)
+            public_url=self.orthanc_public_url, research=self.research,
+            research_public_url=self.research_public_url)
         self.record_orthanc()
         with open(marker, 'w') as fp:
             json.dump(summary, fp)
@@ -327,21 +368,26 @@ class Demo:
         with open(self.path(
                     'db', 'orthanc-server%s.json' % self.database_key),
                 'w') as fp:
-            json.dump({
-                    'domain': self.orthanc.url,
-                    'public_url': self.orthanc_public_url,
-                    }, fp)
+            json.dump(self.orthanc_urls(), fp)
+
+    def orthanc_urls(self):
+        return {
+            'domain': self.orthanc.url,
+            'public_url': self.orthanc_public_url,
+            'research': self.research.url,
+            'research_public_url': self.research_public_url,
+            }
 
     def update_orthanc_urls(self):
         "Point the server record at Orthanc when its port or host changed"
         from .data import update_server
         recorded = self.recorded_orthanc()
-        if recorded == {'domain': self.orthanc.url,
-                'public_url': self.orthanc_public_url}:
+        if recorded == self.orthanc_urls():
             return
-        log("Orthanc moved: updating its server in GNU Health")
+        log("Orthanc moved: updating its servers in GNU Health")
         self.connect()
-        update_server(self.orthanc.url, self.orthanc_public_url)
+        update_server(self.orthanc.url, self.orthanc_public_url,
+            self.research, self.research_public_url)
         self.record_orthanc()
 
     def logfile(self, name):
@@ -417,8 +463,9 @@ class Demo:
             except subprocess.TimeoutExpired:
                 process.kill()
         self.processes.clear()
-        if self.orthanc:
-            self.orthanc.stop()
+        for orthanc in [self.orthanc, self.research]:
+            if orthanc:
+                orthanc.stop()
         if self.pg_stop:
             subprocess.run(self.pg_stop, stdout=subprocess.DEVNULL)
             self.pg_stop = None
@@ -441,6 +488,7 @@ class Demo:
         try:
             self.write_config()
             studies = self.start_orthanc(passwords['orthanc'])
+            self.start_research_orthanc(passwords['research'])
             self.create_database(passwords['admin'])
             summary = self.populate()
             if summary is None:
@@ -476,6 +524,10 @@ class Demo:
             '  Orthanc:     %s/app/explorer.html   user: orthanc   '
             'password: %s' % (self.orthanc_public_url or self.orthanc.url,
                 passwords['orthanc']),
+            '  Research:    %s/app/explorer.html   user: orthanc   '
+            'password: %s (the de-identified copies of project LUNG)' % (
+                self.research_public_url or self.research.url,
+                passwords['research']),
             '  Loaded:      %s sample studies in Orthanc, synced into GNU '
             'Health; patients linked by PUID and MRN; imaging orders in '
             'draft, requested and done, a result with a study attached' % (

@@ -6,6 +6,9 @@
 - Tryton checks read access to the fields a client names in a domain, but
   not inside a nested ``where``: ``('server', 'where', [('password', ...)])``
   answers yes or no on a field the user may not read.
+- Tryton checks the field access of a read by the names asked for: a
+  dotted name (``patient.rec_name``) names no field, so the field it
+  starts with is read whatever its access.
 - A field read-only in every view is still written by a client that sends
   it: views do not stop RPC calls.
 """
@@ -78,7 +81,8 @@ def check_field_search(Model, name):
 
 
 class DomainAccessMixin:
-    "Check the access to what a search reaches, nested where included"
+    """Check the access to what a search reaches, nested where included,
+    and to the first field of the dotted names a read asks for"""
     __slots__ = ()
 
     @classmethod
@@ -87,6 +91,18 @@ class DomainAccessMixin:
         if transaction.user and transaction.check_access:
             check_domain_access(cls, domain)
         return super().search(domain, *args, **kwargs)
+
+    @classmethod
+    def read(cls, ids, fields_names):
+        transaction = Transaction()
+        if transaction.user and transaction.check_access:
+            # Tryton checks 'patient.rec_name' as a field of that name,
+            # which no access names: the patient is read
+            FieldAccess = Pool().get('ir.model.field.access')
+            FieldAccess.check(cls.__name__, {
+                    n.split('.', 1)[0] for n in fields_names if '.' in n},
+                'read')
+        return super().read(ids, fields_names)
 
 
 def _meaningful(value):

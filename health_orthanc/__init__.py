@@ -4,8 +4,8 @@
 from trytond.pool import Pool
 
 from . import (
-    audit, ir, patient, request, result, series, server, study, upload,
-    worklist_publish)
+    audit, deid_profile, ir, patient, request, research, research_copy, result,
+    series, server, study, upload, worklist_publish)
 
 __all__ = ['register']
 
@@ -26,14 +26,27 @@ def register():
         request.ImagingTestRequest,
         worklist_publish.ImagingTestRequest,
         ir.Cron,
+        ir.Attachment,
+        ir.Note,
         upload.UploadStart,
         upload.UploadFile,
         upload.UploadResult,
         upload.UploadResultLine,
+        deid_profile.DeidProfile,
+        deid_profile.DeidProfileRule,
+        research.ResearchProject,
+        research.ResearchSubject,
+        research.ResearchPseudonym,
+        research.WithdrawStart,
+        research_copy.ResearchCopy,
+        research_copy.CopyStudiesStart,
+        research_copy.CopyStudiesResult,
         audit.OrthancAudit,
         module='health_orthanc', type_='model')
     Pool.register(
         server.AddServer,
         upload.Upload,
         study.DeleteStudies,
+        research.Withdraw,
+        research_copy.CopyStudies,
         module='health_orthanc', type_='wizard')

@@ -29,16 +29,33 @@ ACTIONS = [
     ('server_create', "Server Added"),
     ('server_change', "Server Connection Changed"),
     ('server_delete', "Server Deleted"),
+    ('research_enrol', "Enrolled in a Research Project"),
+    ('research_enrol_delete', "Enrolment Deleted"),
+    ('research_withdraw', "Consent Withdrawn"),
+    ('research_copy', "Copied to a Research Project"),
+    ('research_copy_failed', "Research Copy Failed"),
+    ('research_copy_delete', "Deleted from the Research Orthanc"),
+    ('research_copy_not_deleted', "Not Deleted from the Research Orthanc"),
     ]
 #: Entries read by the Orthanc administrators only: they name the
 #: server's user, which only they read
 SERVER_ACTIONS = ['server_create', 'server_change', 'server_delete']
+#: Entries read by the Imaging Research Managers only: they link a
+#: patient to a pseudonym
+RESEARCH_ACTIONS = [a for a, _ in ACTIONS if a.startswith('research_')]
 RECORD_MODELS = [
     (None, ''),
     ('gnuhealth.orthanc.config', "Orthanc Server"),
     ('gnuhealth.orthanc.patient', "Orthanc Patient"),
     ('gnuhealth.orthanc.study', "Orthanc Study"),
+    ('gnuhealth.imaging.research.subject', "Research Subject"),
+    ('gnuhealth.imaging.research.copy', "Research Copy"),
     ]
+#: The models whose Audit tab lists the entries of a field of the entry
+ENTRIES_BY_FIELD = {
+    'gnuhealth.imaging.test.result': 'result',
+    'gnuhealth.imaging.research.project': 'project',
+    }
 #: How GNU Health and the browsers reach a server: every change is
 #: recorded, the password's value never
 SERVER_FIELDS = [
@@ -98,6 +115,9 @@ class OrthancAudit(ModelSQL, ModelView):
         'gnuhealth.imaging.test.result', "Result", readonly=True,
         ondelete='SET NULL')
     description = fields.Text("Description", readonly=True)
+    project = fields.Many2One(
+        'gnuhealth.imaging.research.project', "Research Project",
+        readonly=True, ondelete='SET NULL')
 
     @classmethod
     def __setup__(cls):
@@ -107,6 +127,7 @@ class OrthancAudit(ModelSQL, ModelView):
         cls._sql_indexes.update({
                 Index(t, (t.patient, Index.Range())),
                 Index(t, (t.result, Index.Range())),
+                Index(t, (t.project, Index.Range())),
                 Index(t, (t.record, Index.Equality())),
                 Index(t,
                     (t.server, Index.Range()),
@@ -144,11 +165,13 @@ class OrthancAudit(ModelSQL, ModelView):
         if not records:
             return result
         model = records[0].__name__
-        if model == 'gnuhealth.imaging.test.result':
+        if model in ENTRIES_BY_FIELD:
+            name = ENTRIES_BY_FIELD[model]
             for sub_ids in grouped_slice(list(result)):
-                for entry in cls.search([('result', 'in', list(sub_ids))]):
-                    result[entry.result.id].append(entry.id)
-        elif model == 'gnuhealth.orthanc.config':
+                for entry in cls.search([(name, 'in', list(sub_ids))]):
+                    result[getattr(entry, name).id].append(entry.id)
+        elif model in {'gnuhealth.orthanc.config',
+                'gnuhealth.imaging.research.subject'}:
             for sub_ids in grouped_slice(list(result)):
                 for entry in cls.search([('record', 'in', [
                                 '%s,%s' % (model, i) for i in sub_ids])]):

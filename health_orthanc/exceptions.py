@@ -15,3 +15,11 @@ class OrthancResourceError(UserError):
 
 class OrthancWorklistError(UserError):
     pass
+
+
+class ResearchError(UserError):
+    pass
+
+
+class ResearchValidationError(ValidationError):
+    pass

@@ -16,3 +16,23 @@ class Cron(metaclass=PoolMeta):
                 ('gnuhealth.orthanc.config|reconcile',
                     "Find Studies Deleted from Orthanc"),
                 ])
+
+
+class ResourceExportMixin:
+    """Check the access to the resource of the records exported: Tryton
+    checks it in read and search, not in export_data, which reads the
+    records given by their ids"""
+    __slots__ = ()
+
+    @classmethod
+    def export_data(cls, records, fields_names, header=False):
+        cls.check_access([r.id for r in records], mode='read')
+        return super().export_data(records, fields_names, header=header)
+
+
+class Attachment(ResourceExportMixin, metaclass=PoolMeta):
+    __name__ = 'ir.attachment'
+
+
+class Note(ResourceExportMixin, metaclass=PoolMeta):
+    __name__ = 'ir.note'

@@ -200,6 +200,10 @@ class OrthancServer(DomainAccessMixin, ReadonlyFieldsMixin, AuditMixin,
         "Plugins", readonly=True,
         help="The plugins Orthanc runs, read when the connection is "
         "checked; the viewer links of the missing ones are hidden.")
+    research = fields.Boolean(
+        "Research Server",
+        help="An Orthanc that receives de-identified research copies: "
+        "never synchronized, never linked to patients.")
 
     @classmethod
     def __setup__(cls):
@@ -240,6 +244,10 @@ class OrthancServer(DomainAccessMixin, ReadonlyFieldsMixin, AuditMixin,
 
     @staticmethod
     def default_validated():
+        return False
+
+    @staticmethod
+    def default_research():
         return False
 
     @classmethod
@@ -403,6 +411,7 @@ class OrthancServer(DomainAccessMixin, ReadonlyFieldsMixin, AuditMixin,
     def create(cls, vlist):
         vlist = [cls._normalize(v.copy()) for v in vlist]
         servers = super().create(vlist)
+        cls._check_research(servers)
         Pool().get('gnuhealth.orthanc.audit').servers_created(servers)
         to_check = [s for s in servers if not s.validated]
         if to_check:
@@ -424,11 +433,43 @@ class OrthancServer(DomainAccessMixin, ReadonlyFieldsMixin, AuditMixin,
         Audit = Pool().get('gnuhealth.orthanc.audit')
         before = Audit.servers_before(args)
         super().write(*args)
+        checked = []
+        for servers, values in zip(args[::2], args[1::2]):
+            if {'research', 'publish_worklists'} & set(values):
+                checked.extend(servers)
+        cls._check_research(checked)
         Audit.servers_changed(before)
         if to_check:
             # Reach the server after the commit, in a worker if any
             with server_queue():
                 cls.__queue__.check_servers(to_check)
+
+    @classmethod
+    def _check_research(cls, servers):
+        """Refuse a research server that publishes worklists or holds
+        synchronized patients, and a project's server not research"""
+        pool = Pool()
+        Patient = pool.get('gnuhealth.orthanc.patient')
+        Project = pool.get('gnuhealth.imaging.research.project')
+        research = [s for s in servers if s.research]
+        for server in research:
+            if server.publish_worklists:
+                raise OrthancDomainError(gettext(
+                        'health_orthanc.msg_server_research_worklists',
+                        server=server.rec_name))
+        with without_check_access():
+            if research and Patient.search(
+                    [('server', 'in', [s.id for s in research])], limit=1):
+                raise OrthancDomainError(gettext(
+                        'health_orthanc.msg_server_research_synced'))
+            others = [s.id for s in servers if not s.research]
+            projects = others and Project.search(
+                [('research_server', 'in', others)], limit=1)
+        if projects:
+            raise OrthancDomainError(gettext(
+                    'health_orthanc.msg_server_research_used',
+                    server=projects[0].research_server.rec_name,
+                    project=projects[0].rec_name))
 
     @classmethod
     def delete(cls, servers):
@@ -560,7 +601,8 @@ class OrthancServer(DomainAccessMixin, ReadonlyFieldsMixin, AuditMixin,
             servers = cls.search([('validated', '=', True)])
         with server_queue():
             for server in servers:
-                getattr(cls.__queue__, method)([server])
+                if not server.research:
+                    getattr(cls.__queue__, method)([server])
 
     @classmethod
     def sync_now(cls, servers):
@@ -568,6 +610,10 @@ class OrthancServer(DomainAccessMixin, ReadonlyFieldsMixin, AuditMixin,
         result None when the sync did not run or failed (see Last Error)"""
         results = {}
         for server in servers:
+            if server.research:
+                # Never read into clinical records
+                results[server.id] = None
+                continue
             with server._sync_lock() as locked:
                 if locked:
                     result = server._synchronize()
@@ -587,6 +633,9 @@ class OrthancServer(DomainAccessMixin, ReadonlyFieldsMixin, AuditMixin,
         when the reconciliation did not run or failed"""
         results = {}
         for server in servers:
+            if server.research:
+                results[server.id] = None
+                continue
             with server._sync_lock() as locked:
                 if locked:
                     result = server._reconcile()
@@ -776,6 +825,10 @@ class AddServerStart(ConnectionMixin, ModelView):
     __name__ = 'gnuhealth.orthanc.add_server.start'
 
     password = fields.Char("Password", strip=False)
+    research = fields.Boolean(
+        "Research Server",
+        help="It receives de-identified research copies: it is never "
+        "synchronized.")
 
 
 class AddServerResult(ModelView):
@@ -819,6 +872,7 @@ class AddServer(Wizard):
                 'user': self.start.user,
                 'verify_tls': self.start.verify_tls,
                 'ca_bundle': self.start.ca_bundle,
+                'research': getattr(self.start, 'research', False),
                 }
         return {}
 
@@ -834,7 +888,9 @@ class AddServer(Wizard):
         Server.sync([server])
         self.succeeded.server = server
         self.succeeded.message = gettext(
-            'health_orthanc.msg_add_server_started', label=server.label)
+            'health_orthanc.msg_add_server_%s' % (
+                'research' if server.research else 'started'),
+            label=server.label)
         return 'succeeded'
 
     def _check_server(self):
@@ -855,7 +911,8 @@ class AddServer(Wizard):
             label=label, domain=domain, user=self.start.user,
             password=self.start.password,
             verify_tls=bool(self.start.verify_tls),
-            ca_bundle=self.start.ca_bundle)
+            ca_bundle=self.start.ca_bundle,
+            research=bool(getattr(self.start, 'research', False)))
         try:
             with server.get_client() as client:
                 client.check()

@@ -127,6 +127,9 @@ class OrthancStudy(AuditMixin, OrthancResourceMixin, ModelSQL, ModelView):
                     'icon': 'tryton-link',
                     'depends': ['request_link'],
                     },
+                'copy_to_project': {
+                    'icon': 'tryton-forward',
+                    },
                 })
 
     @classmethod
@@ -179,6 +182,12 @@ class OrthancStudy(AuditMixin, OrthancResourceMixin, ModelSQL, ModelView):
     @ModelView.button_action('health_orthanc.wizard_study_delete')
     def delete_from_orthanc(cls, studies):
         "Open the Delete from Orthanc wizard (confirmation, then result)"
+        pass
+
+    @classmethod
+    @ModelView.button_action('health_orthanc.wizard_research_copy_studies')
+    def copy_to_project(cls, studies):
+        "Open Copy to Project (research_copy.py)"
         pass
 
     @classmethod

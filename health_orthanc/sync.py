@@ -31,6 +31,12 @@ CHANGES_PAGE_SIZE = 1000
 PHASES = ('patients', 'studies', 'series')
 
 
+def is_anonymized_copy(item) -> bool:
+    """Tell whether an Orthanc resource was made by ``/anonymize``: the
+    intermediate research copies are never clinical records"""
+    return isinstance(item, dict) and bool(item.get('AnonymizedFrom'))
+
+
 @dataclass(frozen=True)
 class ImportProgress:
     "How far a first import went, saved with each of its pages"
@@ -197,7 +203,8 @@ class Synchronizer:
             lister, mapper = listers[kind]
             offset = progress.offset if kind == progress.phase else 0
             for items, offset in self._pages(kind, lister, offset):
-                records, errors = map_many(mapper, items)
+                records, errors = map_many(mapper,
+                    [i for i in items if not is_anonymized_copy(i)])
                 result.errors.extend(errors)
                 self.store.save(**{kind: records},
                     progress=ImportProgress(last, kind, offset))
@@ -385,7 +392,10 @@ class Synchronizer:
     def _fetch(self, getter, mapper, orthanc_id, result):
         "Return the mapped resource, None when gone or unreadable"
         try:
-            records, errors = map_many(mapper, [getter(orthanc_id)])
+            item = getter(orthanc_id)
+            if is_anonymized_copy(item):
+                return None
+            records, errors = map_many(mapper, [item])
         except OrthancNotFound:
             # Deleted since the change was recorded
             result.gone += 1

@@ -15,6 +15,7 @@ from trytond.wizard import Button, StateTransition, StateView, Wizard
 
 from . import linking
 from . import orthanc_client as oc
+from .exceptions import OrthancResourceError
 from .mapping import MappingError, map_patient, map_study
 from .patient import KEPT_LINKS
 from .server import error_message
@@ -62,7 +63,7 @@ class UploadStart(ModelView):
 
     server = fields.Many2One(
         'gnuhealth.orthanc.config', "Server", required=True,
-        domain=[('validated', '=', True)],
+        domain=[('validated', '=', True), ('research', '=', False)],
         help="The Orthanc server that receives the files.")
     files = fields.One2Many(
         'gnuhealth.orthanc.upload.file', None, "Files",
@@ -131,7 +132,8 @@ class Upload(Wizard):
         if context.get('active_model') == Server.__name__ \
                 and context.get('active_id'):
             return {'server': context['active_id']}
-        servers = Server.search([('validated', '=', True)], limit=2)
+        servers = Server.search(
+            [('validated', '=', True), ('research', '=', False)], limit=2)
         if len(servers) == 1:
             return {'server': servers[0].id}
         return {}
@@ -139,6 +141,10 @@ class Upload(Wizard):
     def transition_upload(self):
         Server = Pool().get('gnuhealth.orthanc.config')
         server = self.start.server
+        if server.research:
+            raise OrthancResourceError(gettext(
+                    'health_orthanc.msg_upload_research',
+                    server=server.rec_name))
         files = [(f.file_name, io.BytesIO(f.data))
             for f in (self.start.files or []) if f.data is not None]
         # Not kept in the wizard session once sent

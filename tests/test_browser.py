@@ -44,7 +44,7 @@ SCREENSHOTS = os.environ.get(
 # The first start creates the database with GNU Health (about a minute or
 # two); the browser run itself takes well under a minute.
 DEMO_TIMEOUT = 300
-E2E_TIMEOUT = 170
+E2E_TIMEOUT = 240
 
 
 def node_minimum():

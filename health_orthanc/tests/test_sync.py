@@ -927,6 +927,31 @@ def test_series_arriving_after_its_study(mutable, connect):
     assert Synchronizer(client, store).run(store.cursor).requests == 1
 
 
+def test_anonymized_copies_are_skipped(mutable, connect):
+    """A copy made by /anonymize (a research copy on its way) never becomes
+    a record: not from the change feed, a first import nor a
+    reconciliation"""
+    store, _ = full_import(connect, mutable)
+    source = upload_study(mutable, n_series=2)
+    copy = mutable.request('POST', '/studies/%s/anonymize' % source['study'],
+        json={}).json()
+    try:
+        copy_ids = {copy['ID'], copy['PatientID']} | {s['ID'] for s in
+            mutable.request('GET', '/studies/%s/series' % copy['ID']).json()}
+        assert len(copy_ids) == 4
+        Synchronizer(connect(mutable), store).run(store.cursor)
+        assert source['study'] in store.studies
+        assert not copy_ids & set().union(*store.ids())
+        fresh, _ = full_import(connect, mutable)
+        assert source['study'] in fresh.studies
+        assert not copy_ids & set().union(*fresh.ids())
+        Synchronizer(connect(mutable), store).reconcile()
+        assert not copy_ids & set().union(*store.ids())
+        store.check_integrity()
+    finally:
+        mutable.request('DELETE', '/studies/%s' % copy['ID'])
+
+
 # -- fault injection ---------------------------------------------------------
 def change(seq, resource_type, orthanc_id, change_type=None):
     return {

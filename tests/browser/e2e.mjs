@@ -22,7 +22,10 @@
 //   Requests, Requested: the demo's request of John Smith, Worklist tab:
 //   Published with its entry, and its accession number -> Health /
 //   Imaging / Orthanc / Studies to Review: the list loads -> Upload DICOM
-//   Files: the wizard opens on the default server, Cancel.
+//   Files: the wizard opens on the default server, Cancel -> Reporting
+//   (researchSteps aside) -> Health / Imaging / Research / Subjects: enrol
+//   Ana Betz in the demo's project, Copy to Project from her subject ->
+//   the project's Copy Log: the copies done.
 //
 // It fails on any sao error dialog (application error, user error or
 // warning, "invalid form" info bar) and on any browser console error or
@@ -36,7 +39,7 @@
 //   E2E_SCREENSHOTS  where to save the screenshots (default screenshots/ at
 //                    the root of the repository)
 //   E2E_CHROMIUM     the Chromium executable (default /usr/bin/chromium)
-//   E2E_TIMEOUT      seconds allowed for the whole run (default 150)
+//   E2E_TIMEOUT      seconds allowed for the whole run (default 220)
 //
 // Exit status: 0 when every step passed, 1 otherwise (the failing step, the
 // errors seen and a failure.png screenshot tell what happened).
@@ -55,7 +58,7 @@ const DATABASE = process.env.E2E_DATABASE || 'health';
 const SHOTS = path.resolve(
     process.env.E2E_SCREENSHOTS || path.join(ROOT, 'screenshots'));
 const CHROMIUM = process.env.E2E_CHROMIUM || '/usr/bin/chromium';
-const TIMEOUT = 1000 * Number(process.env.E2E_TIMEOUT || 150);
+const TIMEOUT = 1000 * Number(process.env.E2E_TIMEOUT || 220);
 
 // The demo data (demo/data.py): the patient we order for, two tests of the
 // catalogue and the sample study of that patient that we attach.
@@ -574,8 +577,10 @@ async function main() {
                 async () => {
             await openMenu('Health', 'Configuration', 'Orthanc', 'Servers');
             await waitTab('Servers');
-            await until(() => listRows().count(), 'a server');
-            await openRow(listRows().first());
+            // The clinical server: the research one is never synced
+            const server = listRows().filter({hasText: 'Local Orthanc'});
+            await until(() => server.count(), 'the Local Orthanc server');
+            await openRow(server.first());
             const syncTime = pane.locator('input[name="sync_time"]');
             // The demo server has been synced: wait for the record's values
             // before reading the old Last Sync
@@ -765,6 +770,9 @@ async function main() {
         });
         await reportingSteps({page, pane, toolbar, run, shot, openMenu,
             waitTab, activeTab, listRows, rowCells});
+        await researchSteps({page, pane, toolbar, dialog, run, shot,
+            openMenu, waitTab, listRows, openRow, complete, notebookTab,
+            reloadForm});
         checkErrors();
     } catch (error) {
         console.log(`\nFAILED at step: ${step}`);
@@ -928,6 +936,94 @@ async function reportingSteps(t) {
         }
         await nextChart('the chart of the readers');
         await shot('24-reporting-readers-chart.png');
+    });
+}
+
+// Issue #13: enrol Ana Betz in the demo's research project, Copy to
+// Project from her subject, and the copies done in the project's Copy Log
+async function researchSteps(t) {
+    const {page, pane, toolbar, dialog, run, shot, openMenu, waitTab,
+        listRows, openRow, complete, notebookTab, reloadForm} = t;
+    const PROJECT = 'Lung nodules follow-up';
+    let queued = 0;
+
+    await run('Health / Imaging / Research / Subjects: enrol '
+            + `${PATIENT} in ${PROJECT}`, async () => {
+        await openMenu('Health', 'Imaging', 'Research', 'Subjects');
+        await waitTab('Subjects');
+        await toolbar.getByRole('button', {name: 'New', exact: true})
+            .click();
+        const project = pane.locator('input[name="project"]');
+        await until(() => project.isVisible(), 'the subject form');
+        await complete(project, 'LUNG', PROJECT);
+        await complete(pane.locator('input[name="patient"]'),
+            PATIENT_SEARCH, PATIENT);
+        await pane.locator('input[name="consent_reference"]')
+            .fill('LUNG-CONSENT-001');
+        await toolbar.getByRole('button', {name: 'Save', exact: true})
+            .click();
+        await until(() => pane.locator('.infobar .alert-info',
+            {hasText: 'Record saved.'}).isVisible(), 'Record saved.');
+        const pseudonym = pane.locator('input[name="pseudonym"]');
+        await until(async () => (await pseudonym.inputValue())
+            .startsWith('LUNG-'), 'the pseudonym drawn');
+        log(`  ${PATIENT} is ${await pseudonym.inputValue()}`);
+        await shot('25-research-subject.png');
+    });
+
+    await run('the subject\'s Copy to Project: her studies, Copy',
+            async () => {
+        await pane.getByRole('button', {name: 'Copy to Project',
+            exact: true}).click();
+        // Titled with the subject's pseudonym
+        await until(async () => (await dialog.locator('.model-title')
+            .innerText()).startsWith('Copy to Project'),
+            'the Copy to Project wizard');
+        await until(async () => (await dialog.locator(
+            'input[name="project"]').inputValue()).includes(PROJECT),
+            'the project of the subject');
+        const studies = dialog.locator('div.form-many2many')
+            .locator('tbody tr');
+        await until(async () => (await studies.count()) > 0,
+            'the studies of the patient');
+        queued = await studies.count();
+        await shot('26-research-copy-wizard.png');
+        await dialog.getByRole('button', {name: 'Copy', exact: true})
+            .click();
+        const message = dialog.locator('textarea[name="message"]');
+        await until(async () => (await message.inputValue())
+            .includes('queued'), 'the copies queued');
+        log(`  ${(await message.inputValue()).split('\n')[0]}`);
+        await shot('27-research-copy-queued.png');
+        await dialog.getByRole('button', {name: 'Close', exact: true})
+            .click();
+        await until(async () => !(await page.locator('.modal.in')
+            .count()), 'the wizard to close');
+    });
+
+    await run(`Research / Projects: ${PROJECT}, its Copy Log done`,
+            async () => {
+        await openMenu('Health', 'Imaging', 'Research', 'Projects');
+        await waitTab('Projects');
+        const row = listRows().filter({hasText: PROJECT});
+        await until(() => row.count(), `the project ${PROJECT}`);
+        await openRow(row.first());
+        await notebookTab(pane, 'Copy Log');
+        const log_ = pane.locator('.form-notebook .tab-pane.active')
+            .locator('tbody tr');
+        // The copies run after the wizard's call, in the background
+        await until(async () => {
+            const done = await log_.filter({hasText: 'Done'}).count();
+            if (done < queued) {
+                await reloadForm();
+                await notebookTab(pane, 'Copy Log');
+            }
+            return done === queued;
+        }, `the ${queued} copies done`, 60000);
+        const cells = (await log_.first().locator('> td').allInnerTexts())
+            .map(text => text.trim()).filter(text => text);
+        log(`  copy: ${cells.join(' | ')}`);
+        await shot('28-research-copy-log.png');
     });
 }
 
