@@ -4,8 +4,8 @@
 from trytond.pool import Pool
 
 from . import (
-    audit, ir, patient, request, result, series, server, study, upload,
-    worklist_publish)
+    audit, dicom_node, ir, patient, query, request, result, retrieval,
+    scheduled_query, series, server, study, upload, worklist_publish)
 
 __all__ = ['register']
 
@@ -31,9 +31,17 @@ def register():
         upload.UploadResult,
         upload.UploadResultLine,
         audit.OrthancAudit,
+        dicom_node.DicomNode,
+        retrieval.Retrieval,
+        retrieval.RetrievalStudy,
+        scheduled_query.ScheduledQuery,
+        query.QueryStart,
+        query.QueryAnswer,
+        query.QueryAnswers,
         module='health_orthanc', type_='model')
     Pool.register(
         server.AddServer,
         upload.Upload,
         study.DeleteStudies,
+        query.Query,
         module='health_orthanc', type_='wizard')

@@ -29,6 +29,8 @@ ACTIONS = [
     ('server_create', "Server Added"),
     ('server_change', "Server Connection Changed"),
     ('server_delete', "Server Deleted"),
+    ('pacs_query', "Queried"),
+    ('pacs_retrieve', "Retrieved"),
     ]
 #: Entries read by the Orthanc administrators only: they name the
 #: server's user, which only they read
@@ -38,6 +40,8 @@ RECORD_MODELS = [
     ('gnuhealth.orthanc.config', "Orthanc Server"),
     ('gnuhealth.orthanc.patient', "Orthanc Patient"),
     ('gnuhealth.orthanc.study', "Orthanc Study"),
+    ('gnuhealth.orthanc.dicom_node', "DICOM Node"),
+    ('gnuhealth.orthanc.retrieval', "PACS Retrieval"),
     ]
 #: How GNU Health and the browsers reach a server: every change is
 #: recorded, the password's value never

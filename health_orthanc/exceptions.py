@@ -15,3 +15,15 @@ class OrthancResourceError(UserError):
 
 class OrthancWorklistError(UserError):
     pass
+
+
+class DicomNodeError(UserError):
+    pass
+
+
+class DicomNodeValidationError(ValidationError):
+    pass
+
+
+class PacsQueryError(UserError):
+    pass
