@@ -280,32 +280,34 @@ class Query(Wizard):
                     })
         return values
 
+    def _given(self, name):
+        "The value of a field of the start page, None when not given"
+        return getattr(self.start, name, None)
+
     def _filter(self):
         "The filters of the start page"
-        start = self.start
         modalities = [m for m, name in MODALITY_FIELDS.items()
-            if getattr(start, name, False)]
-        modalities += qp.parse_modalities(start.other_modalities)
+            if self._given(name)]
+        modalities += qp.parse_modalities(self._given('other_modalities'))
         unknown = [m for m in modalities if m not in qp.MODALITIES]
         if unknown:
             raise PacsQueryError(gettext(
                     'health_orthanc.msg_query_modality_unknown',
                     modalities=', '.join(unknown)))
-        if (start.date_from and start.date_to
-                and start.date_from > start.date_to):
+        date_from, date_to = self._given('date_from'), self._given('date_to')
+        if date_from and date_to and date_from > date_to:
             raise PacsQueryError(gettext('health_orthanc.msg_query_dates'))
         return qp.StudyFilter(
             modalities=tuple(dict.fromkeys(modalities)),
-            date_from=start.date_from, date_to=start.date_to,
-            include_terms=qp.parse_terms(start.include_terms),
-            exclude_terms=qp.parse_terms(start.exclude_terms))
+            date_from=date_from, date_to=date_to,
+            include_terms=qp.parse_terms(self._given('include_terms')),
+            exclude_terms=qp.parse_terms(self._given('exclude_terms')))
 
     def _plan(self, filters):
         "Return the queries to send and the problems of the spreadsheet"
-        start = self.start
-        if start.source == 'sheet':
+        if self._given('source') == 'sheet':
             return self._plan_sheet(filters)
-        identifiers = split_identifiers(start.patient_ids)
+        identifiers = split_identifiers(self._given('patient_ids'))
         if not identifiers:
             raise PacsQueryError(gettext(
                     'health_orthanc.msg_query_no_patient_id'))
@@ -317,14 +319,14 @@ class Query(Wizard):
         return qp.plan_patients(identifiers, filters), []
 
     def _plan_sheet(self, filters):
-        if not self.start.sheet:
+        if not self._given('sheet'):
             raise PacsQueryError(gettext('health_orthanc.msg_query_no_sheet'))
         try:
             sheet = read_sheet(self.start.sheet, day_first=day_first())
         except QuerySheetError as error:
             raise PacsQueryError(gettext(
                     'health_orthanc.msg_query_sheet_%s' % error.code,
-                    name=self.start.sheet_name or '',
+                    name=self._given('sheet_name') or '',
                     **error.params)) from error
         problems = [gettext('health_orthanc.msg_query_sheet_%s' % p.code,
                 row=p.row, **p.params) for p in sheet.problems]
@@ -352,8 +354,8 @@ class Query(Wizard):
                         'health_orthanc.msg_query_failed', node=node.name,
                         error=node.error_text(error))) from error
             audit_queries(node, outcomes)
-        shown = [a for a in answers
-            if not (self.start.skip_here and a.study_uid in here)]
+        skip = self._given('skip_here')
+        shown = [a for a in answers if not (skip and a.study_uid in here)]
         # Each patient's studies, the newest first
         shown.sort(key=lambda a: a.study_date or datetime.date.min,
             reverse=True)
