@@ -17,7 +17,6 @@ import unittest
 from unittest import mock
 
 import openpyxl
-
 from trytond.model.exceptions import AccessError
 from trytond.pool import Pool
 from trytond.tests.test_tryton import activate_module, with_transaction
@@ -311,12 +310,12 @@ class PacsTestCase(unittest.TestCase):
                     ['ACC-1001', 'ACC-1002', 'ACC-1005']),
                 ({'exclude_terms': 'Contrast, x-ray'},
                     ['ACC-1002', 'ACC-1003', 'ACC-1004']),
-                ({'modality_ct': True, 'modality_cr': True,
-                        'include_terms': 'chest',
-                        'exclude_terms': 'contrast'}, ['ACC-1005']),
-                ({'modality_ct': True, 'date_from': d(2022, 1, 1),
-                        'date_to': d(2023, 12, 31),
-                        'exclude_terms': 'contrast'}, ['ACC-1003']),
+                (dict(modality_ct=True, modality_cr=True,
+                    include_terms='chest', exclude_terms='contrast'),
+                    ['ACC-1005']),
+                (dict(modality_ct=True, date_from=d(2022, 1, 1),
+                    date_to=d(2023, 12, 31), exclude_terms='contrast'),
+                    ['ACC-1003']),
                 ]:
             with self.subTest(values=values):
                 wizard = self.query(patient_ids='PUID-0001', **values)
