@@ -356,9 +356,11 @@ class DicomNode(DomainAccessMixin, ReadonlyFieldsMixin, ModelSQL, ModelView):
                 Transaction().set_context(active_test=False):
             known = {n.name: n for n in cls.search([
                         ('server', '=', server.id)])}
+            # A modality of the configuration neither answers queries nor
+            # sends studies: an administrator allows what the node does
             cls.create([dict(cls._listed_values(node),
                         server=server.id, from_orthanc=True,
-                        may_query=True, may_retrieve=True)
+                        may_query=False, may_retrieve=False)
                     for name, node in sorted(listed.items())
                     if name not in known])
             ours = [n for n in known.values() if n.from_orthanc]
