@@ -25,8 +25,7 @@ from .dicom_network import StudyAnswer
 from .exceptions import PacsQueryError
 from .patient import LINK_STATES
 from .query_sheet import QuerySheetError, read_sheet, template_xlsx
-from .retrieval import answer_links, studies_here
-from .scheduled_query import audit_queries, outcome_notes, split_identifiers
+from .retrieval import answer_links, identifier_links, studies_here
 
 #: The tick box of each common modality
 MODALITY_FIELDS = {m: 'modality_%s' % m.lower()
@@ -64,12 +63,96 @@ def patient_identifiers(patient):
     return identifiers
 
 
+def identifiers_text(patient):
+    "The identifiers of a patient, as a line of text"
+    return '; '.join('%s: %s' % (kind, identifier)
+        for identifier, kind in patient_identifiers(patient))
+
+
 def default_identifiers(patient):
     "The PatientIDs queried for a patient: those the linking knows"
     identifiers = [patient.party.ref] if patient.party.ref else []
     identifiers += [a.code for a in patient.party.alternative_ids
         if a.alternative_id_type == 'medical_record']
     return ', '.join(dict.fromkeys(i for i in identifiers if i))
+
+
+def split_identifiers(text):
+    "The PatientIDs of a text: one per line, or separated by commas"
+    if not text:
+        return []
+    return [i.strip() for i in text.replace(',', '\n').splitlines()
+        if i.strip()]
+
+
+def outcome_notes(node, outcomes):
+    "The user messages of the splits and caps of the queries run"
+    notes = []
+    for outcome in outcomes:
+        patient_id = outcome.query.patient_id or '*'
+        if outcome.split:
+            notes.append(gettext('health_orthanc.msg_query_split',
+                    node=node.name, patient_id=patient_id,
+                    limit=node.answer_limit or '-', sent=outcome.sent))
+        if outcome.capped:
+            notes.append(gettext('health_orthanc.msg_query_capped',
+                    node=node.name, patient_id=patient_id,
+                    days=', '.join(d.isoformat() for d in outcome.capped)))
+        if outcome.undated_missed:
+            notes.append(gettext('health_orthanc.msg_query_undated',
+                    node=node.name, patient_id=patient_id))
+    return notes
+
+
+def audit_queries(node, outcomes):
+    """Record who queried the node for which PatientID, and the patient it
+    names when known"""
+    Audit = Pool().get('gnuhealth.orthanc.audit')
+    links = identifier_links(
+        {o.query.patient_id for o in outcomes if o.query.patient_id})
+    Audit.add([{
+                'action': 'pacs_query',
+                'record': str(node),
+                'record_name': node.rec_name,
+                'server': node.server.id,
+                'patient': links.get(o.query.patient_id),
+                'description': gettext('health_orthanc.msg_audit_pacs_query',
+                    node=node.name, server=node.server.rec_name,
+                    patient_id=o.query.patient_id or '*',
+                    query=query_text(o.query), count=len(o.answers)),
+                } for o in outcomes])
+
+
+def find_on_node(node, queries, today):
+    """Send the queries to the node (declared again if needed) and audit
+    them; return the answers, the outcome of each query and the UIDs of
+    the answers already here.  Raises the client's errors."""
+    with node.server.get_client() as client:
+        node.ensure_declared(client)
+        find = functools.partial(client.find_studies, node.name,
+            timeout=node.timeout or None)
+        answers, outcomes = qp.run_plan(
+            queries, find, today, node.answer_limit)
+        here = studies_here(client, [a.study_uid for a in answers])
+    audit_queries(node, outcomes)
+    return answers, outcomes, here
+
+
+def query_text(query):
+    "The filters of a query, as a line of text"
+    parts = []
+    if query.modalities:
+        parts.append('\\'.join(query.modalities))
+    dates = qp.date_range(query.date_from, query.date_to)
+    if dates:
+        parts.append(dates)
+    if query.accession:
+        parts.append(query.accession)
+    if query.include_terms:
+        parts.append('+(%s)' % ', '.join(query.include_terms))
+    if query.exclude_terms:
+        parts.append('-(%s)' % ', '.join(query.exclude_terms))
+    return ' '.join(parts) or '*'
 
 
 class QueryStart(ModelView):
@@ -96,7 +179,7 @@ class QueryStart(ModelView):
             },
         help="The identifiers of the patient on the node, comma "
         "separated: the PUID and medical record numbers by default.")
-    identifiers = fields.Text(
+    identifiers = fields.Char(
         "Identifiers of the Patient", readonly=True,
         states={'invisible': Eval('source') != 'patient'},
         help="Any of them may be added to the PatientIDs.")
@@ -154,8 +237,7 @@ class QueryStart(ModelView):
     def on_change_patient(self):
         if self.patient:
             self.patient_ids = default_identifiers(self.patient)
-            self.identifiers = '\n'.join('%s: %s' % (kind, identifier)
-                for identifier, kind in patient_identifiers(self.patient))
+            self.identifiers = identifiers_text(self.patient)
         else:
             self.identifiers = None
 
@@ -274,9 +356,7 @@ class Query(Wizard):
             values.update({
                     'patient': patient.id,
                     'patient_ids': default_identifiers(patient),
-                    'identifiers': '\n'.join('%s: %s' % (kind, identifier)
-                        for identifier, kind in patient_identifiers(
-                            patient)),
+                    'identifiers': identifiers_text(patient),
                     })
         return values
 
@@ -337,23 +417,15 @@ class Query(Wizard):
         Date = Pool().get('ir.date')
         node = self.start.node
         queries, problems = self._plan(self._filter())
-        today = Date.today()
         answers, outcomes, here = [], [], set()
         if queries:
             try:
-                with node.server.get_client() as client:
-                    node.ensure_declared(client)
-                    find = functools.partial(client.find_studies, node.name,
-                        timeout=node.timeout or None)
-                    answers, outcomes = qp.run_plan(
-                        queries, find, today, node.answer_limit)
-                    here = studies_here(
-                        client, [a.study_uid for a in answers])
+                answers, outcomes, here = find_on_node(
+                    node, queries, Date.today())
             except oc.OrthancError as error:
                 raise PacsQueryError(gettext(
                         'health_orthanc.msg_query_failed', node=node.name,
                         error=node.error_text(error))) from error
-            audit_queries(node, outcomes)
         skip = self._given('skip_here')
         shown = [a for a in answers if not (skip and a.study_uid in here)]
         # Each patient's studies, the newest first
@@ -416,7 +488,7 @@ class Query(Wizard):
         action['pyson_domain'] = PYSONEncoder().encode([
                 ('id', '=', self.answers.retrieval.id)])
         action['views'].reverse()
-        return action, {}
+        return action, {'res_id': [self.answers.retrieval.id]}
 
 
 ANSWER_FIELDS = [

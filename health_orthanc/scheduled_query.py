@@ -4,7 +4,6 @@
 """Scheduled PACS queries: what a node holds of the last days, brought in
 by the scheduled action, the studies already here or asked for skipped."""
 import datetime
-import functools
 import logging
 
 from trytond.i18n import gettext
@@ -19,72 +18,9 @@ from trytond.modules.health_imaging.access import (
 from . import orthanc_client as oc
 from . import query_plan as qp
 from .exceptions import DicomNodeValidationError
-from .retrieval import identifier_links, studies_here
+from .query import find_on_node, outcome_notes, split_identifiers
 
 logger = logging.getLogger(__name__)
-
-
-def split_identifiers(text):
-    "The PatientIDs of a text: one per line, or separated by commas"
-    if not text:
-        return []
-    return [i.strip() for i in text.replace(',', '\n').splitlines()
-        if i.strip()]
-
-
-def outcome_notes(node, outcomes):
-    "The user messages of the splits and caps of the queries run"
-    notes = []
-    for outcome in outcomes:
-        patient_id = outcome.query.patient_id or '*'
-        if outcome.split:
-            notes.append(gettext('health_orthanc.msg_query_split',
-                    node=node.name, patient_id=patient_id,
-                    limit=node.answer_limit or '-', sent=outcome.sent))
-        if outcome.capped:
-            notes.append(gettext('health_orthanc.msg_query_capped',
-                    node=node.name, patient_id=patient_id,
-                    days=', '.join(d.isoformat() for d in outcome.capped)))
-        if outcome.undated_missed:
-            notes.append(gettext('health_orthanc.msg_query_undated',
-                    node=node.name, patient_id=patient_id))
-    return notes
-
-
-def audit_queries(node, outcomes):
-    """Record who queried the node for which PatientID, and the patient it
-    names when known"""
-    Audit = Pool().get('gnuhealth.orthanc.audit')
-    links = identifier_links(
-        {o.query.patient_id for o in outcomes if o.query.patient_id})
-    Audit.add([{
-                'action': 'pacs_query',
-                'record': str(node),
-                'record_name': node.rec_name,
-                'server': node.server.id,
-                'patient': links.get(o.query.patient_id),
-                'description': gettext('health_orthanc.msg_audit_pacs_query',
-                    node=node.name, server=node.server.rec_name,
-                    patient_id=o.query.patient_id or '*',
-                    query=query_text(o.query), count=len(o.answers)),
-                } for o in outcomes])
-
-
-def query_text(query):
-    "The filters of a query, as a line of text"
-    parts = []
-    if query.modalities:
-        parts.append('\\'.join(query.modalities))
-    dates = qp.date_range(query.date_from, query.date_to)
-    if dates:
-        parts.append(dates)
-    if query.accession:
-        parts.append(query.accession)
-    if query.include_terms:
-        parts.append('+(%s)' % ', '.join(query.include_terms))
-    if query.exclude_terms:
-        parts.append('-(%s)' % ', '.join(query.exclude_terms))
-    return ' '.join(parts) or '*'
 
 
 class ScheduledQuery(
@@ -201,18 +137,11 @@ class ScheduledQuery(
             else qp.plan_open(filters))
         node = self.node
         try:
-            with node.server.get_client() as client:
-                node.ensure_declared(client)
-                find = functools.partial(client.find_studies, node.name,
-                    timeout=node.timeout or None)
-                answers, outcomes = qp.run_plan(
-                    queries, find, today, node.answer_limit)
-                here = studies_here(client, [a.study_uid for a in answers])
+            answers, outcomes, here = find_on_node(node, queries, today)
         except oc.OrthancError as error:
             self._report([gettext('health_orthanc.msg_scheduled_query_failed',
                         node=node.name, error=node.error_text(error))])
             return
-        audit_queries(node, outcomes)
         asked = self._asked([a.study_uid for a in answers])
         new = [a for a in answers
             if a.study_uid not in here and a.study_uid not in asked]
