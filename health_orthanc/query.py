@@ -23,6 +23,7 @@ from . import orthanc_client as oc
 from . import query_plan as qp
 from .dicom_network import StudyAnswer
 from .exceptions import PacsQueryError
+from .mapping import format_person_name
 from .patient import LINK_STATES
 from .query_sheet import QuerySheetError, read_sheet, template_xlsx
 from .retrieval import answer_links, identifier_links, studies_here
@@ -504,7 +505,7 @@ def answer_values(answer, link, here):
         'selected': not here,
         'study_uid': answer.study_uid,
         'patient_id': answer.patient_id,
-        'patient_name': answer.patient_name,
+        'patient_name': format_person_name(answer.patient_name),
         'birth_date': answer.birth_date,
         'study_date': answer.study_date,
         'modalities': ', '.join(answer.modalities),

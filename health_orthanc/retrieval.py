@@ -24,6 +24,7 @@ from trytond.modules.health_imaging.access import (
 
 from . import linking
 from . import orthanc_client as oc
+from .mapping import format_person_name
 from .patient import LINK_STATES
 
 logger = logging.getLogger(__name__)
@@ -428,6 +429,7 @@ class Retrieval(DomainAccessMixin, ReadonlyFieldsMixin, ModelSQL, ModelView):
 def study_values(answer):
     "The values of a study of a retrieval, from a node's answer"
     values = {f: getattr(answer, a) for f, a in ANSWER_FIELDS.items()}
+    values['patient_name'] = format_person_name(answer.patient_name)
     values['modalities'] = ', '.join(answer.modalities)
     return values
 

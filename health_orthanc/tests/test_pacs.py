@@ -246,7 +246,7 @@ class PacsTestCase(unittest.TestCase):
         self.assertEqual(
             (pet.modalities, pet.study_date, pet.series_count,
                 pet.instance_count, pet.patient_name),
-            ('CT, PT', datetime.date(2023, 3, 1), 2, 2, 'GARCÍA^Ana'))
+            ('CT, PT', datetime.date(2023, 3, 1), 2, 2, 'GARCÍA, Ana'))
         # The newest first
         self.assertEqual(answers[0].accession, 'ACC-1005')
         self.assertIn('5 studies found on the node "HOSPITAL"',
