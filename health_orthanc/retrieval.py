@@ -287,7 +287,7 @@ class Retrieval(DomainAccessMixin, ReadonlyFieldsMixin, ModelSQL, ModelView):
         with without_check_access():
             Study.write(studies, {'job': job})
         self._commit()
-        self._follow(client, job, studies)
+        self._follow(client, job, Study.browse([s.id for s in studies]))
 
     def _follow(self, client, job_id, studies):
         "Wait for the end of the job, then record which studies arrived"
