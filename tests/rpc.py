@@ -219,7 +219,11 @@ class TrytondServer:
         """Drop the PostgreSQL database if it exists (trytond's drop_db
         trusts its cached list, which misses a database created by
         another process)"""
-        backend.Database(self.database).close()
+        try:
+            # The connections of this process to it, if it exists
+            backend.Database(self.database).close()
+        except backend.DatabaseOperationalError:
+            pass
         database = backend.Database()
         connection = database.get_connection(autocommit=True)
         try:
