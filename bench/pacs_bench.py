@@ -7,11 +7,11 @@ Two real Orthancs on loopback (``tests/pacs_pair.py``): a PACS loaded with
 the same run it times:
 
 * query: a study-level C-FIND that returns every study, through
-  ``dicom_network.find_studies`` (``POST /modalities/PACS/query`` and
+  ``OrthancClient.find_studies`` (``POST /modalities/PACS/query`` and
   ``GET /queries/{id}/answers?expand&simplify``) and through dcmtk's
   ``findscu``;
 * retrieve: moving ``--retrieve`` of those studies into our Orthanc, through
-  ``dicom_network.retrieve_studies`` (a C-FIND of the UIDs, then an
+  ``OrthancClient.retrieve_studies`` (a C-FIND of the UIDs, then an
   asynchronous ``/queries/{id}/retrieve`` job, polled until done), through
   the synchronous ``/modalities/PACS/move`` (one C-MOVE per study, and one
   C-MOVE of the list of UIDs), and through ``movescu`` (one C-MOVE of the
@@ -61,7 +61,7 @@ def timed(function, *args):
 
 
 def rest_query(client):
-    return len(dicom_network.find_studies(client, PACS_AET,
+    return len(client.find_studies(PACS_AET,
             {'PatientID': PATIENT}))
 
 
@@ -80,10 +80,10 @@ def findscu(pacs, env):
 
 
 def rest_retrieve(client, uids):
-    job_id, missing = dicom_network.retrieve_studies(client, PACS_AET, uids)
+    job_id, missing = client.retrieve_studies(PACS_AET, uids)
     assert not missing, missing
     while True:
-        job = dicom_network.job_status(client, job_id, PACS_AET)
+        job = client.job_status(job_id, PACS_AET)
         if job.finished:
             assert job.succeeded, job.error
             return job.moved_count
@@ -91,7 +91,7 @@ def rest_retrieve(client, uids):
 
 
 def rest_move(client, uids, one_move=False):
-    dicom_network.move_studies(client, PACS_AET, uids, one_move=one_move)
+    client.move_studies(PACS_AET, uids, one_move=one_move)
     return len(uids)
 
 
@@ -125,8 +125,7 @@ def run(workdir, args, nodelay):
                     ours.clear()
                 seconds, count = timed(function, *call)
                 if clear:
-                    count = len(dicom_network.find_local_studies(
-                            client, uids))
+                    count = len(client.find_local_studies(uids))
                 if count != expected:
                     raise AssertionError('%s: %s instead of %s'
                         % (name, count, expected))

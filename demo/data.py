@@ -30,6 +30,24 @@ PEOPLE = [
             ]),
     ]
 
+# The prior studies of the demo patients on the hospital PACS, a second
+# Orthanc: found and retrieved with Query PACS
+PRIORS = [
+    ('PUID-1001', 'BETZ^Ana', '19800115', 'F', [
+            (('CT',), '20240612', 'Chest CT prior', 'CHEST'),
+            (('MR',), '20250203', 'Brain MRI prior', 'BRAIN'),
+            (('US',), '20230918', 'Abdominal ultrasound prior', 'ABDOMEN'),
+            ]),
+    ('PUID-1002', 'SMITH^John^A', '19671203', 'M', [
+            (('CT',), '20250730', 'Abdomen CT prior', 'ABDOMEN'),
+            ]),
+    ('MRN-5501', 'CRUZ^Bob', '19910708', 'M', [
+            (('CR',), '20250411', 'Hand X-ray prior', 'HAND'),
+            ]),
+    ]
+PACS_NODE = 'HOSPITAL-PACS'
+PACS_AET = 'PACS'
+
 # GNU Health patients: (name, lastname, gender, dob, PUID, MRN)
 PATIENTS = [
     ('Ana', 'Betz', 'f', datetime.date(1980, 1, 15), 'PUID-1001', None),
@@ -39,10 +57,10 @@ PATIENTS = [
     ]
 
 
-def sample_instances():
+def sample_instances(people=PEOPLE, first_seed=1, prefix='DEMO'):
     "Yield the DICOM files of the sample studies"
-    seed = 0
-    for patient_id, name, birth_date, sex, studies in PEOPLE:
+    seed = first_seed - 1
+    for patient_id, name, birth_date, sex, studies in people:
         for modalities, date, description, body_part in studies:
             seed += 1
             yield from make_study(
@@ -50,19 +68,45 @@ def sample_instances():
                 modalities=modalities, seed=seed, patient_id=patient_id,
                 patient_name=name, birth_date=birth_date, sex=sex,
                 study_date=date, study_time='093000',
-                accession='DEMO%04d' % seed, description=description,
+                accession='%s%04d' % (prefix, seed), description=description,
                 body_part=body_part,
                 referring_physician='HOUSE^Gregory^^Dr.',
                 institution='GNU Health Demo Hospital')
 
 
-def upload_samples(orthanc):
+def upload_samples(orthanc, instances=None):
     "Load the sample studies into an empty Orthanc; return the count"
     count = 0
-    for instance in sample_instances():
+    for instance in instances or sample_instances():
         orthanc.upload(instance)
         count += 1
     return count
+
+
+def upload_priors(pacs):
+    "Load the prior studies into the PACS; return the count"
+    return upload_samples(pacs, sample_instances(PRIORS, 101, 'PACS'))
+
+
+def pacs_node(port):
+    """Declare the hospital PACS as a DICOM node of the demo's server, or
+    point the node at the PACS's DICOM port (proteus already connected)"""
+    from proteus import Model
+    Node = Model.get('gnuhealth.orthanc.dicom_node')
+    Server = Model.get('gnuhealth.orthanc.config')
+    nodes = Node.find([('name', '=', PACS_NODE)])
+    if nodes:
+        node, = nodes
+        if node.port == port:
+            return node
+    else:
+        server, = Server.find([('research', '=', False)], limit=1)
+        node = Node(name=PACS_NODE, server=server, aet=PACS_AET,
+            host='127.0.0.1', answer_limit=500)
+    node.port = port
+    node.save()
+    node.click('echo')
+    return node
 
 
 def update_server(domain, public_url, research=None,
@@ -85,7 +129,8 @@ def update_server(domain, public_url, research=None,
 
 
 def populate(orthanc, worklist_folder=None, station_aet=None,
-        public_url=None, research=None, research_public_url=None):
+        public_url=None, research=None, research_public_url=None,
+        pacs_port=None):
     """Create the GNU Health side with proteus (already connected).
 
     Returns a summary of what was created.
@@ -170,6 +215,9 @@ def populate(orthanc, worklist_folder=None, station_aet=None,
 
     if research:
         summary['research'] = populate_research(research, research_public_url)
+    if pacs_port:
+        # The hospital PACS, where the patients' priors are
+        summary['node'] = pacs_node(pacs_port).name
 
     Request = Model.get('gnuhealth.imaging.test.request')
     if not Request.find([]):

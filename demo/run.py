@@ -79,7 +79,7 @@ class Demo:
         self.args = args
         self.state = os.path.abspath(args.state)
         self.processes = []
-        self.orthanc = self.research = None
+        self.orthanc = self.research = self.pacs = None
         self.pg_stop = None
         self.port = self.orthanc_port = self.research_port = None
 
@@ -288,6 +288,53 @@ class Demo:
                 "%s: choose another port with --research-port N (its log: "
                 "%s)" % (self.research_port, self.research.log_path))
 
+    def start_pacs(self):
+        """Start the second Orthanc, the hospital PACS holding the priors;
+        its DICOM port is kept from one run to the next when free"""
+        from trytond.modules.health_orthanc.tests.orthanc_server import (
+            OrthancStartError, free_port)
+        from trytond.modules.health_orthanc.tests.pacs_pair import start_pacs
+        port = self.recorded_pacs().get('dicom_port')
+        if not port or not port_free('0.0.0.0', port):
+            port = free_port()
+        try:
+            # It knows our Orthanc (AE title GNUHEALTH) to send it studies
+            self.pacs = start_pacs(self.path('pacs'), self.orthanc.dicom_port,
+                port=port, config={'Name': 'Hospital PACS (demo)'})
+        except OrthancStartError:
+            raise SystemExit("the PACS Orthanc did not start (its log: %s)"
+                % os.path.join(self.path('pacs'), 'orthanc.log'))
+        count = self.pacs.request('GET', '/statistics').json()[
+            'CountStudies']
+        if not count:
+            from .data import upload_priors
+            log("loading the prior studies into the PACS")
+            upload_priors(self.pacs)
+
+    def recorded_pacs(self):
+        try:
+            with open(self.path(
+                        'db', 'pacs-node%s.json' % self.database_key)) as fp:
+                return json.load(fp)
+        except OSError:
+            return {}
+
+    def record_pacs(self):
+        with open(self.path('db', 'pacs-node%s.json' % self.database_key),
+                'w') as fp:
+            json.dump({'dicom_port': self.pacs.dicom_port_used}, fp)
+
+    def update_pacs_node(self):
+        "Declare the PACS node, or point it at the PACS's new port"
+        from .data import pacs_node
+        if self.recorded_pacs().get('dicom_port') == (
+                self.pacs.dicom_port_used):
+            return
+        log("declaring the hospital PACS as a DICOM node")
+        self.connect()
+        pacs_node(self.pacs.dicom_port_used)
+        self.record_pacs()
+
     def env(self):
         env = dict(os.environ)
         env['TRYTOND_CONFIG'] = self.path('trytond.conf')
@@ -336,8 +383,10 @@ class Demo:
         summary = populate(
             self.orthanc, self.worklist_folder, MODALITY_AET,
             public_url=self.orthanc_public_url, research=self.research,
-            research_public_url=self.research_public_url)
+            research_public_url=self.research_public_url,
+            pacs_port=self.pacs.dicom_port_used)
         self.record_orthanc()
+        self.record_pacs()
         with open(marker, 'w') as fp:
             json.dump(summary, fp)
         return summary
@@ -463,7 +512,7 @@ class Demo:
             except subprocess.TimeoutExpired:
                 process.kill()
         self.processes.clear()
-        for orthanc in [self.orthanc, self.research]:
+        for orthanc in [self.pacs, self.orthanc, self.research]:
             if orthanc:
                 orthanc.stop()
         if self.pg_stop:
@@ -489,10 +538,12 @@ class Demo:
             self.write_config()
             studies = self.start_orthanc(passwords['orthanc'])
             self.start_research_orthanc(passwords['research'])
+            self.start_pacs()
             self.create_database(passwords['admin'])
             summary = self.populate()
             if summary is None:
                 self.update_orthanc_urls()
+                self.update_pacs_node()
             url = self.start_servers()
             self.print_summary(url, passwords, studies, summary,
                 time.monotonic() - started)
@@ -539,6 +590,10 @@ class Demo:
             '  Worklist:    findscu -W -aet %s -aec %s -k PatientID '
             '-k AccessionNumber -k PatientName 127.0.0.1 %s' % (
                 MODALITY_AET, self.orthanc.aet, self.orthanc.dicom_port),
+            '  PACS:        a second Orthanc with prior studies of the '
+            'patients, the DICOM node HOSPITAL-PACS (Query PACS); %s/app/'
+            'explorer.html   user: orthanc   password: %s' % (
+                self.pacs.url, self.pacs.password),
             '  Files:       %s (logs in logs/)' % self.state,
             ]
         if self.remote:

@@ -4,8 +4,9 @@
 from trytond.pool import Pool
 
 from . import (
-    audit, deid_profile, ir, patient, request, research, research_copy, result,
-    series, server, study, upload, worklist_publish)
+    audit, deid_profile, dicom_node, ir, patient, query, request, research,
+    research_copy, result, retrieval, scheduled_query, series, server, study,
+    upload, worklist_publish)
 
 __all__ = ['register']
 
@@ -42,6 +43,13 @@ def register():
         research_copy.CopyStudiesStart,
         research_copy.CopyStudiesResult,
         audit.OrthancAudit,
+        dicom_node.DicomNode,
+        retrieval.Retrieval,
+        retrieval.RetrievalStudy,
+        scheduled_query.ScheduledQuery,
+        query.QueryStart,
+        query.QueryAnswer,
+        query.QueryAnswers,
         module='health_orthanc', type_='model')
     Pool.register(
         server.AddServer,
@@ -49,4 +57,5 @@ def register():
         study.DeleteStudies,
         research.Withdraw,
         research_copy.CopyStudies,
+        query.Query,
         module='health_orthanc', type_='wizard')

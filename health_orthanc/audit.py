@@ -36,6 +36,8 @@ ACTIONS = [
     ('research_copy_failed', "Research Copy Failed"),
     ('research_copy_delete', "Deleted from the Research Orthanc"),
     ('research_copy_not_deleted', "Not Deleted from the Research Orthanc"),
+    ('pacs_query', "Queried"),
+    ('pacs_retrieve', "Retrieved"),
     ]
 #: Entries read by the Orthanc administrators only: they name the
 #: server's user, which only they read
@@ -50,6 +52,8 @@ RECORD_MODELS = [
     ('gnuhealth.orthanc.study', "Orthanc Study"),
     ('gnuhealth.imaging.research.subject', "Research Subject"),
     ('gnuhealth.imaging.research.copy', "Research Copy"),
+    ('gnuhealth.orthanc.dicom_node', "DICOM Node"),
+    ('gnuhealth.orthanc.retrieval', "PACS Retrieval"),
     ]
 #: The models whose Audit tab lists the entries of a field of the entry
 ENTRIES_BY_FIELD = {

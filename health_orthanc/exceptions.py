@@ -23,3 +23,15 @@ class ResearchError(UserError):
 
 class ResearchValidationError(ValidationError):
     pass
+
+
+class DicomNodeError(UserError):
+    pass
+
+
+class DicomNodeValidationError(ValidationError):
+    pass
+
+
+class PacsQueryError(UserError):
+    pass

@@ -15,6 +15,12 @@ class Cron(metaclass=PoolMeta):
                     "Synchronize Orthanc Servers"),
                 ('gnuhealth.orthanc.config|reconcile',
                     "Find Studies Deleted from Orthanc"),
+                ('gnuhealth.orthanc.dicom_node|echo_all',
+                    "Check DICOM Nodes"),
+                ('gnuhealth.orthanc.scheduled_query|run_scheduled',
+                    "Run Scheduled PACS Queries"),
+                ('gnuhealth.orthanc.retrieval|resume',
+                    "Resume PACS Retrievals"),
                 ])
 
 

@@ -3,9 +3,9 @@
 """Turn the Query PACS filters into C-FIND queries and sort the answers.
 
 Pure functions: the DICOM exchange is a ``find`` callable given by the
-caller (e.g. ``functools.partial(dicom_network.find_studies, client,
-node)``), so that the planning, the filtering and the splitting of a date
-range are table-tested without a server.
+caller (e.g. ``functools.partial(client.find_studies, node)``), so that the
+planning, the filtering and the splitting of a date range are table-tested
+without a server.
 
 Orthanc peers match StudyDescription case-sensitively and a PACS may not
 match ModalitiesInStudy at all, so the description terms and the
@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 
-from .dicom_network import STUDY_RETURN_KEYS, AnswerLimitReached, StudyAnswer
+from .dicom_network import STUDY_RETURN_KEYS, StudyAnswer
+from .orthanc_client import AnswerLimitReached
 
 __all__ = ['MODALITIES', 'COMMON_MODALITIES', 'EARLIEST', 'StudyFilter',
     'StudyQuery', 'QueryOutcome', 'parse_terms', 'parse_modalities',

@@ -75,6 +75,15 @@ def error_message(exception, domain):
             return gettext(message_id, domain=domain, error=str(exception))
 
 
+def dicom_values(system):
+    "Return our DICOM AE title and port from Orthanc's /system"
+    try:
+        ours = oc.local_ae_of(system)
+    except oc.OrthancError:
+        return {'dicom_aet': None, 'dicom_port': None}
+    return {'dicom_aet': ours.aet, 'dicom_port': ours.port}
+
+
 _SYNC_LOCKS = {}
 _SYNC_LOCKS_GUARD = threading.Lock()
 
@@ -204,6 +213,16 @@ class OrthancServer(DomainAccessMixin, ReadonlyFieldsMixin, AuditMixin,
         "Research Server",
         help="An Orthanc that receives de-identified research copies: "
         "never synchronized, never linked to patients.")
+    dicom_aet = fields.Char(
+        "Our AE Title", readonly=True,
+        help="The DICOM AE title of this Orthanc, read when the connection "
+        "is checked. A PACS sends retrieved studies only to the AE titles "
+        "it knows: its administrator must declare this one, with the host "
+        "of this Orthanc and its DICOM port.")
+    dicom_port = fields.Integer(
+        "Our DICOM Port", readonly=True,
+        help="The DICOM port of this Orthanc, to declare on the PACS with "
+        "its AE title.")
 
     @classmethod
     def __setup__(cls):
@@ -497,7 +516,8 @@ class OrthancServer(DomainAccessMixin, ReadonlyFieldsMixin, AuditMixin,
     def copy(cls, servers, default=None):
         default = default.copy() if default is not None else {}
         for name in ['validated', 'last', 'sync_time', 'last_error',
-                'last_error_time', 'patients', 'studies', 'plugins']:
+                'last_error_time', 'patients', 'studies', 'plugins',
+                'dicom_aet', 'dicom_port']:
             default.setdefault(name)
         for name in ['import_cursor', 'import_phase', 'import_offset']:
             default.setdefault(name)
@@ -516,21 +536,22 @@ class OrthancServer(DomainAccessMixin, ReadonlyFieldsMixin, AuditMixin,
     @ModelView.button
     def check_servers(cls, servers):
         "Check that each server answers with its credentials"
+        DicomNode = Pool().get('gnuhealth.orthanc.dicom_node')
         for server in servers:
             try:
                 with server.get_client() as client:
-                    client.check()
+                    system = client.check()
                     plugins = format_plugins(client.plugins())
             except oc.OrthancError as exception:
                 server._record_error(exception, validated=False)
             else:
                 with without_check_access():
-                    cls.write([server], {
-                            'validated': True,
-                            'plugins': plugins,
-                            'last_error': None,
-                            'last_error_time': None,
-                            })
+                    cls.write([server], dict(dicom_values(system),
+                            validated=True,
+                            plugins=plugins,
+                            last_error=None,
+                            last_error_time=None))
+                DicomNode.read_from_orthanc(server)
 
     def log_error(self, exception):
         "Log an Orthanc error of the server, return its user message"
@@ -915,10 +936,12 @@ class AddServer(Wizard):
             research=bool(getattr(self.start, 'research', False)))
         try:
             with server.get_client() as client:
-                client.check()
+                system = client.check()
                 server.plugins = format_plugins(client.plugins())
         except oc.OrthancError as exception:
             return None, error_message(exception, domain)
+        for name, value in dicom_values(system).items():
+            setattr(server, name, value)
         return server, None
 
     def default_failed(self, fields):

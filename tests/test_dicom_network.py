@@ -16,6 +16,7 @@ from datetime import date
 import pytest
 
 from trytond.modules.health_orthanc import dicom_network as dn
+from trytond.modules.health_orthanc import orthanc_client as oc
 from trytond.modules.health_orthanc.orthanc_client import OrthancClient
 from trytond.modules.health_orthanc.query_plan import (
     StudyFilter, StudyQuery, parse_terms, plan_rows, run_plan, run_query)
@@ -81,7 +82,7 @@ def capped(workdir, ours):
     load(server.upload, bulk_studies('SPREAD', 10, date(2023, 1, 1), 10)
         + bulk_studies('ONEDAY', CAP + 2, date(2023, 2, 1)))
     with OrthancClient(ours.url, ours.user, ours.password) as client:
-        dn.declare_node(client, dn.DicomNode('CAPPED', 'CAPPED',
+        client.declare_node(dn.DicomNode('CAPPED', 'CAPPED',
                 '127.0.0.1', server.dicom_port_used))
     yield server
     server.stop()
@@ -94,7 +95,7 @@ def accessions(answers):
 def wait_job(client, job_id, node='PACS', timeout=60):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        job = dn.job_status(client, job_id, node)
+        job = client.job_status(job_id, node)
         if job.finished:
             return job
         time.sleep(0.05)
@@ -103,11 +104,11 @@ def wait_job(client, job_id, node='PACS', timeout=60):
 
 # -- nodes -------------------------------------------------------------------
 def test_local_ae(client, ours):
-    assert dn.local_ae(client) == dn.LocalAE(OUR_AET, ours.dicom_port_used)
+    assert client.local_ae() == dn.LocalAE(OUR_AET, ours.dicom_port_used)
 
 
 def test_list_nodes_reads_configuration_file(client, pacs):
-    node = dn.list_nodes(client)['PACS']
+    node = client.list_nodes()['PACS']
     assert (node.aet, node.host, node.port) == (
         'PACS', '127.0.0.1', pacs.dicom_port_used)
 
@@ -115,23 +116,23 @@ def test_list_nodes_reads_configuration_file(client, pacs):
 def test_declare_update_delete_node(client, pacs):
     node = dn.DicomNode('HOSP-PACS_2', 'PACS', '127.0.0.1',
         pacs.dicom_port_used, manufacturer='GE')
-    dn.declare_node(client, node)
-    assert dn.list_nodes(client)['HOSP-PACS_2'] == node
-    assert dn.echo(client, 'HOSP-PACS_2') < 1
+    client.declare_node(node)
+    assert client.list_nodes()['HOSP-PACS_2'] == node
+    assert client.echo('HOSP-PACS_2') < 1
 
     moved = dn.DicomNode('HOSP-PACS_2', 'PACS', 'localhost', 11112)
-    dn.declare_node(client, moved)
-    assert dn.list_nodes(client)['HOSP-PACS_2'] == moved
+    client.declare_node(moved)
+    assert client.list_nodes()['HOSP-PACS_2'] == moved
 
-    assert dn.delete_node(client, 'HOSP-PACS_2') is True
-    assert 'HOSP-PACS_2' not in dn.list_nodes(client)
-    assert dn.delete_node(client, 'HOSP-PACS_2') is False
+    assert client.delete_node('HOSP-PACS_2') is True
+    assert 'HOSP-PACS_2' not in client.list_nodes()
+    assert client.delete_node('HOSP-PACS_2') is False
 
 
 def test_declare_invalid_node_sends_nothing(client):
     before = client.request_count
-    with pytest.raises(dn.NodeInvalid) as info:
-        dn.declare_node(client, dn.DicomNode('BAD NAME', '', 'http://x', 0))
+    with pytest.raises(oc.NodeInvalid) as info:
+        client.declare_node(dn.DicomNode('BAD NAME', '', 'http://x', 0))
     assert info.value.problems == [('name', 'name_invalid'),
         ('aet', 'aet_empty'), ('host', 'host_is_url'),
         ('port', 'port_out_of_range')]
@@ -140,20 +141,20 @@ def test_declare_invalid_node_sends_nothing(client):
 
 # -- echo --------------------------------------------------------------------
 def test_echo(client):
-    assert 0 <= dn.echo(client, 'PACS') < 1
-    assert 0 <= dn.echo(client, 'PACS', timeout=3, check_find=True) < 1
+    assert 0 <= client.echo('PACS') < 1
+    assert 0 <= client.echo('PACS', timeout=3, check_find=True) < 1
 
 
 def declare(client, name, port, aet='PACS', **kwargs):
-    dn.declare_node(client, dn.DicomNode(name, aet, '127.0.0.1', port,
+    client.declare_node(dn.DicomNode(name, aet, '127.0.0.1', port,
             **kwargs))
 
 
 def test_echo_closed_port(client):
     declare(client, 'CLOSED', free_port())
     start = time.monotonic()
-    with pytest.raises(dn.NodeUnreachable) as info:
-        dn.echo(client, 'CLOSED')
+    with pytest.raises(oc.NodeUnreachable) as info:
+        client.echo('CLOSED')
     assert time.monotonic() - start < 1
     assert 'CLOSED' in str(info.value)
     assert 'Connection refused' in info.value.details
@@ -183,21 +184,21 @@ def silent_port():
 def test_echo_silent_port_times_out(client, silent_port):
     declare(client, 'SILENT', silent_port)
     start = time.monotonic()
-    with pytest.raises(dn.NodeTimeout):
-        dn.echo(client, 'SILENT', timeout=1)
+    with pytest.raises(oc.NodeTimeout):
+        client.echo('SILENT', timeout=1)
     assert 1 <= time.monotonic() - start < 5
 
 
 def test_echo_not_dicom(client, ours):
     declare(client, 'HTTPPORT', ours.http_port)
-    with pytest.raises(dn.NotDicom):
-        dn.echo(client, 'HTTPPORT')
+    with pytest.raises(oc.NotDicom):
+        client.echo('HTTPPORT')
 
 
 def test_echo_wrong_aet_rejected(client, pacs):
     declare(client, 'WRONGAET', pacs.dicom_port_used, aet='NOTPACS')
-    with pytest.raises(dn.AssociationRejected) as info:
-        dn.echo(client, 'WRONGAET')
+    with pytest.raises(oc.AssociationRejected) as info:
+        client.echo('WRONGAET')
     assert 'WRONGAET' in str(info.value)
 
 
@@ -205,20 +206,20 @@ def test_echo_unknown_calling_aet(client, pacs):
     "A default Orthanc echoes anybody but refuses C-FIND to strangers"
     declare(client, 'STRANGER', pacs.dicom_port_used,
         local_aet='STRANGER')
-    dn.echo(client, 'STRANGER')
-    with pytest.raises(dn.AssociationAborted) as info:
-        dn.echo(client, 'STRANGER', check_find=True)
+    client.echo('STRANGER')
+    with pytest.raises(oc.AssociationAborted) as info:
+        client.echo('STRANGER', check_find=True)
     assert info.value.operation == 'find'
 
 
 def test_echo_undeclared_node(client):
-    with pytest.raises(dn.NodeNotDeclared):
-        dn.echo(client, 'NOSUCHNODE')
+    with pytest.raises(oc.NodeNotDeclared):
+        client.echo('NOSUCHNODE')
 
 
 # -- query -------------------------------------------------------------------
 def test_find_studies_maps_answers(client):
-    answers = dn.find_studies(client, 'PACS', {'AccessionNumber': 'ACC-1003'})
+    answers = client.find_studies('PACS', {'AccessionNumber': 'ACC-1003'})
     assert answers == [dn.StudyAnswer(
             study_uid=UID['ACC-1003'], patient_id='PUID-0001',
             patient_name='GARCÍA^Ana', birth_date=date(1970, 1, 1), sex='O',
@@ -262,7 +263,7 @@ def test_find_studies_maps_answers(client):
             include_terms=('ct',), exclude_terms=('head',)), ['ACC-2003']),
     ])
 def test_query_filters(client, query, expected):
-    find = functools.partial(dn.find_studies, client, 'PACS')
+    find = functools.partial(client.find_studies, 'PACS')
     outcome = run_query(query, find, TODAY)
     assert accessions(outcome.answers) == expected
     assert (outcome.sent, outcome.complete) == (1, True)
@@ -270,7 +271,7 @@ def test_query_filters(client, query, expected):
 
 def test_description_wildcards_are_case_sensitive_on_orthanc(client):
     "Why the description terms are applied to the answers, not sent"
-    sent = dn.find_studies(client, 'PACS', {'StudyDescription': '*chest*'})
+    sent = client.find_studies('PACS', {'StudyDescription': '*chest*'})
     assert accessions(sent) == ['ACC-1005']
 
 
@@ -285,35 +286,35 @@ def test_query_from_spreadsheet(client):
     assert [(p.row, p.code) for p in sheet.problems] == [
         (4, 'no_patient_id'), (5, 'bad_date')]
     queries = plan_rows(sheet.rows, StudyFilter())
-    find = functools.partial(dn.find_studies, client, 'PACS')
+    find = functools.partial(client.find_studies, 'PACS')
     answers, outcomes = run_plan(queries, find, TODAY)
     assert accessions(answers) == ['ACC-1001', 'ACC-2003', 'ACC-3001']
     assert [o.query.row for o in outcomes] == [2, 3, 6]
 
 
 def test_query_expired(client):
-    query_id = dn.start_query(client, 'PACS', {'PatientID': 'PUID-0001'})
+    query_id = client.start_query('PACS', {'PatientID': 'PUID-0001'})
     for _ in range(5):  # QueryRetrieveSize is 5
-        dn.start_query(client, 'PACS', {'PatientID': 'MRN-0002'})
-    with pytest.raises(dn.QueryExpired):
-        dn.query_answers(client, query_id)
-    with pytest.raises(dn.QueryExpired):
-        dn.retrieve_query(client, query_id)
+        client.start_query('PACS', {'PatientID': 'MRN-0002'})
+    with pytest.raises(oc.QueryExpired):
+        client.query_answers(query_id)
+    with pytest.raises(oc.QueryExpired):
+        client.retrieve_query(query_id)
 
 
 # -- answer limit ------------------------------------------------------------
 def test_answer_limit_fails_whole_query(client, capped):
-    with pytest.raises(dn.AnswerLimitReached) as info:
-        dn.find_studies(client, 'CAPPED', {'PatientID': 'SPREAD'})
+    with pytest.raises(oc.AnswerLimitReached) as info:
+        client.find_studies('CAPPED', {'PatientID': 'SPREAD'})
     assert info.value.dimse_status == 0xFE00
     assert 'CAPPED' in str(info.value)
-    assert len(dn.find_studies(client, 'CAPPED', {
+    assert len(client.find_studies('CAPPED', {
                 'PatientID': 'SPREAD', 'StudyDate': '20230101-20230104'}
             )) == CAP
 
 
 def test_answer_limit_split(client, capped):
-    find = functools.partial(dn.find_studies, client, 'CAPPED')
+    find = functools.partial(client.find_studies, 'CAPPED')
     outcome = run_query(StudyQuery(patient_id='SPREAD',
             date_from=date(2023, 1, 1), date_to=date(2023, 1, 31)),
         find, TODAY)
@@ -325,7 +326,7 @@ def test_answer_limit_split(client, capped):
 
 
 def test_answer_limit_single_day_reported(client, capped):
-    find = functools.partial(dn.find_studies, client, 'CAPPED')
+    find = functools.partial(client.find_studies, 'CAPPED')
     outcome = run_query(StudyQuery(patient_id='ONEDAY'), find, TODAY)
     assert outcome.answers == []
     assert outcome.capped == [date(2023, 2, 1)]
@@ -336,62 +337,62 @@ def test_answer_limit_single_day_reported(client, capped):
 # -- retrieve ----------------------------------------------------------------
 def test_retrieve_studies(client, empty_ours, pacs):
     wanted = [UID['ACC-1001'], UID['ACC-2003'], '1.2.3.4.5']
-    job_id, missing = dn.retrieve_studies(client, 'PACS', wanted)
+    job_id, missing = client.retrieve_studies('PACS', wanted)
     assert missing == ['1.2.3.4.5']
     job = wait_job(client, job_id)
     assert (job.state, job.error, job.moved_count) == ('Success', None, 2)
     assert sorted(job.study_uids) == sorted(wanted[:2])
-    here = dn.find_local_studies(client, wanted)
+    here = client.find_local_studies(wanted)
     assert sorted(here) == sorted(wanted[:2])
     # the study keeps its Orthanc ID
     assert set(here.values()) <= set(pacs.request('GET', '/studies').json())
 
 
 def test_retrieve_nothing_found(client):
-    assert dn.retrieve_studies(client, 'PACS', ['1.2.3']) == (None, ['1.2.3'])
+    assert client.retrieve_studies('PACS', ['1.2.3']) == (None, ['1.2.3'])
 
 
 def test_retrieve_one_answer(client, empty_ours):
-    query_id = dn.start_query(client, 'PACS', {
+    query_id = client.start_query('PACS', {
             'AccessionNumber': 'ACC-1002'})
-    job = wait_job(client, dn.retrieve_query(client, query_id, OUR_AET,
+    job = wait_job(client, client.retrieve_query(query_id, OUR_AET,
             answer=0))
     assert job.succeeded
-    assert list(dn.find_local_studies(client, [UID['ACC-1002']])) == [
+    assert list(client.find_local_studies([UID['ACC-1002']])) == [
         UID['ACC-1002']]
 
 
 def test_move_refused_when_pacs_lacks_target(client, empty_ours):
-    query_id = dn.start_query(client, 'PACS', {'AccessionNumber': 'ACC-1002'})
-    job = wait_job(client, dn.retrieve_query(client, query_id, 'NOBODY'))
+    query_id = client.start_query('PACS', {'AccessionNumber': 'ACC-1002'})
+    job = wait_job(client, client.retrieve_query(query_id, 'NOBODY'))
     assert job.state == 'Failure'
-    assert isinstance(job.error, dn.MoveRefused)
+    assert isinstance(job.error, oc.MoveRefused)
     assert job.error.dimse_status == 0xC000
     assert 'our AE title' in str(job.error)
-    with pytest.raises(dn.MoveRefused):
-        dn.move_studies(client, 'PACS', [UID['ACC-1002']], 'NOBODY')
+    with pytest.raises(oc.MoveRefused):
+        client.move_studies('PACS', [UID['ACC-1002']], 'NOBODY')
 
 
 def test_move_studies_is_synchronous(client, empty_ours):
-    dn.move_studies(client, 'PACS', [UID['ACC-3001']])
-    assert list(dn.find_local_studies(client, [UID['ACC-3001']])) == [
+    client.move_studies('PACS', [UID['ACC-3001']])
+    assert list(client.find_local_studies([UID['ACC-3001']])) == [
         UID['ACC-3001']]
 
 
 def test_move_studies_in_one_move(client, empty_ours):
     wanted = [UID['ACC-1001'], UID['ACC-1002'], UID['ACC-3002']]
-    dn.move_studies(client, 'PACS', wanted, OUR_AET, one_move=True)
-    assert sorted(dn.find_local_studies(client, wanted)) == sorted(wanted)
+    client.move_studies('PACS', wanted, OUR_AET, one_move=True)
+    assert sorted(client.find_local_studies(wanted)) == sorted(wanted)
 
 
 def test_job_vanished(client, empty_ours):
-    query_id = dn.start_query(client, 'PACS', {'AccessionNumber': 'ACC-1004'})
-    first = dn.retrieve_query(client, query_id)
+    query_id = client.start_query('PACS', {'AccessionNumber': 'ACC-1004'})
+    first = client.retrieve_query(query_id)
     wait_job(client, first)
     for _ in range(2):  # JobsHistorySize is 2
-        wait_job(client, dn.retrieve_query(client, query_id))
-    with pytest.raises(dn.JobVanished):
-        dn.job_status(client, first)
+        wait_job(client, client.retrieve_query(query_id))
+    with pytest.raises(oc.JobVanished):
+        client.job_status(first)
 
 
 def test_pacs_dies_during_retrieve(client, workdir, ours, empty_ours):
@@ -403,10 +404,10 @@ def test_pacs_dies_during_retrieve(client, workdir, ours, empty_ours):
         load(dying.upload, studies, rows=256, instances=8)
         declare(client, 'DYING', dying.dicom_port_used, aet='DYING')
         uids = [s.study_uid for s in studies]
-        job_id, missing = dn.retrieve_studies(client, 'DYING', uids)
+        job_id, missing = client.retrieve_studies('DYING', uids)
         assert missing == []
         deadline = time.monotonic() + 30
-        while (dn.job_status(client, job_id, 'DYING').progress < 10
+        while (client.job_status(job_id, 'DYING').progress < 10
                 and time.monotonic() < deadline):
             time.sleep(0.01)
         dying.process.kill()
@@ -415,9 +416,9 @@ def test_pacs_dies_during_retrieve(client, workdir, ours, empty_ours):
     finally:
         dying.stop()
     assert job.state == 'Failure'
-    assert isinstance(job.error, (dn.AssociationAborted, dn.NodeUnreachable))
+    assert isinstance(job.error, (oc.AssociationAborted, oc.NodeUnreachable))
     assert 0 < job.moved_count < len(uids)
-    here = dn.find_local_studies(client, uids)
+    here = client.find_local_studies(uids)
     assert job.moved_count <= len(here) < len(uids)
-    with pytest.raises(dn.NodeUnreachable):
-        dn.echo(client, 'DYING')
+    with pytest.raises(oc.NodeUnreachable):
+        client.echo('DYING')

@@ -1,10 +1,12 @@
 # This file is part of GNU Health.  The COPYRIGHT file at the top level of
 # this repository contains the full copyright notices and license terms.
-"""Table tests of dicom_network: validators, mapping, error classification.
+"""Table tests of DICOM networking: the validators and mapping of
+dicom_network, the client's DICOM methods and the classification of their
+errors.
 
 The exchanges with real Orthancs are in the top-level
-``tests/test_dicom_network.py``; here a stub client replays the answers
-Orthanc 1.10.1 gave there.
+``tests/test_dicom_network.py``; here a client whose ``request`` is stubbed
+replays the answers Orthanc 1.10.1 gave there.
 """
 import json
 from datetime import date
@@ -12,8 +14,9 @@ from datetime import date
 import pytest
 
 from trytond.modules.health_orthanc import dicom_network as dn
+from trytond.modules.health_orthanc import orthanc_client as oc
 from trytond.modules.health_orthanc.orthanc_client import (
-    OrthancError, OrthancNotFound, OrthancUnauthorized)
+    OrthancClient, OrthancError, OrthancNotFound, OrthancUnauthorized)
 
 
 # -- validators --------------------------------------------------------------
@@ -187,23 +190,23 @@ class Response:
         return self.data
 
 
-class StubClient:
-    """Replays ``answers``: ``{(method, path): data or OrthancError}``"""
+class StubClient(OrthancClient):
+    """A client that replays ``answers``: ``{(method, path): data or
+    OrthancError}``"""
 
     def __init__(self, answers):
+        super().__init__('http://orthanc')
         self.answers = answers
         self.sent = []
 
-    def request(self, method, path, params=None, data=None, headers=None):
+    def request(self, method, path, params=None, auth=True, data=None,
+            headers=None):
         self.sent.append((method, path, params,
                 json.loads(data) if data else None))
         answer = self.answers[(method, path)]
         if isinstance(answer, Exception):
             raise answer
         return Response(answer)
-
-    def get_json(self, path, params=None):
-        return self.request('GET', path, params=params).json()
 
 
 def orthanc_500(details, status=500):
@@ -214,15 +217,15 @@ def orthanc_500(details, status=500):
 
 def test_declare_node_sends_put():
     client = StubClient({('PUT', 'modalities/PACS'): None})
-    dn.declare_node(client, dn.DicomNode('PACS', 'PACS', 'h', 104))
+    client.declare_node(dn.DicomNode('PACS', 'PACS', 'h', 104))
     assert client.sent[0][:2] == ('PUT', 'modalities/PACS')
     assert client.sent[0][3]['AET'] == 'PACS'
 
 
 def test_declare_invalid_node_sends_nothing():
     client = StubClient({})
-    with pytest.raises(dn.NodeInvalid) as info:
-        dn.declare_node(client, dn.DicomNode('P', 'PACS', 'h', 0))
+    with pytest.raises(oc.NodeInvalid) as info:
+        client.declare_node(dn.DicomNode('P', 'PACS', 'h', 0))
     assert isinstance(info.value, ValueError)
     assert info.value.problems == [('port', 'port_out_of_range')]
     assert 'port' in str(info.value)
@@ -234,26 +237,26 @@ def test_delete_node():
             ('DELETE', 'modalities/A'): None,
             ('DELETE', 'modalities/B'): OrthancNotFound(status=404),
             })
-    assert dn.delete_node(client, 'A') is True
-    assert dn.delete_node(client, 'B') is False
+    assert client.delete_node('A') is True
+    assert client.delete_node('B') is False
 
 
 def test_list_nodes():
     client = StubClient({('GET', 'modalities'): {'PACS': ORTHANC_ENTRY}})
-    assert list(dn.list_nodes(client)) == ['PACS']
+    assert list(client.list_nodes()) == ['PACS']
     assert client.sent[0][2] == {'expand': ''}
 
 
 def test_local_ae():
     client = StubClient({('GET', 'system'): {
                 'DicomAet': 'GNUHEALTH', 'DicomPort': 4242}})
-    assert dn.local_ae(client) == dn.LocalAE('GNUHEALTH', 4242)
+    assert client.local_ae() == dn.LocalAE('GNUHEALTH', 4242)
 
 
 def test_local_ae_bad_answer():
     client = StubClient({('GET', 'system'): {'Name': 'x'}})
     with pytest.raises(OrthancError):
-        dn.local_ae(client)
+        client.local_ae()
 
 
 @pytest.mark.parametrize('kwargs, body', [
@@ -263,21 +266,21 @@ def test_local_ae_bad_answer():
     ])
 def test_echo_body(kwargs, body):
     client = StubClient({('POST', 'modalities/PACS/echo'): {}})
-    assert dn.echo(client, 'PACS', **kwargs) >= 0
+    assert client.echo('PACS', **kwargs) >= 0
     assert client.sent[0][3] == body
 
 
 def test_echo_node_name_is_quoted():
     client = StubClient({('POST', 'modalities/A%2FB/echo'): {}})
-    dn.echo(client, 'A/B')
+    client.echo('A/B')
 
 
 def test_echo_errors_are_typed():
     client = StubClient({('POST', 'modalities/PACS/echo'): orthanc_500(
                 'DicomAssociation - connecting to AET "PACS": TCP '
                 'Initialization Error: Connection refused')})
-    with pytest.raises(dn.NodeUnreachable) as info:
-        dn.echo(client, 'PACS')
+    with pytest.raises(oc.NodeUnreachable) as info:
+        client.echo('PACS')
     assert info.value.node == 'PACS'
     assert info.value.status == 500
     assert str(info.value).startswith(
@@ -290,7 +293,7 @@ def test_start_query_and_answers():
             ('GET', 'queries/q1/answers'): [{'StudyInstanceUID': '1.2',
                     'ModalitiesInStudy': 'CT\\PT'}, {'PatientID': 'X'}],
             })
-    answers = dn.find_studies(client, 'PACS', {'PatientID': 'X'},
+    answers = client.find_studies('PACS', {'PatientID': 'X'},
         timeout=5)
     assert answers == [dn.StudyAnswer('1.2', modalities=('CT', 'PT'))]
     body = client.sent[0][3]
@@ -304,16 +307,16 @@ def test_query_answer_limit():
     client = StubClient({('POST', 'modalities/PACS/query'): orthanc_500(
                 'C-FIND SCU to AET "PACS" has failed with DIMSE status '
                 '0xFE00')})
-    with pytest.raises(dn.AnswerLimitReached) as info:
-        dn.start_query(client, 'PACS', {})
+    with pytest.raises(oc.AnswerLimitReached) as info:
+        client.start_query('PACS', {})
     assert info.value.dimse_status == 0xFE00
 
 
 def test_query_expired():
     client = StubClient({('GET', 'queries/q1/answers'): OrthancNotFound(
                 status=404)})
-    with pytest.raises(dn.QueryExpired):
-        dn.query_answers(client, 'q1')
+    with pytest.raises(oc.QueryExpired):
+        client.query_answers('q1')
 
 
 @pytest.mark.parametrize('answer, path', [
@@ -322,7 +325,7 @@ def test_query_expired():
     ])
 def test_retrieve_query(answer, path):
     client = StubClient({('POST', path): {'ID': 'job1', 'Path': '/jobs/1'}})
-    assert dn.retrieve_query(client, 'q1', 'GNUHEALTH', answer=answer) == (
+    assert client.retrieve_query('q1', 'GNUHEALTH', answer=answer) == (
         'job1')
     assert client.sent[0][3] == {'Synchronous': False,
         'TargetAet': 'GNUHEALTH'}
@@ -334,15 +337,17 @@ def test_retrieve_studies():
             ('GET', 'queries/q1/answers'): [{'StudyInstanceUID': '1.1'}],
             ('POST', 'queries/q1/retrieve'): {'ID': 'job1'},
             })
-    assert dn.retrieve_studies(client, 'PACS', ['1.1', '1.2', '1.1']) == (
+    assert client.retrieve_studies('PACS', ['1.1', '1.2', '1.1']) == (
         'job1', ['1.2'])
-    assert client.sent[0][3]['Query'] == {'StudyInstanceUID': '1.1\\1.2'}
+    query = client.sent[0][3]['Query']
+    assert query['StudyInstanceUID'] == '1.1\\1.2'
+    assert query['PatientID'] == ''  # the answers describe the studies
     assert client.sent[2][3] == {'Synchronous': False}
 
 
 def test_move_studies():
     client = StubClient({('POST', 'modalities/PACS/move'): {}})
-    dn.move_studies(client, 'PACS', ['1.1', '1.2'], 'US', timeout=9)
+    client.move_studies('PACS', ['1.1', '1.2'], 'US', timeout=9)
     assert client.sent[0][3] == {'Level': 'Study', 'Resources': [
             {'StudyInstanceUID': '1.1'}, {'StudyInstanceUID': '1.2'}],
         'TargetAet': 'US', 'Timeout': 9}
@@ -350,7 +355,7 @@ def test_move_studies():
 
 def test_move_studies_one_move():
     client = StubClient({('POST', 'modalities/PACS/move'): {}})
-    dn.move_studies(client, 'PACS', iter(['1.1', '1.2']), one_move=True)
+    client.move_studies('PACS', iter(['1.1', '1.2']), one_move=True)
     assert client.sent[0][3]['Resources'] == [
         {'StudyInstanceUID': '1.1\\1.2'}]
 
@@ -372,20 +377,20 @@ FAILED_JOB = {
 
 def test_job_status_failed():
     client = StubClient({('GET', 'jobs/job1'): FAILED_JOB})
-    job = dn.job_status(client, 'job1', 'PACS')
+    job = client.job_status('job1', 'PACS')
     assert (job.state, job.finished, job.succeeded) == ('Failure', True, False)
     assert job.moved_count == 8
     assert job.study_uids[:2] == ('1.0', '1.1')
     assert job.node_aet == 'PACS'
-    assert isinstance(job.error, dn.AssociationAborted)
+    assert isinstance(job.error, oc.AssociationAborted)
     assert job.error.operation == 'move'
 
 
 def test_job_status_unknown_failure():
     client = StubClient({('GET', 'jobs/job1'): dict(FAILED_JOB,
                 ErrorDetails='', ErrorDescription='Internal error')})
-    job = dn.job_status(client, 'job1', 'PACS')
-    assert isinstance(job.error, dn.DimseFailure)
+    job = client.job_status('job1', 'PACS')
+    assert isinstance(job.error, oc.DimseFailure)
     assert 'Internal error' in str(job.error)
 
 
@@ -398,23 +403,23 @@ def test_job_status_unknown_failure():
 def test_job_moved_count(state, progress, moved):
     client = StubClient({('GET', 'jobs/job1'): dict(FAILED_JOB,
                 State=state, Progress=progress, ErrorCode=0)})
-    job = dn.job_status(client, 'job1')
+    job = client.job_status('job1')
     assert job.moved_count == moved
     assert job.error is None
 
 
 def test_job_vanished():
     client = StubClient({('GET', 'jobs/job1'): OrthancNotFound(status=404)})
-    with pytest.raises(dn.JobVanished):
-        dn.job_status(client, 'job1')
+    with pytest.raises(oc.JobVanished):
+        client.job_status('job1')
 
 
 def test_find_local_studies():
     client = StubClient({('POST', 'tools/find'): [
                 {'ID': 'o1', 'MainDicomTags': {'StudyInstanceUID': '1.1'}}]})
-    assert dn.find_local_studies(client, ['1.1', '1.2']) == {'1.1': 'o1'}
+    assert client.find_local_studies(['1.1', '1.2']) == {'1.1': 'o1'}
     assert client.sent[0][3]['Query'] == {'StudyInstanceUID': '1.1\\1.2'}
-    assert dn.find_local_studies(client, []) == {}
+    assert client.find_local_studies([]) == {}
 
 
 # -- answers -----------------------------------------------------------------
@@ -448,35 +453,35 @@ def test_map_study_answer(data, expected):
 # -- classification ----------------------------------------------------------
 @pytest.mark.parametrize('details, cls, operation, status', [
     ('DicomAssociation - connecting to AET "X": TCP Initialization Error: '
-        'Connection refused', dn.NodeUnreachable, '', None),
+        'Connection refused', oc.NodeUnreachable, '', None),
     ('DicomAssociation - connecting to AET "PACS": Attempt to connect to '
-        'unknown host: no-such-host.invalid', dn.NodeUnreachable, '', None),
+        'unknown host: no-such-host.invalid', oc.NodeUnreachable, '', None),
     ('DicomAssociation - connecting to AET "X": DUL network read timeout',
-        dn.NodeTimeout, '', None),
+        oc.NodeTimeout, '', None),
     ('DicomAssociation - connecting to AET "X": Unrecognized PDU type: 48',
-        dn.NotDicom, '', None),
+        oc.NotDicom, '', None),
     ('DicomAssociation - connecting to AET "NOTPACS": DUL Association '
-        'Rejected', dn.AssociationRejected, '', None),
+        'Rejected', oc.AssociationRejected, '', None),
     ('DicomAssociation - C-FIND to AET "PACS": Peer aborted Association '
-        '(or never connected)', dn.AssociationAborted, 'find', None),
+        '(or never connected)', oc.AssociationAborted, 'find', None),
     ('DicomAssociation - C-MOVE to AET "PACS": Peer aborted Association '
-        '(or never connected)', dn.AssociationAborted, 'move', None),
+        '(or never connected)', oc.AssociationAborted, 'move', None),
     ('C-FIND SCU to AET "PACS" has failed with DIMSE status 0xFE00',
-        dn.AnswerLimitReached, 'find', 0xFE00),
+        oc.AnswerLimitReached, 'find', 0xFE00),
     ('C-FIND SCU to AET "PACS" has failed with DIMSE status 0xA700',
-        dn.AnswerLimitReached, 'find', 0xA700),
+        oc.AnswerLimitReached, 'find', 0xA700),
     ('C-MOVE SCU to AET "PACS" has failed with DIMSE status 0xC000 (unable '
-        'to process - resource not found ?)', dn.MoveRefused, 'move',
+        'to process - resource not found ?)', oc.MoveRefused, 'move',
         0xC000),
     ('C-MOVE SCU to AET "PACS" has failed with DIMSE status 0xA801',
-        dn.DimseFailure, 'move', 0xA801),
+        oc.DimseFailure, 'move', 0xA801),
     ('C-FIND SCU to AET "PACS" has failed with DIMSE status 0xC001',
-        dn.DimseFailure, 'find', 0xC001),
+        oc.DimseFailure, 'find', 0xC001),
     ('Something else', None, '', None),
     ('', None, '', None),
     ])
 def test_classify_details(details, cls, operation, status):
-    error = dn.classify_details(details, 'PACS')
+    error = oc.classify_details(details, 'PACS')
     if cls is None:
         assert error is None
         return
@@ -489,7 +494,7 @@ def test_classify_details(details, cls, operation, status):
 
 
 def test_move_refused_says_what_to_check():
-    error = dn.classify_details('C-MOVE SCU to AET "PACS" has failed with '
+    error = oc.classify_details('C-MOVE SCU to AET "PACS" has failed with '
         'DIMSE status 0xC000', 'Hospital')
     assert str(error).startswith('The DICOM node "Hospital" refused to send '
         'the studies (status 0xC000): check that it knows our AE title')
@@ -497,23 +502,23 @@ def test_move_refused_says_what_to_check():
 
 @pytest.mark.parametrize('error, cls', [
     (OrthancNotFound(status=404, details='No modality with symbolic name: '
-            'X'), dn.NodeNotDeclared),
+            'X'), oc.NodeNotDeclared),
     (OrthancNotFound(status=404, details='Unknown resource'),
         OrthancNotFound),
     (OrthancUnauthorized(status=401), OrthancUnauthorized),
-    (orthanc_500('DUL Association Rejected'), dn.AssociationRejected),
+    (orthanc_500('DUL Association Rejected'), oc.AssociationRejected),
     (orthanc_500('C-MOVE SCU to AET "P" has failed with DIMSE status '
-            '0xC000', 422), dn.MoveRefused),
+            '0xC000', 422), oc.MoveRefused),
     (orthanc_500('An unhandled exception'), OrthancError),
     ])
 def test_classify_error(error, cls):
-    result = dn.classify_error(error, 'X', 'echo')
+    result = oc.classify_error(error, 'X', 'echo')
     assert type(result) is cls
     if result is not error:
         assert (result.status, result.url) == (error.status, error.url)
 
 
 def test_typed_error_is_orthanc_error():
-    error = dn.NodeTimeout('PACS', operation='find', details='timeout')
+    error = oc.NodeTimeout('PACS', operation='find', details='timeout')
     assert isinstance(error, OrthancError)
     assert 'PACS' in str(error) and 'timeout' in str(error)

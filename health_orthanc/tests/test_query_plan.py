@@ -5,8 +5,8 @@ from datetime import date, timedelta
 
 import pytest
 
-from trytond.modules.health_orthanc.dicom_network import (
-    AnswerLimitReached, StudyAnswer)
+from trytond.modules.health_orthanc.dicom_network import StudyAnswer
+from trytond.modules.health_orthanc.orthanc_client import AnswerLimitReached
 from trytond.modules.health_orthanc.query_plan import (
     COMMON_MODALITIES, MODALITIES, StudyFilter, StudyQuery, date_range,
     dicom_query, keep_answer, merge_answers, parse_modalities, parse_terms,

@@ -25,7 +25,10 @@
 //   Files: the wizard opens on the default server, Cancel -> Reporting
 //   (researchSteps aside) -> Health / Imaging / Research / Subjects: enrol
 //   Ana Betz in the demo's project, Copy to Project from her subject ->
-//   the project's Copy Log: the copies done.
+//   the project's Copy Log: the copies done -> Query PACS: the node's
+//   status, the priors of the patient on the hospital PACS, Retrieve: the
+//   retrieval done, the priors among the studies, linked -> the DICOM
+//   Nodes list.
 //
 // It fails on any sao error dialog (application error, user error or
 // warning, "invalid form" info bar) and on any browser console error or
@@ -773,6 +776,8 @@ async function main() {
         await researchSteps({page, pane, toolbar, dialog, run, shot,
             openMenu, waitTab, listRows, openRow, complete, notebookTab,
             reloadForm});
+        await pacsSteps({page, pane, dialog, run, shot, openMenu, waitTab,
+            listRows, rowCells, complete, selected});
         checkErrors();
     } catch (error) {
         console.log(`\nFAILED at step: ${step}`);
@@ -1024,6 +1029,89 @@ async function researchSteps(t) {
             .map(text => text.trim()).filter(text => text);
         log(`  copy: ${cells.join(' | ')}`);
         await shot('28-research-copy-log.png');
+    });
+}
+
+// Issue #12: the priors of Ana Betz on the hospital PACS (the demo's
+// second Orthanc, the DICOM node HOSPITAL-PACS): Query PACS -> Retrieve ->
+// the retrieval done -> the priors among the studies; the DICOM Nodes list
+async function pacsSteps(t) {
+    const {page, pane, dialog, run, shot, openMenu, waitTab, listRows,
+        rowCells, complete, selected} = t;
+    const NODE = 'HOSPITAL-PACS';
+    const PRIORS = ['Chest CT prior', 'Brain MRI prior',
+        'Abdominal ultrasound prior'];
+
+    await run('Health / Imaging / Orthanc / Query PACS: the node answers, '
+            + `the priors of ${PATIENT}`, async () => {
+        await openMenu('Health', 'Imaging', 'Orthanc', 'Query PACS');
+        await until(async () => (await dialog.locator('.model-title')
+            .innerText()) === 'Query PACS', 'the Query PACS wizard');
+        const status = dialog.locator('div.form-one2many tbody tr',
+            {hasText: NODE});
+        await until(async () => (await status.count()) === 1
+            && (await status.innerText()).includes('OK'),
+            `the status OK of ${NODE}`);
+        await complete(dialog.locator('input[name="patient"]'),
+            PATIENT_SEARCH, PATIENT);
+        await until(async () => (await dialog.locator(
+            'input[name="patient_ids"]').inputValue()) === 'PUID-1001',
+            'the PatientIDs of the patient');
+        await shot('29-query-pacs.png');
+        await dialog.getByRole('button', {name: 'Query', exact: true})
+            .click();
+        const rows = dialog.locator('div.form-one2many tbody tr',
+            {hasText: 'PUID-1001'});
+        await until(async () => (await rows.count()) === PRIORS.length,
+            `${PRIORS.length} studies of PUID-1001`, 30000);
+        for (const prior of PRIORS) {
+            await until(() => rows.filter({hasText: prior}).count(),
+                `the answer ${prior}`);
+        }
+        log(`  ${await dialog.locator('textarea[name="notes"]')
+            .inputValue()}`);
+        await shot('30-query-pacs-answers.png');
+    });
+
+    await run('Retrieve: the retrieval is done', async () => {
+        await dialog.getByRole('button', {name: 'Retrieve', exact: true})
+            .click();
+        await waitTab('Retrievals');
+        const state = pane.locator('select[name="state"]');
+        await until(async () => (await selected(state)) === 'Done',
+            'the retrieval Done', 60000);
+        const studies = pane.locator('div.form-one2many tbody tr',
+            {hasText: 'Retrieved'});
+        await until(async () => (await studies.count()) === PRIORS.length,
+            `${PRIORS.length} studies retrieved`);
+        await shot('31-retrieval.png');
+    });
+
+    await run('Health / Imaging / Orthanc / Studies: the priors, linked',
+            async () => {
+        await openMenu('Health', 'Imaging', 'Orthanc', 'Studies');
+        await waitTab('Studies');
+        for (const prior of PRIORS) {
+            const row = listRows().filter({hasText: prior});
+            await until(() => row.count(), `the study ${prior}`, 30000);
+            const cells = await rowCells(row.first());
+            if (cells.Patient !== PATIENT) {
+                throw new StepError(`${prior} is linked to `
+                    + `"${cells.Patient}", not ${PATIENT}`);
+            }
+        }
+        await shot('32-retrieved-studies.png');
+    });
+
+    await run('Health / Configuration / Orthanc / DICOM Nodes', async () => {
+        await openMenu('Health', 'Configuration', 'Orthanc', 'DICOM Nodes');
+        await waitTab('DICOM Nodes');
+        const row = listRows().filter({hasText: NODE});
+        await until(() => row.count(), `the node ${NODE}`);
+        const cells = await rowCells(row.first());
+        log(`  ${NODE}: ${cells['AE Title']} ${cells.Host}:${cells.Port} `
+            + `${cells.Status}`);
+        await shot('33-dicom-nodes.png');
     });
 }
 
