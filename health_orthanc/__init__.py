@@ -4,8 +4,8 @@
 from trytond.pool import Pool
 
 from . import (
-    audit, ir, patient, request, result, series, server, study, upload,
-    worklist_publish)
+    audit, ir, patient, radiation_dose, request, result, series, server, study,
+    study_report, upload, worklist_publish)
 
 __all__ = ['register']
 
@@ -31,6 +31,15 @@ def register():
         upload.UploadResult,
         upload.UploadResultLine,
         audit.OrthancAudit,
+        study_report.StudyReport,
+        study_report.ImagingTestResult,
+        radiation_dose.RadiationDose,
+        radiation_dose.RadiationDoseEvent,
+        radiation_dose.RadiationDoseValue,
+        radiation_dose.RadiationDoseContext,
+        radiation_dose.ImagingTest,
+        radiation_dose.ImagingTestResult,
+        radiation_dose.Patient,
         module='health_orthanc', type_='model')
     Pool.register(
         server.AddServer,
