@@ -88,8 +88,10 @@ class MemoryStore:
             'replace_series_of': list(replace_series_of),
             'cursor': cursor,
             'progress': progress,
-            'doses': list(doses),
             }
+        if doses:
+            # Only then: the other tests compare the calls
+            call['doses'] = list(doses)
         assert cursor is None or progress is None
         self.saves.append(call)
         for kind in ['patients', 'studies', 'series']:
@@ -110,7 +112,7 @@ class MemoryStore:
                 del self.series[orthanc_id]
         for record in call['series']:
             self.series[record['orthanc_id']] = record
-        for study_id, instance_id, report in call['doses']:
+        for study_id, instance_id, report in call.get('doses', ()):
             assert study_id in self.studies, study_id
             assert instance_id not in self.doses, 'read twice: ' + instance_id
             self.doses[instance_id] = (study_id, report)
