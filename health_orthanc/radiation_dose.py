@@ -524,8 +524,7 @@ class RadiationDoseContext(ModelView):
 
     @classmethod
     def default_from_date(cls):
-        return datetime.date.today().replace(day=1) - datetime.timedelta(
-            days=365)
+        return datetime.date.today() - datetime.timedelta(days=365)
 
 
 def _level(name, string, help):
