@@ -35,8 +35,10 @@ PEOPLE = [
 
 # The Radiation Dose Structured Report of a study, by its description: a
 # sample of health_orthanc's generator (Ana's head CT is above the local
-# reference levels that populate() sets)
+# reference levels that populate() sets; her chest X-ray gives her dose
+# history a second study)
 DOSE_REPORTS = {
+    'Chest X-ray PA and lateral': 'projection_radiography',
     'Head CT without contrast': 'ct_head_legacy',
     'Whole body PET-CT': 'ct_three_events',
     'Screening mammography': 'mammography_both',

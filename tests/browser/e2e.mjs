@@ -766,7 +766,8 @@ async function main() {
         await reportingSteps({page, pane, toolbar, run, shot, openMenu,
             waitTab, activeTab, listRows, rowCells});
         await doseSteps({page, pane, toolbar, run, shot, openMenu, waitTab,
-            listRows, rowCells, openRow, notebookTab, showList, selected});
+            activeTab, listRows, rowCells, openRow, notebookTab, showList,
+            selected});
         checkErrors();
     } catch (error) {
         console.log(`\nFAILED at step: ${step}`);
@@ -939,8 +940,8 @@ async function reportingSteps(t) {
 // patient's Radiation Dose tab and history, and among the doses above
 // reference of the medical physicist.
 async function doseSteps(t) {
-    const {page, pane, toolbar, run, shot, openMenu, waitTab, listRows,
-        rowCells, openRow, notebookTab, showList, selected} = t;
+    const {page, pane, toolbar, run, shot, openMenu, waitTab, activeTab,
+        listRows, rowCells, openRow, notebookTab, showList, selected} = t;
     const tabPane = pane.locator('.form-notebook .tab-pane.active');
     const HEAD_CT = 'Head CT without contrast';
 
@@ -1001,13 +1002,16 @@ async function doseSteps(t) {
         await until(() => row.count(), `the patient ${PATIENT}`);
         await openRow(row.first());
         await notebookTab(pane, 'Radiation Dose');
-        const total = tabPane.locator('input[name="dose_dlp_total"]');
+        // A float shows a text input and a number input
+        const total = tabPane.locator('input[name="dose_dlp_total"]').first();
         await until(async () => (await total.inputValue()).includes(
             '910.5'), 'the DLP of all the studies');
         await shot('27-patient-dose.png');
         await tabPane.getByRole('button',
             {name: 'Radiation Dose History', exact: true}).click();
-        await waitTab('Radiation Dose History');
+        // The tab of a button's action is named after the record too
+        await until(async () => (await activeTab()).startsWith(
+            'Radiation Dose History'), 'the Radiation Dose History tab');
         await until(async () => (await listRows().filter(
             {hasText: HEAD_CT}).count()) === 1, 'the head CT in the history',
             30000);
