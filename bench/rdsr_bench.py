@@ -4,10 +4,10 @@
 """Benchmark of the RDSR reading: parse in memory, and fetch + parse from
 a real Orthanc.
 
-Prints figures, never asserts on them.  No database.  Usage (from the
-repository root)::
+Prints figures, never asserts on them.  Usage (from the repository
+root)::
 
-    python -m bench.rdsr_bench [--count 1000] [--repeat 3] [--json]
+    python -m bench.rdsr_bench [--count 1000] [--repeat 3] [--sync] [--json]
 
 1. *parse*: ``dose.parse_dose_report`` on ``--count`` RDSR files in memory
    (bytes), per kind of sample and for the mix used below.
@@ -18,6 +18,13 @@ repository root)::
    (``/instances/{id}/metadata/SopClassUid``), download the candidates
    (``/instances/{id}/file``) and parse them.  The series listing is shown
    apart: the sync already fetches it.
+3. *sync* (``--sync``): the synchronization itself (``sync_now``, the
+   Tryton store) of a database with health_orthanc, chosen as for the
+   tests (``TRYTOND_DATABASE_URI``, ``DB_NAME``, ``DB_CACHE``): the first
+   import of ``--count`` dose studies, then the incremental sync of
+   ``--count`` more, each timed whole and in its dose steps (the dose
+   reports read from Orthanc and parsed, ``Synchronizer._dose_reports``;
+   stored, ``gnuhealth.orthanc.dose.store_reports``).
 """
 import argparse
 import io
@@ -94,7 +101,7 @@ def measure_parse(count, repeat):
     return rows
 
 
-def upload(orthanc, count, threads=4):
+def upload(orthanc, count, threads=4, first=0):
     session = requests.Session()
     session.auth = orthanc.auth
 
@@ -112,7 +119,7 @@ def upload(orthanc, count, threads=4):
         return study_ids.pop()
 
     with ThreadPoolExecutor(threads) as pool:
-        return list(pool.map(post, range(count)))
+        return list(pool.map(post, range(first, first + count)))
 
 
 def fetch_and_parse(orthanc, study_ids):
@@ -168,6 +175,104 @@ def measure_orthanc(count, repeat, workdir):
         'timing': timing, 'counts': counts, 'totals': totals}
 
 
+class SyncTimers:
+    "Time and calls of the dose steps of the sync, by in-process wrappers"
+
+    def __init__(self):
+        self.seconds = {'read': 0.0, 'store': 0.0}
+        self.requests = {'instance_metadata': 0, 'instance_file': 0}
+        self.reports = 0
+
+    def install(self):
+        from trytond.pool import Pool
+
+        from trytond.modules.health_orthanc import sync as sync_module
+        from trytond.modules.health_orthanc.orthanc_client import OrthancClient
+        Dose = Pool().get('gnuhealth.orthanc.dose')
+        read = sync_module.Synchronizer._dose_reports
+        store = Dose.store_reports.__func__
+        timers = self
+
+        def timed_read(self, *args, **kwargs):
+            start = time.perf_counter()
+            try:
+                reports = read(self, *args, **kwargs)
+                timers.reports += len(reports)
+                return reports
+            finally:
+                timers.seconds['read'] += time.perf_counter() - start
+
+        def timed_store(cls, *args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return store(cls, *args, **kwargs)
+            finally:
+                timers.seconds['store'] += time.perf_counter() - start
+        sync_module.Synchronizer._dose_reports = timed_read
+        Dose.store_reports = classmethod(timed_store)
+        for name in self.requests:
+            method = getattr(OrthancClient, name)
+
+            def counted(client, *args, _method=method, _name=name):
+                timers.requests[_name] += 1
+                return _method(client, *args)
+            setattr(OrthancClient, name, counted)
+
+    def snapshot(self):
+        return (dict(self.seconds), dict(self.requests), self.reports)
+
+
+def measure_sync(count, workdir):
+    """The first import of count dose studies and the incremental sync of
+    count more, in a database with health_orthanc"""
+    from trytond.pool import Pool
+    from trytond.tests.test_tryton import DB_NAME, activate_module
+    from trytond.transaction import Transaction
+    activate_module('health_orthanc')
+    timers = SyncTimers()
+    with Transaction().start(DB_NAME, 1):
+        timers.install()
+    runs = {}
+    # No Stable* changes: the incremental sync reads each study once
+    with OrthancServer(workdir, stable_age=24 * 3600) as orthanc:
+        upload(orthanc, count)
+        with Transaction().start(DB_NAME, 1) as transaction:
+            Server = Pool().get('gnuhealth.orthanc.config')
+            server, = Server.create([{
+                        'label': 'RDSR bench %s' % time.time(),
+                        'domain': orthanc.url, 'user': orthanc.user,
+                        'password': orthanc.password, 'validated': True,
+                        }])
+            transaction.commit()
+            server_id = server.id
+        for phase in ['first import', 'incremental']:
+            if phase == 'incremental':
+                upload(orthanc, count, first=count)
+            seconds, requests_, reports = timers.snapshot()
+            start = time.perf_counter()
+            with Transaction().start(DB_NAME, 1) as transaction:
+                Server = Pool().get('gnuhealth.orthanc.config')
+                result = Server.sync_now([Server(server_id)])[server_id]
+                transaction.commit()
+            wall = time.perf_counter() - start
+            if result is None:
+                raise RuntimeError('the sync failed')
+            runs[phase] = {
+                'wall': wall,
+                'requests': result.requests,
+                'studies': result.studies,
+                'reports': timers.reports - reports,
+                'read': timers.seconds['read'] - seconds['read'],
+                'store': timers.seconds['store'] - seconds['store'],
+                'dose_requests': {k: v - requests_[k]
+                    for k, v in timers.requests.items()},
+                }
+        with Transaction().start(DB_NAME, 1, readonly=True):
+            Dose = Pool().get('gnuhealth.orthanc.dose')
+            runs['doses'] = Dose.search_count([])
+    return runs
+
+
 def git_commit():
     try:
         return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'],
@@ -217,15 +322,47 @@ def print_report(report):
         'rounds: %s s' % (counts['requests'], counts['downloaded'],
             counts['bytes'] // 1024, counts['ok'],
             ', '.join('%.3f' % t for t in orthanc['totals'])))
+    if report.get('sync'):
+        print_sync(report['count'], report['sync'])
     print('load averages (1, 5, 15 min): %s at the start, %s at the end'
         % tuple(' '.join('%.2f' % v for v in report['load'][k])
             for k in ['start', 'end']))
+
+
+def print_sync(count, runs):
+    from trytond import backend
+    per_1000 = 1000 / count
+    print()
+    print('The sync (sync_now, %s): %d dose studies each, %d dose reports '
+        'stored' % (backend.name, count, runs['doses']))
+    print('%-34s %12s %12s' % ('', 'first import', 'incremental'))
+    phases = [runs['first import'], runs['incremental']]
+    for label, value in [
+            ('studies imported', lambda r: '%d' % r['studies']),
+            ('dose reports read', lambda r: '%d' % r['reports']),
+            ('sync: s per 1,000 studies',
+                lambda r: '%.2f' % (r['wall'] * per_1000)),
+            ('sync: HTTP requests', lambda r: '%d' % r['requests']),
+            ('  of which SopClassUid', lambda r: '%d' % r['dose_requests'][
+                    'instance_metadata']),
+            ('  of which RDSR downloads', lambda r: '%d' % r[
+                    'dose_requests']['instance_file']),
+            ('RDSR read + parse: s per 1,000',
+                lambda r: '%.2f' % (r['read'] * per_1000)),
+            ('RDSR store: s per 1,000',
+                lambda r: '%.2f' % (r['store'] * per_1000)),
+            ('RDSR share of the sync', lambda r: '%.0f %%' % (
+                    100 * (r['read'] + r['store']) / r['wall'])),
+            ]:
+        print('%-34s %12s %12s' % (label, *map(value, phases)))
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--count', type=int, default=1000)
     parser.add_argument('--repeat', type=int, default=3)
+    parser.add_argument('--sync', action='store_true',
+        help='also measure the sync of a Tryton database')
     parser.add_argument('--json', action='store_true')
     args = parser.parse_args(argv)
     report = {'commit': git_commit(), 'count': args.count,
@@ -234,6 +371,9 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix='rdsr-bench-') as workdir:
         report['orthanc'] = measure_orthanc(args.count, args.repeat,
             workdir)
+    if args.sync:
+        with tempfile.TemporaryDirectory(prefix='rdsr-bench-') as workdir:
+            report['sync'] = measure_sync(args.count, workdir)
     report['load']['end'] = os.getloadavg()
     print_report(report)
     if args.json:

@@ -55,6 +55,10 @@ disable_orthanc_service() {
         "(systemctl enable --now orthanc starts it again)"
 }
 
+# LibreOffice converts a result's report to PDF, which the Orthanc module
+# stores into the result's studies (the Tryton server runs its soffice)
+REPORT_DEBS=libreoffice-writer-nogui
+
 # GNU Health's billing of imaging orders, tested on top of our modules
 # (tests/test_services_imaging.py). Installed without its dependencies: it
 # requires GNU Health's own imaging package, whose modules have our names.

@@ -4,11 +4,14 @@
 """Sample data of the demo: DICOM studies in Orthanc and GNU Health records.
 
 Some Orthanc PatientIDs match GNU Health patients by PUID, one by medical
-record number and one matches nobody, so every linking case shows.
+record number and one matches nobody, so every linking case shows.  The
+CT and mammography studies come with the dose report of their scanner.
 """
 import datetime
 
-from trytond.modules.health_orthanc.tests.dicom_samples import make_study
+from trytond.modules.health_orthanc.tests import rdsr_samples
+from trytond.modules.health_orthanc.tests.dicom_samples import (
+    make_study, make_uid)
 
 # (PatientID, DICOM name, birth date, sex, studies: (modalities, date,
 # description, body part))
@@ -47,6 +50,18 @@ PRIORS = [
     ]
 PACS_NODE = 'HOSPITAL-PACS'
 PACS_AET = 'PACS'
+# The Radiation Dose Structured Report of a study, by its description: a
+# sample of health_orthanc's generator (Ana's head CT is above the local
+# reference levels that populate() sets; her chest X-ray gives her dose
+# history a second study)
+DOSE_REPORTS = {
+    'Chest X-ray PA and lateral': 'projection_radiography',
+    'Head CT without contrast': 'ct_head_legacy',
+    'Whole body PET-CT': 'ct_three_events',
+    'Screening mammography': 'mammography_both',
+    }
+# The local diagnostic reference levels of the head CT
+HEAD_CT_LEVELS = {'drl_ctdivol': 60, 'drl_dlp': 850}
 
 # GNU Health patients: (name, lastname, gender, dob, PUID, MRN)
 PATIENTS = [
@@ -63,15 +78,23 @@ def sample_instances(people=PEOPLE, first_seed=1, prefix='DEMO'):
     for patient_id, name, birth_date, sex, studies in people:
         for modalities, date, description, body_part in studies:
             seed += 1
+            accession = '%s%04d' % (prefix, seed)
             yield from make_study(
                 n_series=len(modalities), n_instances=2,
                 modalities=modalities, seed=seed, patient_id=patient_id,
                 patient_name=name, birth_date=birth_date, sex=sex,
                 study_date=date, study_time='093000',
-                accession='%s%04d' % (prefix, seed), description=description,
+                accession=accession, description=description,
                 body_part=body_part,
                 referring_physician='HOUSE^Gregory^^Dr.',
                 institution='GNU Health Demo Hospital')
+            if description in DOSE_REPORTS:
+                report = rdsr_samples.SAMPLES[DOSE_REPORTS[description]]
+                yield rdsr_samples.to_bytes(report(
+                        patient_id=patient_id, patient_name=name,
+                        study_date=date, seed=seed,
+                        study_uid=make_uid('study', patient_id, accession,
+                            seed=seed)))
 
 
 def upload_samples(orthanc, instances=None):
@@ -223,6 +246,10 @@ def populate(orthanc, worklist_folder=None, station_aet=None,
     if not Request.find([]):
         ImagingTest = Model.get('gnuhealth.imaging.test')
         test = {t.code: t for t in ImagingTest.find([])}
+        head_ct = test['IMG-CT-HEAD']
+        for name, level in HEAD_CT_LEVELS.items():
+            setattr(head_ct, name, level)
+        head_ct.save()
         ana = patients['PUID-1001']
 
         def order(patient, codes, urgent=False, comment=None):
@@ -247,6 +274,15 @@ def populate(orthanc, worklist_folder=None, station_aet=None,
         result.studies.extend(Study.find([
                     ('patient', '=', ana.id),
                     ('modalities', '=', 'DX')]))
+        result.save()
+        # Ana's head CT and its dose, on a draft result
+        head = order(ana, ['IMG-CT-HEAD'], comment="Headache after a fall")[0]
+        head.click('requested')
+        Wizard('gnuhealth.imaging.test.request.generate_results', [head])
+        result, = Result.find([('request', '=', head.id)])
+        result.studies.extend(Study.find([
+                    ('patient', '=', ana.id),
+                    ('description', '=', 'Head CT without contrast')]))
         result.save()
         placed = order(patients['PUID-1002'], ['IMG-US-ABD'], urgent=True,
             comment="Right upper quadrant pain")[0]

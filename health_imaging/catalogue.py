@@ -32,7 +32,11 @@ class NameCodeMixin:
     @classmethod
     def __register__(cls, module_name):
         super().__register__(module_name)
-        cls._take_over_shipped(module_name)
+        # Not again for a module that extends the model: the XML ids it
+        # would take are not in its files, and trytond would delete the
+        # records they point to
+        if module_name == 'health_imaging':
+            cls._take_over_shipped(module_name)
 
     @classmethod
     def _take_over_shipped(cls, module_name):

@@ -3,6 +3,7 @@
 # copyright notices and license terms.
 "Imaging test results: interpretation, images and the printed report."
 import datetime
+import logging
 import mimetypes
 
 from sql import Null
@@ -18,6 +19,8 @@ from trytond.wizard import StateAction, Wizard
 
 from .access import DomainAccessMixin, ReadonlyFieldsMixin
 from .exceptions import ImagingResultError
+
+logger = logging.getLogger(__name__)
 
 # What the radiologist writes: frozen once the result is done
 #: What a completed result signs: changed only once reset to draft
@@ -245,6 +248,18 @@ class GenerateResults(Wizard):
 class ImagingResultReport(Report):
     __name__ = 'gnuhealth.imaging.test.result.report'
 
+    @classmethod
+    def convert(cls, report, data, **kwargs):
+        """Convert to the report's output format through LibreOffice, or
+        keep the OpenDocument text where LibreOffice is not installed
+        (trytond would fail the printing)"""
+        try:
+            return super().convert(report, data, **kwargs)
+        except FileNotFoundError:
+            logger.warning("LibreOffice (soffice) is not installed: %s "
+                "printed as %s, not %s", cls.__name__,
+                report.template_extension, report.extension)
+            return report.template_extension, data
 
 class Attachment(metaclass=PoolMeta):
     __name__ = 'ir.attachment'

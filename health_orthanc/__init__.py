@@ -4,9 +4,9 @@
 from trytond.pool import Pool
 
 from . import (
-    audit, deid_profile, dicom_node, ir, patient, query, request, research,
-    research_copy, result, retrieval, scheduled_query, series, server, study,
-    upload, worklist_publish)
+    audit, deid_profile, dicom_node, ir, patient, query, radiation_dose,
+    request, research, research_copy, result, retrieval, scheduled_query,
+    series, server, study, study_report, upload, worklist_publish)
 
 __all__ = ['register']
 
@@ -50,6 +50,15 @@ def register():
         query.QueryStart,
         query.QueryAnswer,
         query.QueryAnswers,
+        study_report.StudyReport,
+        study_report.ImagingTestResult,
+        radiation_dose.RadiationDose,
+        radiation_dose.RadiationDoseEvent,
+        radiation_dose.RadiationDoseValue,
+        radiation_dose.RadiationDoseContext,
+        radiation_dose.ImagingTest,
+        radiation_dose.ImagingTestResult,
+        radiation_dose.Patient,
         module='health_orthanc', type_='model')
     Pool.register(
         server.AddServer,

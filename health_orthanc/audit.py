@@ -38,6 +38,8 @@ ACTIONS = [
     ('research_copy_not_deleted', "Not Deleted from the Research Orthanc"),
     ('pacs_query', "Queried"),
     ('pacs_retrieve', "Retrieved"),
+    ('report_store', "Report Stored in Study"),
+    ('report_delete', "Report Deleted from Study"),
     ]
 #: Entries read by the Orthanc administrators only: they name the
 #: server's user, which only they read
@@ -341,6 +343,26 @@ class OrthancAudit(ModelSQL, ModelView):
                     action='orthanc_not_deleted',
                     patient=study.patient.id if study.patient else None,
                     description=reason))
+        return cls.add(vlist)
+
+    @classmethod
+    def study_reports(cls, stored, deleted=()):
+        "Record the reports of results stored into studies and deleted"
+        vlist = []
+        for action, reports in [('report_store', stored),
+                ('report_delete', deleted)]:
+            for report in reports:
+                study, result = report.study, report.result
+                vlist.append(dict(cls._resource_values(study),
+                        action=action,
+                        result=result.id,
+                        patient=result.patient.id,
+                        description=gettext(
+                            'health_orthanc.msg_audit_%s' % action,
+                            result=result.rec_name,
+                            revision=report.revision,
+                            study=study.rec_name,
+                            instance=report.orthanc_id)))
         return cls.add(vlist)
 
     # -- servers ------------------------------------------------------------

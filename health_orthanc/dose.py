@@ -32,6 +32,8 @@ __all__ = [
     'Code', 'Quantity', 'CTEvent', 'AccumulatedXRayDose', 'DoseReport',
     'parse_dose_report', 'is_dose_report_candidate', 'convert',
     'format_quantity', 'display_unit', 'DISPLAY_UNITS',
+    'DoseValue', 'report_values', 'VALUE_KINDS', 'SUMMARY_UNITS',
+    'summarize', 'DRL_QUANTITIES', 'exceeded_levels',
     ]
 
 # DoseReport.status
@@ -625,3 +627,106 @@ def format_quantity(quantity: Quantity | None, unit: str | None = None,
         quantity = convert(quantity, unit) or quantity
     return '%.*f %s' % (digits, quantity.value,
         display_unit(quantity.unit))
+
+
+# -- what a database keeps of a report ----------------------------------------
+#: The kind of value (a key of DISPLAY_UNITS) of each total kept
+VALUE_KINDS = {
+    'ct_dlp_total': 'dlp',
+    'ct_effective_dose_total': 'effective_dose',
+    'dose_area_product_total': 'dose_area_product',
+    'dose_rp_total': 'dose_rp',
+    'fluoro_dose_area_product_total': 'dose_area_product',
+    'fluoro_dose_rp_total': 'dose_rp',
+    'acquisition_dose_area_product_total': 'dose_area_product',
+    'acquisition_dose_rp_total': 'dose_rp',
+    'total_fluoro_time': 'time',
+    'total_acquisition_time': 'time',
+    'average_glandular_dose': 'average_glandular_dose',
+    }
+
+
+class DoseValue(NamedTuple):
+    "A total of a report as recorded, with its plane and breast"
+    concept: str
+    quantity: Quantity
+    plane: str | None = None
+    laterality: str | None = None
+
+
+def report_values(report: DoseReport) -> list[DoseValue]:
+    """Return the totals of report as recorded: CT totals, then each
+    plane's totals and average glandular dose per breast"""
+    values = [DoseValue(name, getattr(report, name))
+        for name in ['ct_dlp_total', 'ct_effective_dose_total']
+        if getattr(report, name) is not None]
+    for plane in report.accumulated:
+        values.extend(DoseValue(name, getattr(plane, name), plane.plane)
+            for name in PROJECTION_TOTALS
+            if getattr(plane, name) is not None)
+        values.extend(DoseValue('average_glandular_dose', dose, plane.plane,
+                side) for side, dose in plane.average_glandular_dose.items())
+    return values
+
+
+#: The unit of each value of summarize(), and of the reference levels
+SUMMARY_UNITS = {
+    'ctdivol': 'mGy',
+    'dlp': 'mGy.cm',
+    'dap': 'Gy.cm2',
+    'dose_rp': 'mGy',
+    'fluoro_time': 's',
+    'agd': 'mGy',
+    }
+#: The values that a diagnostic reference level may bound
+DRL_QUANTITIES = ('ctdivol', 'dlp', 'dap', 'agd')
+
+
+def summarize(report: DoseReport) -> tuple[dict[str, float | None],
+        list[str]]:
+    """Return the values of a study's report in SUMMARY_UNITS, to add up
+    and compare, and what could not be converted.
+
+    ``ctdivol`` is the highest CTDIvol of the CT events; ``dlp`` the CT
+    DLP total (the sum of the events' DLP when the total is missing);
+    ``dap``, ``dose_rp`` and ``fluoro_time`` the sums over the planes;
+    ``agd`` the highest accumulated average glandular dose of a breast.
+    None when the report records no such value (or is not understood).
+    """
+    summary = dict.fromkeys(SUMMARY_UNITS)
+    problems = []
+    if report.status != OK:
+        return summary, problems
+
+    def converted(name, quantities, how):
+        values = []
+        for quantity in filter(None, quantities):
+            value = convert(quantity, SUMMARY_UNITS[name])
+            if value is None:
+                problems.append('%s: %s cannot be converted to %s' % (
+                        name, quantity.unit, SUMMARY_UNITS[name]))
+            else:
+                values.append(value.value)
+        summary[name] = round(how(values), 9) if values else None
+
+    events = report.ct_events
+    planes = report.accumulated
+    converted('ctdivol', [e.ctdivol for e in events], max)
+    converted('dlp', [report.ct_dlp_total] if report.ct_dlp_total
+        else [e.dlp for e in events], sum)
+    converted('dap', [p.dose_area_product_total for p in planes], sum)
+    converted('dose_rp', [p.dose_rp_total for p in planes], sum)
+    converted('fluoro_time', [p.total_fluoro_time for p in planes], sum)
+    converted('agd', [d for p in planes
+            for d in p.average_glandular_dose.values()], max)
+    return summary, problems
+
+
+def exceeded_levels(summary: Mapping[str, float | None],
+        levels: Mapping[str, float | None]) -> list[str]:
+    """Return the names of the values of summary above their diagnostic
+    reference level (both in SUMMARY_UNITS); a missing level or value is
+    not compared"""
+    return [name for name in DRL_QUANTITIES
+        if levels.get(name) is not None and summary.get(name) is not None
+        and summary[name] > levels[name]]

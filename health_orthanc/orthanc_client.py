@@ -1244,6 +1244,60 @@ class OrthancClient:
         except ValueError:
             return {}
 
+    # -- instances (dose reports, report documents) ------------------------
+    def instance_metadata(self, instance_id: str, name: str) -> str | None:
+        """Return the metadata name of an instance (``SopClassUid``...) from
+        Orthanc's index, without reading the file; None when it has none"""
+        try:
+            response = self.request('GET',
+                self._path('instances', instance_id, 'metadata', name))
+        except OrthancNotFound:
+            return None
+        return response.text
+
+    def instance_file(self, instance_id: str) -> bytes:
+        "Return the DICOM file of an instance (``/instances/{id}/file``)"
+        return self.request('GET',
+            self._path('instances', instance_id, 'file')).content
+
+    def instance_tag(self, instance_id: str, tag: str) -> str | None:
+        """Return the value of a tag (``0008-0005``) of an instance as text,
+        None when the instance does not have it"""
+        try:
+            response = self.request('GET',
+                self._path('instances', instance_id, 'content', tag))
+        except OrthancNotFound:
+            return None
+        return response.text
+
+    def create_dicom(self, body: dict) -> dict:
+        """Create an instance (``POST /tools/create-dicom``) and return
+        Orthanc's answer (``ID``, ``ParentSeries``, ``ParentStudy``...).
+
+        Not retried: a POST that reached Orthanc may have created it.
+        """
+        response = self.request('POST', 'tools/create-dicom',
+            data=json.dumps(body),
+            headers={'Content-Type': 'application/json'})
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict) or not answer.get('ID'):
+            raise self._error(OrthancBadAnswer,
+                'Unexpected answer from Orthanc for tools/create-dicom',
+                status=response.status_code, url=response.url)
+        return answer
+
+    def delete_instance(self, instance_id: str) -> bool:
+        "Delete an instance; return False if it was already gone"
+        try:
+            self.request('DELETE', self._path('instances', instance_id)
+                ).close()
+        except OrthancNotFound:
+            return False
+        return True
+
     def plugins(self) -> list[str]:
         """Return the IDs of the plugins Orthanc runs (``GET /plugins``).
 

@@ -62,13 +62,19 @@ class ImagingTestResultStudy(DomainAccessMixin, ModelSQL):
         Audit.result_studies(moved, attached=False)
         super().write(*args)
         Audit.result_studies(cls.browse(moved), attached=True)
+        if moved:
+            Result.studies_removed(results)
 
     @classmethod
     def delete(cls, links):
-        cls._check_draft({link.result for link in links})
-        Pool().get('gnuhealth.orthanc.audit').result_studies(
+        pool = Pool()
+        results = {link.result for link in links}
+        cls._check_draft(results)
+        pool.get('gnuhealth.orthanc.audit').result_studies(
             links, attached=False)
         super().delete(links)
+        # Their reports leave the studies (study_report.py)
+        pool.get('gnuhealth.imaging.test.result').studies_removed(results)
 
     @classmethod
     def _check_draft(cls, results):

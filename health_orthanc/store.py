@@ -16,6 +16,10 @@ STORE_MODELS = {
     'studies': 'gnuhealth.orthanc.study',
     'series': 'gnuhealth.orthanc.series',
     }
+#: Created with the pages too: forgotten at each commit as well
+PAGE_MODELS = list(STORE_MODELS.values()) + [
+    'gnuhealth.orthanc.dose', 'gnuhealth.orthanc.dose.event',
+    'gnuhealth.orthanc.dose.value']
 
 
 class ServerStore:
@@ -25,7 +29,7 @@ class ServerStore:
         self.server = server
 
     def save(self, patients=(), studies=(), series=(), replace_series_of=(),
-            cursor=None, progress=None):
+            cursor=None, progress=None, doses=()):
         pool = Pool()
         Patient = pool.get('gnuhealth.orthanc.patient')
         Study = pool.get('gnuhealth.orthanc.study')
@@ -37,6 +41,9 @@ class ServerStore:
             Study.upsert(self.server, studies)
         if series or replace_series_of:
             Series.upsert(self.server, series, replace_series_of)
+        if doses:
+            pool.get('gnuhealth.orthanc.dose').store_reports(
+                self.server, doses)
         state = self._state(cursor, progress)
         if state:
             with without_check_access():
@@ -81,7 +88,15 @@ class ServerStore:
                     & table.orthanc_id.in_(list(sub_ids))))
             sub_ids.difference_update(r for r, in cursor)
             missing.update(sub_ids)
+        if kind == 'series' and missing:
+            # The sync leaves out the report series stored by GNU Health
+            missing -= Pool().get('gnuhealth.orthanc.study.report'
+                ).report_series(self.server, missing)
         return missing
+
+    def dose_instances(self, orthanc_ids):
+        return Pool().get('gnuhealth.orthanc.dose').instances_read(
+            self.server, orthanc_ids)
 
     def series_studies(self, orthanc_ids):
         pool = Pool()
@@ -110,7 +125,7 @@ class ServerStore:
             # Tryton remembers the ids created and deleted in the
             # transaction until its end; once committed they are like any
             # other: forgotten, so that memory stays flat over the pages
-            for name in STORE_MODELS.values():
+            for name in PAGE_MODELS:
                 transaction.create_records.pop(name, None)
                 transaction.delete_records.pop(name, None)
             if not self.server._lock():

@@ -12,6 +12,10 @@ ended; an interrupted first import resumes from the progress saved with its
 last page.  The first import ends by comparing the lists of IDs of Orthanc
 with the store and importing what is missing (offsets shift when something
 is deleted while listing).
+
+The Radiation Dose Structured Reports of the studies read are downloaded
+once (see :meth:`Synchronizer._dose_reports`); the report series that GNU
+Health stores into studies (``report_dicom``) are left out.
 """
 from __future__ import annotations
 
@@ -19,9 +23,11 @@ import logging
 from dataclasses import dataclass, field
 from typing import Iterable, Protocol
 
+from . import dose
 from .mapping import map_many, map_patient, map_series, map_study
 from .orthanc_client import (
     OrthancBadAnswer, OrthancClient, OrthancError, OrthancNotFound)
+from .report_dicom import is_report_series
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +41,21 @@ def is_anonymized_copy(item) -> bool:
     """Tell whether an Orthanc resource was made by ``/anonymize``: the
     intermediate research copies are never clinical records"""
     return isinstance(item, dict) and bool(item.get('AnonymizedFrom'))
+
+
+def _is_report(item):
+    return isinstance(item, dict) and is_report_series(
+        item.get('MainDicomTags') or {})
+
+
+def clinical_series(items):
+    "The series of a listing, without the report series GNU Health stored"
+    return [i for i in items if not _is_report(i)]
+
+
+def _map_clinical_series(item):
+    "map_series, None for a report series stored by GNU Health"
+    return None if _is_report(item) else map_series(item)
 
 
 @dataclass(frozen=True)
@@ -54,13 +75,19 @@ class Store(Protocol):
     def save(self, patients: list[dict] = (), studies: list[dict] = (),
             series: list[dict] = (), replace_series_of: Iterable[str] = (),
             cursor: int | None = None,
-            progress: ImportProgress | None = None) -> None:
+            progress: ImportProgress | None = None,
+            doses: list[tuple[str, str, dose.DoseReport]] = ()) -> None:
         """Write a page at once.
 
         cursor ends a first import (its progress is forgotten); progress
         is how far a first import went (the cursor is emptied until it
-        ends).
+        ends).  doses are (study Orthanc ID, instance Orthanc ID, report)
+        of the dose reports read, of studies saved by now.
         """
+        ...
+
+    def dose_instances(self, orthanc_ids: Iterable[str]) -> set[str]:
+        "Return the Orthanc IDs of the instances read as dose reports"
         ...
 
     def missing_patients(self, orthanc_ids: Iterable[str]) -> set[str]:
@@ -203,11 +230,18 @@ class Synchronizer:
             lister, mapper = listers[kind]
             offset = progress.offset if kind == progress.phase else 0
             for items, offset in self._pages(kind, lister, offset):
-                records, errors = map_many(mapper,
-                    [i for i in items if not is_anonymized_copy(i)])
+                items = [i for i in items if not is_anonymized_copy(i)]
+                doses = []
+                if kind == 'series':
+                    items = clinical_series(items)
+                    # The studies' other series may be on other pages
+                    doses = self._dose_reports(
+                        items, result, whole_studies=False)
+                records, errors = map_many(mapper, items)
                 result.errors.extend(errors)
                 self.store.save(**{kind: records},
-                    progress=ImportProgress(last, kind, offset))
+                    progress=ImportProgress(last, kind, offset),
+                    doses=doses)
                 result.add(**{kind: records})
         self.store.save(cursor=last)
         result.cursor = last
@@ -315,8 +349,8 @@ class Synchronizer:
         series_changes is {series Orthanc id: change types}; the studies
         in fresh are not read for their series.
         """
-        studies, series, read = [], [], set(fresh)
-        self._read_studies(study_ids, studies, series, read, result)
+        studies, series, read, listed = [], [], set(fresh), []
+        self._read_studies(study_ids, studies, series, read, result, listed)
         if series_changes:
             # A series that came after its study was read: read the study
             # again, unless it is in this page already
@@ -326,7 +360,7 @@ class Synchronizer:
                     if k not in covered}, result)
             self._read_studies(
                 [i for i in parents if i not in read], studies, series,
-                read, result)
+                read, result, listed)
         patient_ids = dict.fromkeys(patient_ids)
         parents = {s['orthanc_patient_id'] for s in studies
             if s['orthanc_patient_id']} - set(patient_ids)
@@ -343,18 +377,72 @@ class Synchronizer:
         self.store.save(
             patients=patients, studies=studies, series=series,
             replace_series_of=[s['orthanc_id'] for s in studies],
-            cursor=cursor)
+            cursor=cursor, doses=self._dose_reports(listed, result))
         result.add(patients, studies, series)
         return {s['orthanc_id'] for s in studies}
 
-    def _read_studies(self, study_ids, studies, series, read, result):
+    def _read_studies(self, study_ids, studies, series, read, result,
+            listed):
+        """Read the studies with their series; add the series as Orthanc
+        lists them to listed"""
         for study_id in study_ids:
             read.add(study_id)
             fetched = self._fetch_study(study_id, result)
             if fetched:
-                study, study_series = fetched
+                study, study_series, series_json = fetched
                 studies.append(study)
                 series.extend(study_series)
+                listed.extend(series_json)
+
+    def _dose_reports(self, series_json, result, whole_studies=True):
+        """Download and read the dose reports of the SR series not read
+        before; return [(study Orthanc ID, instance Orthanc ID, report)].
+
+        series_json are series as Orthanc lists them, with their instances.
+        One question to the store for them all; for each new instance of
+        an SR series, its SOP class from Orthanc's index (one request),
+        then its file when it may be a dose report (see
+        dose.is_dose_report_candidate, which also needs the modalities of
+        the study: those of series_json when it holds whole studies).  An
+        instance that is no dose report is kept as such: never read again.
+        """
+        by_study, candidates = {}, []
+        for item in series_json:
+            study = item.get('ParentStudy')
+            modality = str((item.get('MainDicomTags') or {}).get(
+                    'Modality') or '').strip().upper()
+            by_study.setdefault(study, set()).add(modality)
+            if modality == 'SR':
+                candidates.extend((study, i) for i in item.get('Instances')
+                    or () if isinstance(i, str))
+        if not candidates:
+            return []
+        known = self.store.dose_instances([i for _, i in candidates])
+        reports = []
+        for study, instance_id in candidates:
+            if instance_id not in known:
+                report = self._dose_report(instance_id,
+                    by_study[study] if whole_studies else None, result)
+                if report is not None:
+                    reports.append((study, instance_id, report))
+        return reports
+
+    def _dose_report(self, instance_id, modalities, result):
+        "Return the DoseReport of an instance, None when it cannot be read"
+        try:
+            sop_class = self.client.instance_metadata(
+                instance_id, 'SopClassUid')
+            if not dose.is_dose_report_candidate(
+                    {'SopClassUid': sop_class, 'Modality': 'SR'}, modalities):
+                return dose.DoseReport(dose.NOT_DOSE,
+                    'SOP class %s carries no dose report' % sop_class,
+                    sop_class_uid=sop_class)
+            return dose.parse_dose_report(
+                self.client.instance_file(instance_id))
+        except OrthancNotFound:
+            result.gone += 1
+        except OrthancBadAnswer as exception:
+            self._skip_or_stop(exception, instance_id, result)
 
     def _series_parents(self, series_changes, result):
         """Return the Orthanc IDs of the studies to read for the series
@@ -371,8 +459,8 @@ class Synchronizer:
                 if set(change_types) != {'NewSeries'}:
                     parents[known[series_id]] = None
                 continue
-            record = self._fetch(
-                self.client.get_series, map_series, series_id, result)
+            record = self._fetch(self.client.get_series,
+                _map_clinical_series, series_id, result)
             if record and record['orthanc_study_id']:
                 parents[record['orthanc_study_id']] = None
         return list(parents)
@@ -420,6 +508,7 @@ class Synchronizer:
         except OrthancBadAnswer as exception:
             self._skip_or_stop(exception, study_id, result)
             return None
+        series_json = clinical_series(series_json)
         records, errors = map_many(
             lambda s: map_study(s, series_json), [study])
         series, series_errors = map_many(map_series, series_json)
@@ -430,4 +519,4 @@ class Synchronizer:
             for key, reason in series_errors)
         if not records:
             return None
-        return records[0], series
+        return records[0], series, series_json

@@ -3,7 +3,10 @@
 # copyright notices and license terms.
 import datetime
 import io
+import os
+import tempfile
 import zipfile
+from unittest import mock
 
 from trytond.exceptions import UserError
 from trytond.modules.company.tests import CompanyTestMixin
@@ -13,6 +16,15 @@ from trytond.transaction import Transaction
 
 from .tools import create_patient, create_request
 from .translations import TranslationTestMixin
+
+
+def print_as_pdf():
+    "Set the result report's output format to PDF, as an administrator"
+    ActionReport = Pool().get('ir.action.report')
+    ActionReport.write(ActionReport.search([
+                ('report_name', '=', 'gnuhealth.imaging.test.result.report'),
+                ]), {'extension': 'pdf'})
+
 
 # A 1x1 transparent PNG
 PNG = bytes.fromhex(
@@ -325,6 +337,40 @@ class HealthImagingTestCase(
         self.assertIn(result.number, text)
         self.assertIn(result.patient.rec_name, text)
         self.assertEqual(text.count('xlink:href="Pictures/'), 1)
+
+    @with_transaction()
+    def test_report_as_pdf(self):
+        "Set to PDF, the result report is converted by LibreOffice"
+        Report = Pool().get('gnuhealth.imaging.test.result.report',
+            type='report')
+        result = self.completed_result()
+        print_as_pdf()
+        ext, content, _, name = Report.execute([result.id], {})
+        self.assertEqual((ext, content[:5]), ('pdf', b'%PDF-'))
+
+    @with_transaction()
+    def test_report_without_libreoffice(self):
+        "Set to PDF without LibreOffice, the report stays OpenDocument text"
+        Report = Pool().get('gnuhealth.imaging.test.result.report',
+            type='report')
+        result = self.completed_result()
+        print_as_pdf()
+        with tempfile.TemporaryDirectory() as empty, \
+                mock.patch.dict(os.environ, {'PATH': empty}):
+            ext, content, _, name = Report.execute([result.id], {})
+        self.assertEqual(ext, 'odt')
+        with zipfile.ZipFile(io.BytesIO(content)) as odt:
+            self.assertIn(result.number,
+                odt.read('content.xml').decode('utf-8'))
+
+    def completed_result(self):
+        Request = Pool().get('gnuhealth.imaging.test.request')
+        request = create_request(create_patient())
+        Request.requested([request])
+        result, = Request.create_results([request])
+        result.comment = "No acute findings."
+        result.save()
+        return result
 
     @with_transaction()
     def test_dicom_identifiers_on_request(self):

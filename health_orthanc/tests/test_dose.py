@@ -8,9 +8,9 @@ import pytest
 from pydicom.sequence import Sequence
 
 from trytond.modules.health_orthanc.dose import (
-    CT, MAMMOGRAPHY, NOT_DOSE, NOT_UNDERSTOOD, OK, PROJECTION, Quantity,
-    convert, display_unit, format_quantity, is_dose_report_candidate,
-    parse_dose_report)
+    CT, MAMMOGRAPHY, NOT_DOSE, NOT_UNDERSTOOD, OK, PROJECTION, DoseValue,
+    Quantity, convert, display_unit, exceeded_levels, format_quantity,
+    is_dose_report_candidate, parse_dose_report, report_values, summarize)
 
 from . import rdsr_samples as samples
 
@@ -336,3 +336,100 @@ def test_display_unit(unit, text):
     ])
 def test_format_quantity(quantity, unit, text):
     assert format_quantity(quantity, unit) == text
+
+
+def totals(ctdivol=None, dlp=None, dap=None, dose_rp=None,
+        fluoro_time=None, agd=None):
+    return {'ctdivol': ctdivol, 'dlp': dlp, 'dap': dap, 'dose_rp': dose_rp,
+        'fluoro_time': fluoro_time, 'agd': agd}
+
+
+SUMMARIES = {
+    'ct_three_events': (totals(ctdivol=8.11, dlp=604.46), []),
+    'ct_head_legacy': (totals(ctdivol=52.3, dlp=910.5), []),
+    'projection_radiography': (totals(dap=0.12, dose_rp=0.21), []),
+    'fluoroscopy_biplane': (totals(dap=66.3, dose_rp=527.0,
+            fluoro_time=913.4), []),
+    'mammography_both': (totals(agd=2.63), []),
+    'mammography_legacy': (totals(agd=5.2), []),
+    'private_template': (totals(), []),
+    'unknown_dcmr_template': (totals(), []),
+    # 9100 uGy and 9.1 mGy; 0.631 Gy.cm is 631 mGy.cm
+    'odd_units': (totals(ctdivol=9.1, dlp=631.0), []),
+    # no total: the events' DLP
+    'missing_values': (totals(ctdivol=4.2, dlp=120.0), []),
+    'not_a_dose_report': (totals(), []),
+    }
+
+
+def test_every_sample_has_a_summary():
+    assert set(SUMMARIES) == set(samples.SAMPLES)
+
+
+@pytest.mark.parametrize('name, expected', SUMMARIES.items())
+def test_summarize(name, expected):
+    report = parse_dose_report(samples.SAMPLES[name]())
+    assert summarize(report) == expected
+
+
+def test_summarize_unconvertible_unit():
+    report = parse_dose_report(samples.ct_report([
+                samples.ct_event('Chest', '5', '100', ctdivol_unit='R')],
+            dlp_total='100'))
+    assert summarize(report) == (totals(dlp=100.0),
+        ['ctdivol: R cannot be converted to mGy'])
+
+
+@pytest.mark.parametrize('name, values', [
+    ('ct_three_events', [DoseValue('ct_dlp_total', Q(604.46, 'mGy.cm'))]),
+    ('projection_radiography', [
+            DoseValue('dose_area_product_total', Q(0.000012, 'Gy.m2'),
+                'single'),
+            DoseValue('dose_rp_total', Q(0.00021, 'Gy'), 'single'),
+            DoseValue('acquisition_dose_area_product_total',
+                Q(0.000012, 'Gy.m2'), 'single'),
+            DoseValue('acquisition_dose_rp_total', Q(0.00021, 'Gy'),
+                'single'),
+            DoseValue('total_acquisition_time', Q(0.04, 's'), 'single'),
+            ]),
+    ('mammography_both', [
+            DoseValue('average_glandular_dose', Q(2.41, 'mGy'), 'single',
+                'right'),
+            DoseValue('average_glandular_dose', Q(2.63, 'mGy'), 'single',
+                'left'),
+            ]),
+    ('mammography_legacy', [
+            DoseValue('average_glandular_dose', Q(0.052, 'dGy'), 'single',
+                'both'),
+            ]),
+    ('private_template', []),
+    ])
+def test_report_values(name, values):
+    report = parse_dose_report(samples.SAMPLES[name]())
+    assert report_values(report) == values
+
+
+def test_report_values_biplane():
+    values = report_values(parse_dose_report(
+            samples.fluoroscopy_biplane()))
+    assert [(v.plane, v.concept) for v in values if v.plane == 'b'][:2] == [
+        ('b', 'dose_area_product_total'), ('b', 'dose_rp_total')]
+    assert len(values) == 16
+
+
+@pytest.mark.parametrize('summary, levels, exceeded', [
+    (totals(ctdivol=52.3, dlp=910.5), {'ctdivol': 60, 'dlp': 800},
+        ['dlp']),
+    (totals(ctdivol=52.3, dlp=910.5), {'ctdivol': 50, 'dlp': 1000},
+        ['ctdivol']),
+    # equal is not above
+    (totals(dlp=800.0), {'dlp': 800}, []),
+    (totals(dap=66.3), {'dap': 50, 'dlp': 1}, ['dap']),
+    (totals(agd=2.63), {'agd': 2.5}, ['agd']),
+    # no level, or no value: not compared
+    (totals(dlp=910.5), {}, []),
+    (totals(), {'ctdivol': 1, 'dlp': 1, 'dap': 1, 'agd': 1}, []),
+    (totals(dlp=910.5), {'dlp': None}, []),
+    ])
+def test_exceeded_levels(summary, levels, exceeded):
+    assert exceeded_levels(summary, levels) == exceeded

@@ -22,12 +22,15 @@ import pytest
 
 from trytond.modules.health_orthanc.dose import (
     NOT_DOSE, OK, is_dose_report_candidate, parse_dose_report)
+from trytond.modules.health_orthanc.orthanc_client import OrthancClient
 from trytond.modules.health_orthanc.report_dicom import (
     ENCAPSULATED_PDF_STORAGE, create_dicom_body, is_report_series, person_name,
     prepare_pdf, report_orthanc_ids, report_uids)
+from trytond.modules.health_orthanc.sync import Synchronizer
 
 from . import rdsr_samples as samples
 from .orthanc_server import OrthancServer, free_port
+from .test_sync import MemoryStore
 
 AET = 'DOSETEST'
 
@@ -72,7 +75,7 @@ def store_study(orthanc, patient_id, sample_names=(), modality='CT',
     study_uid = samples.make_uid('study', patient_id, 'orthanc')
     answer = orthanc.upload(samples.make_image(study_uid, patient_id,
             modality=modality, character_set=character_set))
-    instances = {'image': answer['ID']}
+    instances = {'image': answer['ID'], 'study': answer['ParentStudy']}
     for seed, name in enumerate(sample_names, 1):
         ds = samples.SAMPLES[name](patient_id=patient_id,
             study_uid=study_uid, seed=seed)
@@ -309,3 +312,104 @@ def test_report_professional_name_character_sets(orthanc, character_set,
     tags = get(orthanc, '/instances/%s/simplified-tags' % answer['ID']
         ).json()
     assert tags['PerformingPhysicianName'] == stored
+
+
+# -- the sync ----------------------------------------------------------------
+@pytest.fixture
+def quiet_orthanc(tmp_path):
+    "An empty Orthanc that never logs Stable* changes by itself"
+    with OrthancServer(str(tmp_path), stable_age=24 * 3600) as server:
+        yield server
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    "{client method: [instance IDs]} of the dose requests of the sync"
+    calls = {'instance_metadata': [], 'instance_file': []}
+    for name, ids in calls.items():
+        method = getattr(OrthancClient, name)
+
+        def record(self, instance_id, *args, _method=method, _ids=ids):
+            _ids.append(instance_id)
+            return _method(self, instance_id, *args)
+        monkeypatch.setattr(OrthancClient, name, record)
+    return calls
+
+
+def connect(orthanc):
+    return OrthancClient(orthanc.url, orthanc.user, orthanc.password,
+        backoff=0)
+
+
+def test_sync_reads_each_dose_report_once(quiet_orthanc, counted):
+    "First import, then the change log: each SR instance read once"
+    orthanc = quiet_orthanc
+    _, _, first = store_study(orthanc, 'SYNC-DOSE-1',
+        ['ct_three_events', 'not_a_dose_report'])
+    store = MemoryStore()
+    with connect(orthanc) as client:
+        sync = Synchronizer(client, store)
+        sync.run(None)
+        # A first import lists series: the studies' modalities are not
+        # known, so an Enhanced SR is downloaded and found no dose report
+        assert {i: (s, r.status) for i, (s, r) in store.doses.items()} == {
+            first['ct_three_events']: (first['study'], OK),
+            first['not_a_dose_report']: (first['study'], NOT_DOSE),
+            }
+        report = store.doses[first['ct_three_events']][1]
+        assert report.ct_dlp_total.value == 604.46
+        assert sorted(counted['instance_file']) == sorted(
+            [first['ct_three_events'], first['not_a_dose_report']])
+
+        # The study changes: read again, its reports are not
+        study_uid = samples.make_uid('study', 'SYNC-DOSE-1', 'orthanc')
+        orthanc.upload(samples.make_image(study_uid, 'SYNC-DOSE-1',
+                number=2))
+        _, _, second = store_study(orthanc, 'SYNC-DOSE-2',
+            ['ct_head_legacy', 'not_a_dose_report'], modality='MR')
+        for calls in counted.values():
+            calls.clear()
+        sync.run(store.cursor)
+        assert sorted(counted['instance_metadata']) == sorted(
+            [second['ct_head_legacy'], second['not_a_dose_report']])
+        # An Enhanced SR in a study without X-ray is no dose report: not
+        # downloaded (ct_head_legacy is such an SR, from an old scanner)
+        assert counted['instance_file'] == []
+        assert {store.doses[second[n]][1].status for n in [
+                'ct_head_legacy', 'not_a_dose_report']} == {NOT_DOSE}
+
+        # Nothing changed: one request
+        start = client.request_count
+        sync.run(store.cursor)
+        assert client.request_count - start == 1
+    store.check_integrity()
+
+
+def test_sync_leaves_report_series_out(quiet_orthanc, counted):
+    "A report stored into a study is no new series for GNU Health"
+    orthanc = quiet_orthanc
+    study_id, study_uid, _ = store_study(orthanc, 'SYNC-REPORT-1', [])
+    store = MemoryStore()
+    with connect(orthanc) as client:
+        sync = Synchronizer(client, store)
+        sync.run(None)
+        before = store.content()
+        create(orthanc, report_body(study_id, study_uid, make_pdf('Sync')))
+        saves = len(store.saves)
+        start = client.request_count
+        result = sync.run(store.cursor)
+        # The changes, and the new series, found to be a report
+        assert client.request_count - start == 2
+        assert result.studies == result.series == 0
+        assert store.content() == before
+        assert [s['studies'] for s in store.saves[saves:]] == [[]]
+        start = client.request_count
+        sync.run(store.cursor)
+        assert client.request_count - start == 1
+        # Read whole again (its StableStudy change), the study keeps its
+        # series and summary without the report
+        sync.import_ids(studies=[study_id])
+        assert store.series == before[2]
+        assert (store.studies[study_id]['modalities'],
+            store.studies[study_id]['number_of_series']) == ('CT', 1)
+        assert counted['instance_metadata'] == []

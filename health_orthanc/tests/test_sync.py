@@ -70,6 +70,8 @@ class MemoryStore:
         self.patients = {}
         self.studies = {}
         self.series = {}
+        #: {instance Orthanc ID: (study Orthanc ID, DoseReport)}
+        self.doses = {}
         self.cursor = None
         self.progress = None
         self.saves = []
@@ -78,7 +80,7 @@ class MemoryStore:
         self.fail_on = set(fail_on)
 
     def save(self, patients=(), studies=(), series=(), replace_series_of=(),
-            cursor=None, progress=None):
+            cursor=None, progress=None, doses=()):
         call = {
             'patients': list(patients),
             'studies': list(studies),
@@ -87,6 +89,9 @@ class MemoryStore:
             'cursor': cursor,
             'progress': progress,
             }
+        if doses:
+            # Only then: the other tests compare the calls
+            call['doses'] = list(doses)
         assert cursor is None or progress is None
         self.saves.append(call)
         for kind in ['patients', 'studies', 'series']:
@@ -107,6 +112,10 @@ class MemoryStore:
                 del self.series[orthanc_id]
         for record in call['series']:
             self.series[record['orthanc_id']] = record
+        for study_id, instance_id, report in call.get('doses', ()):
+            assert study_id in self.studies, study_id
+            assert instance_id not in self.doses, 'read twice: ' + instance_id
+            self.doses[instance_id] = (study_id, report)
         if cursor is not None:
             self.cursor, self.progress = cursor, None
         elif progress is not None:
@@ -120,6 +129,9 @@ class MemoryStore:
 
     def missing_ids(self, kind, orthanc_ids):
         return set(orthanc_ids) - set(getattr(self, kind))
+
+    def dose_instances(self, orthanc_ids):
+        return set(orthanc_ids) & set(self.doses)
 
     def series_studies(self, orthanc_ids):
         orthanc_ids = set(orthanc_ids)

@@ -778,6 +778,9 @@ async function main() {
             reloadForm});
         await pacsSteps({page, pane, dialog, run, shot, openMenu, waitTab,
             listRows, rowCells, complete, selected});
+        await doseSteps({page, pane, toolbar, run, shot, openMenu, waitTab,
+            activeTab, listRows, rowCells, openRow, notebookTab, showList,
+            selected});
         checkErrors();
     } catch (error) {
         console.log(`\nFAILED at step: ${step}`);
@@ -1112,6 +1115,110 @@ async function pacsSteps(t) {
         log(`  ${NODE}: ${cells['AE Title']} ${cells.Host}:${cells.Port} `
             + `${cells.Status}`);
         await shot('33-dicom-nodes.png');
+    });
+}
+
+// Issue #14: the report of the result completed above, stored in its
+// study; the demo's head CT of Ana Betz (demo/data.py: its scanner's dose
+// report, above the test's reference levels) on its result, on the
+// patient's Radiation Dose tab and history, and among the doses above
+// reference of the medical physicist.
+async function doseSteps(t) {
+    const {page, pane, toolbar, run, shot, openMenu, waitTab, activeTab,
+        listRows, rowCells, openRow, notebookTab, showList, selected} = t;
+    const tabPane = pane.locator('.form-notebook .tab-pane.active');
+    const HEAD_CT = 'Head CT without contrast';
+
+    // Open a result of the patient from Dx Imaging - Results
+    async function openResult(domain, test) {
+        await openMenu('Health', 'Imaging', 'Dx Imaging - Results');
+        await waitTab('Dx Imaging - Results');
+        await showList();
+        await pane.locator('.tab-domain a',
+            {hasText: new RegExp(`^\\s*${domain}\\b`)}).click();
+        const row = listRows().filter({hasText: PATIENT})
+            .filter({hasText: test});
+        await until(async () => (await row.count()) === 1,
+            `the ${domain} result of ${PATIENT} for ${test}`);
+        await openRow(row.first());
+        await until(async () => (await pane.locator(
+            'input[name="patient"]').inputValue()) === PATIENT,
+            'the result form');
+    }
+
+    await run(`the completed ${DX_RESULT.test}: its report stored in the `
+            + 'study', async () => {
+        await openResult('Done', DX_RESULT.test);
+        await notebookTab(pane, 'Studies');
+        const state = pane.locator('select[name="study_report_state"]');
+        await until(async () => (await selected(state)) === 'Stored',
+            'the report Stored in the studies', 30000);
+        const report = tabPane.locator('div.form-one2many')
+            .locator('tbody tr', {hasText: DX_RESULT.study});
+        await until(() => report.count(), 'the report of the study');
+        log(`  report in study: ${(await report.first().innerText())
+            .replace(/\s+/g, ' ').trim()}`);
+        await shot('34-result-report-in-study.png');
+    });
+
+    await run(`the ${HEAD_CT} of ${PATIENT}: Dose tab, above the reference `
+            + 'level', async () => {
+        await openResult('Draft', HEAD_CT);
+        await notebookTab(pane, 'Radiation Dose');
+        const dose = tabPane.locator('tbody tr', {hasText: HEAD_CT});
+        await until(() => dose.count(), `the dose of the ${HEAD_CT}`);
+        const text = (await dose.first().innerText()).replace(/\s+/g, ' ');
+        if (!text.includes('910.50') || !text.includes('52.30')) {
+            throw new StepError(`the dose row lacks the DLP 910.50 and the `
+                + `CTDIvol 52.30: ${text}`);
+        }
+        const flag = tabPane.locator('input[name="dose_above_reference"]');
+        await until(() => flag.isChecked(), 'the above reference flag');
+        log(`  dose: ${text.trim()}`);
+        await shot('35-result-dose.png');
+    });
+
+    await run(`Health / Patients: ${PATIENT}'s Radiation Dose tab and `
+            + 'history, its graph', async () => {
+        await openMenu('Health', 'Patients');
+        await waitTab('Patients');
+        const row = listRows().filter({hasText: PATIENT_SEARCH});
+        await until(() => row.count(), `the patient ${PATIENT}`);
+        await openRow(row.first());
+        await notebookTab(pane, 'Radiation Dose');
+        // A float shows a text input and a number input
+        const total = tabPane.locator('input[name="dose_dlp_total"]').first();
+        await until(async () => (await total.inputValue()).includes(
+            '910.5'), 'the DLP of all the studies');
+        await shot('36-patient-dose.png');
+        await tabPane.getByRole('button',
+            {name: 'Radiation Dose History', exact: true}).click();
+        // The tab of a button's action is named after the record too
+        await until(async () => (await activeTab()).startsWith(
+            'Radiation Dose History'), 'the Radiation Dose History tab');
+        await until(async () => (await listRows().filter(
+            {hasText: HEAD_CT}).count()) === 1, 'the head CT in the history',
+            30000);
+        await shot('37-patient-dose-history.png');
+        await toolbar.getByRole('button', {name: 'Switch'}).click();
+        const chart = pane.locator('.graph:visible svg').first();
+        await until(async () => await chart.isVisible()
+            && (await chart.locator('.c3-line').count()) > 0,
+            'the graph of the cumulative dose', 30000);
+        await shot('38-patient-dose-graph.png');
+    });
+
+    await run('Health / Imaging / Radiation Dose / Doses above Reference',
+            async () => {
+        await openMenu('Health', 'Imaging', 'Radiation Dose',
+            'Doses above Reference');
+        await waitTab('Doses above Reference');
+        const row = listRows().filter({hasText: HEAD_CT});
+        await until(() => row.count(), `the ${HEAD_CT} above reference`,
+            30000);
+        const cells = await rowCells(row.first());
+        log(`  above reference: ${cells['Above Reference']}`);
+        await shot('39-doses-above-reference.png');
     });
 }
 
