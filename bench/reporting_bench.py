@@ -26,6 +26,7 @@ import warnings
 from sql import Table
 from trytond import backend
 from trytond.pool import Pool
+from trytond.pyson import PYSONDecoder
 from trytond.tests.test_tryton import (
     DB_NAME, activate_module, db_exist, drop_db)
 from trytond.transaction import Transaction
@@ -50,6 +51,8 @@ MODELS = [
 # Each measure ignores the dates and the grain it does not use
 DATED = {m for m in MODELS if not m.endswith('.backlog')}
 CHUNK = 1000
+#: The most records a list of the client shows (its default limit)
+LIMIT = 1000
 log = None
 
 
@@ -243,35 +246,79 @@ def timed(function, repeat):
     return result, times
 
 
+def client_fields(Model):
+    """Return the names the client reads for the list of Model: the fields
+    of its list view, the names of the records they link to, the labels of
+    their selections and the client's own columns"""
+    view = Model.fields_view_get(view_type='tree')
+    names = list(view['fields'])
+    for name in list(names):
+        type_ = view['fields'][name]['type']
+        if type_ == 'many2one':
+            names.append(name + '.rec_name')
+        elif type_ == 'selection':
+            names.append(name + ':string')
+    return names + ['rec_name', '_timestamp', '_write', '_delete']
+
+
+def action_order(name):
+    "Return the order of the window of the model, or None (the model's)"
+    ActWindow = Pool().get('ir.action.act_window')
+    actions = ActWindow.search([('res_model', '=', name)], limit=1)
+    if actions and actions[0].order:
+        return [tuple(o) for o in PYSONDecoder().decode(actions[0].order)]
+
+
 def measure(name, context, repeat, domain=None, explain=False, orm=True):
-    """Time the table_query alone (all its rows fetched) and, with orm, the
-    search_read of the client (search, then read of every field), in the
-    context"""
+    """Time the table_query alone (all its rows fetched) and, with orm, what
+    the client does to open the list: a search (at most LIMIT ids, in the
+    order of the window) then a read of the fields of the list for the
+    first page of records (LIMIT / min(names, 10), as the web client) and,
+    for a chart, the read of every record, page by page"""
     Model = Pool().get(name)
     cursor = Transaction().connection.cursor()
-    fields = [f for f in Model._fields
-        if f not in {'create_uid', 'create_date', 'write_uid', 'write_date'}]
+    names = client_fields(Model)
+    page = LIMIT // min(len(names), 10)
+    order = action_order(name)
     with Transaction().set_context(**context):
         def raw():
             cursor.execute(*Model.table_query())
             return cursor.fetchall()
 
-        def search_read():
+        def search():
+            # Each call of the client is a transaction of its own
             Transaction().cache.clear()
-            return Model.search_read(domain or [], fields_names=fields)
+            return [r.id for r in Model.search(
+                        domain or [], limit=LIMIT, order=order)]
+
+        def read(ids):
+            Transaction().cache.clear()
+            return Model.read(ids, names)
+
+        def chart(ids):
+            for start in range(0, len(ids), page):
+                read(ids[start:start + page])
         rows, raw_times = timed(raw, repeat)
-        records, orm_times = timed(search_read, repeat) if orm else ([], [])
+        ids, search_times, read_times, chart_times = [], [], [], []
+        if orm:
+            ids, search_times = timed(search, repeat)
+            _, read_times = timed(lambda: read(ids[:page]), repeat)
+            _, chart_times = timed(lambda: chart(ids), repeat)
         plan = None
         if explain and backend.name == 'postgresql':
             query, params = tuple(Model.table_query())
             cursor.execute('EXPLAIN (ANALYZE, BUFFERS) ' + query, params)
             plan = '\n'.join(r[0] for r in cursor.fetchall())
+
+    def median(times):
+        return statistics.median(times) if orm else None
     return {
         'model': name, 'domain': domain, 'rows': len(rows),
-        'records': len(records),
+        'records': len(ids), 'page': page,
         'raw_s': statistics.median(raw_times), 'raw_first_s': raw_times[0],
-        'orm_s': statistics.median(orm_times) if orm else None,
-        'orm_first_s': orm_times[0] if orm else None,
+        'search_s': median(search_times), 'read_s': median(read_times),
+        'open_s': median([s + r for s, r in zip(search_times, read_times)]),
+        'chart_s': median([s + c for s, c in zip(search_times, chart_times)]),
         'plan': plan,
         }
 
@@ -292,11 +339,34 @@ def counts():
         }
 
 
+def drill_downs():
+    """Return the time series opened from a row of the lists, with the
+    domain and the context of their window: (model, label, domain,
+    context)"""
+    pool = Pool()
+    TestType = pool.get('gnuhealth.imaging.test.type')
+    Test = pool.get('gnuhealth.imaging.test')
+    Professional = pool.get('gnuhealth.healthprofessional')
+    dx, = TestType.search([('code', '=', 'DX')])
+    chest, = Test.search([('code', '=', 'IMG-DX-CHEST')])
+    reader = Professional.search([], order=[('id', 'DESC')], limit=1)[0]
+    prefix = 'gnuhealth.imaging.reporting.'
+    return [
+        (prefix + 'activity.modality.time_series', 'DX',
+            [('test_type', '=', dx.id)], {'test_type': dx.id}),
+        (prefix + 'activity.test.time_series', 'chest',
+            [('test', '=', chest.id)], {'test': chest.id}),
+        (prefix + 'turnaround.time_series', 'DX',
+            [('test_type', '=', dx.id)], {'test_type': dx.id}),
+        (prefix + 'reader.time_series', 'a reader',
+            [('reader', '=', reader.id)], {}),
+        ]
+
+
 def measure_all(repeat, explain, only=None):
     pool = Pool()
     Date = pool.get('ir.date')
     Backlog = pool.get('gnuhealth.imaging.reporting.backlog')
-    TestType = pool.get('gnuhealth.imaging.test.type')
     results = []
     for label, context in contexts(Date.today()):
         for name in MODELS:
@@ -310,46 +380,51 @@ def measure_all(repeat, explain, only=None):
                         name, context, repeat, explain=explain,
                         orm=not name.endswith('.time_series')),
                     context=label))
-        # The drill-down of a modality: its domain and its filter
-        dx, = TestType.search([('code', '=', 'DX')])
-        for name in [
-                'gnuhealth.imaging.reporting.activity.modality.time_series',
-                'gnuhealth.imaging.reporting.turnaround.time_series']:
+        for name, row, domain, filter_ in drill_downs():
             if only and only not in name:
                 continue
+            log('measuring %s (%s, %s)' % (name, label, row))
             results.append(dict(measure(
-                        name, dict(context, test_type=dx.id), repeat,
-                        domain=[('test_type', '=', dx.id)]),
-                    context=label + ', DX only'))
+                        name, dict(context, **filter_), repeat,
+                        domain=domain),
+                    context='%s, %s' % (label, row)))
     rows = Backlog.search([], order=[('number', 'DESC')], limit=1)
     (ids, times) = timed(lambda: Backlog.records(rows), repeat)
     results.append({
             'model': 'backlog drill-down (records of the largest row)',
             'context': rows[0].rec_name if rows else '', 'rows': len(ids),
-            'records': len(ids), 'raw_s': statistics.median(times),
-            'raw_first_s': times[0], 'orm_s': None, 'orm_first_s': None,
-            'plan': None, 'domain': None})
+            'records': len(ids), 'page': None,
+            'raw_s': statistics.median(times), 'raw_first_s': times[0],
+            'search_s': None, 'read_s': None, 'open_s': None,
+            'chart_s': None, 'plan': None, 'domain': None})
     return results
 
 
 # -- report -------------------------------------------------------------------
+def seconds(value):
+    return '%8.3f' % value if value is not None else '%8s' % ''
+
+
 def print_table(report):
-    print('%-62s %-24s %7s %9s %9s' % (
-            'measure', 'context', 'rows', 'SQL (s)', 'ORM (s)'))
+    print('%-34s %-24s %5s %5s %8s %8s %8s %8s %8s' % (
+            'measure', 'context', 'rows', 'ids', 'SQL', 'search', 'read',
+            'open', 'chart'))
     for r in report['measures']:
         name = r['model'].replace('gnuhealth.imaging.reporting.', '')
-        if r['domain']:
-            name += ' %s' % (r['domain'],)
-        orm = '%9.3f' % r['orm_s'] if r['orm_s'] is not None else '%9s' % ''
-        print('%-62s %-24s %7d %9.3f %s' % (
-                name[:62], r['context'][:24], r['rows'], r['raw_s'], orm))
+        ids = '%5d' % r['records'] if r['search_s'] is not None else ' ' * 5
+        print('%-34s %-24s %5d %s %s %s %s %s %s' % (
+                name[:34], r['context'][:24], r['rows'], ids,
+                *map(seconds, [r['raw_s'], r['search_s'], r['read_s'],
+                        r['open_s'], r['chart_s']])))
         if r.get('plan'):
             print(r['plan'])
     print()
-    worst = max(r['raw_s'] for r in report['measures'])
-    worst_orm = max(r['orm_s'] or 0 for r in report['measures'])
-    print('slowest: SQL %.3f s, ORM search + read %.3f s (median of %d)' % (
-            worst, worst_orm, report['repeat']))
+    measures = report['measures']
+    print('slowest (s, median of %d): SQL %.3f, open (search + read of '
+        'the first page) %.3f, chart (search + read of every row) %.3f' % (
+            report['repeat'], max(r['raw_s'] for r in measures),
+            max(r['open_s'] or 0 for r in measures),
+            max(r['chart_s'] or 0 for r in measures)))
     load = report['load']
     print('load averages (1, 5, 15 min): %s at the start, %s at the end '
         '(%d CPUs)' % (

@@ -8,13 +8,15 @@ of a request that left draft and was not cancelled (with its result, if
 any), plus one row per result entered without a request.
 """
 import datetime
+import operator
+from functools import reduce
 
 from dateutil.relativedelta import relativedelta
 from sql import Cast, Column, Literal, Null, Union, Values, Window
-from sql.aggregate import Aggregate, Count, Min, Sum
+from sql.aggregate import Aggregate, Count, Sum
 from sql.conditionals import Case, Coalesce
 from sql.functions import (
-    AtTimeZone, CurrentTimestamp, DateTrunc, Extract, Function, RowNumber)
+    AtTimeZone, CurrentTimestamp, DatePart, DateTrunc, Function, RowNumber)
 from trytond import backend
 from trytond.i18n import gettext, lazy_gettext
 from trytond.model import ModelSQL, ModelView, fields
@@ -36,8 +38,14 @@ STEPS = {
     'week': relativedelta(weeks=1),
     'month': relativedelta(months=1),
     }
+#: The Julian day of 1970-01-01, SQLite's JULIANDAY at its midnight
+UNIX_JULIAN_DAY = 2440587.5
+#: The days from 1970 that the ids of the time series count apart
+SERIES_DAYS = 100000
 #: At most this many periods are listed, empty ones included
 MAX_PERIODS = 3700
+#: The events counted by the activity
+EVENTS = ['requests', 'performed', 'completed']
 URGENCIES = [
     ('urgent', "Urgent"),
     ('routine', "Routine"),
@@ -49,6 +57,8 @@ INTERVALS = [
     ('performed_completed', 'performed', 'completed'),
     ('order_completed', 'ordered', 'completed'),
     ]
+#: The ends of the intervals, in the order of the facts
+ENDS = ['requested', 'performed', 'completed']
 #: The percentiles of the turnaround as fractions (numerator, denominator)
 PERCENTILES = [
     ('median', 1, 2),
@@ -132,10 +142,9 @@ def _utc(day, zone):
 def _seconds(end, start):
     "The SQL expression of the seconds from start to end (datetimes)"
     if backend.name == 'sqlite':
-        seconds = (JulianDay(end) - JulianDay(start)) * 86400
-    else:
-        seconds = Extract('EPOCH', end - start)
-    return Cast(seconds, 'FLOAT')
+        return Cast((JulianDay(end) - JulianDay(start)) * 86400, 'FLOAT')
+    # DATE_PART computes in floating point, EXTRACT in NUMERIC (slower)
+    return DatePart('epoch', end - start)
 
 
 class PercentileCont(Aggregate):
@@ -143,32 +152,39 @@ class PercentileCont(Aggregate):
     _sql = 'PERCENTILE_CONT'
 
 
-def _ranked(intervals, group):
-    """Return the intervals with their rank from 0 in their group and
-    measure (rank) and the size of the group and measure (size)"""
-    partition = [g.expression for g in group] + [intervals.measure]
-    return intervals.select(
-        intervals.id, *group, intervals.measure, intervals.value,
-        (RowNumber(window=Window(partition, order_by=[intervals.value.asc]))
-            - 1).as_('rank'),
-        Count(Literal(1), window=Window(partition)).as_('size'))
+def _ranked(intervals, group, names):
+    """Return the intervals with, for each column of names, the rank from 0
+    of its value in the group (name_rank) and the number of values in the
+    group (name_size); the NULL values are ranked apart"""
+    partition = [g.expression for g in group]
+    columns = []
+    for name in names:
+        value = Column(intervals, name)
+        window = partition + [value == Null]
+        columns.extend([
+                value,
+                (RowNumber(window=Window(window, order_by=[value.asc]))
+                    - 1).as_(name + '_rank'),
+                Count(value, window=Window(window)).as_(name + '_size'),
+                ])
+    return intervals.select(*group, *columns)
 
 
-def _interpolated(ranked, measure, numerator, denominator):
+def _interpolated(ranked, name, numerator, denominator):
     """The SQL aggregate of the continuous percentile numerator/denominator
-    of the values of the measure from the ranked intervals, as
+    of the values of the column name from the ranked intervals, as
     PERCENTILE_CONT computes it (which SQLite has not): the interpolation
     between the values at the ranks around (size - 1) * fraction, computed
     with integers to be exact; NULL when the group has no value"""
-    position = (ranked.size - 1) * numerator
+    value = Column(ranked, name)
+    rank = Column(ranked, name + '_rank')
+    position = (Column(ranked, name + '_size') - 1) * numerator
     low = position / denominator
     fraction = Cast(position % denominator, 'FLOAT') / denominator
-    is_measure = ranked.measure == measure
     return Sum(Case(
-            (is_measure & (ranked.rank == low),
-                ranked.value * (Literal(1) - fraction)),
-            (is_measure & (ranked.rank == low + 1),
-                ranked.value * fraction)))
+            ((value != Null) & (rank == low),
+                value * (Literal(1) - fraction)),
+            ((value != Null) & (rank == low + 1), value * fraction)))
 
 
 class ReportingContext(ModelView):
@@ -252,6 +268,46 @@ class Reporting(ModelSQL):
     @classmethod
     def _query(cls):
         raise NotImplementedError
+
+    @classmethod
+    def search(cls, domain, offset=0, limit=None, order=None, count=False,
+            query=False):
+        if count or query:
+            return super().search(
+                domain, offset=offset, limit=limit, order=order, count=count,
+                query=query)
+        # Only the ids: Tryton selects every column to fill its cache,
+        # which makes the database compute the measures (percentiles) that
+        # the client's read computes again
+        select = super().search(
+            domain, offset=offset, limit=limit, order=order, query=True)
+        transaction = Transaction()
+        cursor = transaction.connection.cursor()
+        cursor.execute(*select)
+        ids = [id_ for id_, in cursor]
+        # The cache of the transaction ignores the reporting context: forget
+        # the rows read in another one (which Tryton's search overwrites)
+        for cache in transaction.cache.values():
+            if cls.__name__ in cache:
+                cache_cls = cache[cls.__name__]
+                for id_ in ids:
+                    cache_cls.pop(id_, None)
+        return cls.browse(ids)
+
+    @classmethod
+    def read(cls, ids, fields_names):
+        # The getters (rec_name) use columns that the client may not read:
+        # read them all from the one query, so that the getters find them
+        # in the cache instead of running the query again
+        asked = {n.split('.', 1)[0].split(':', 1)[0] for n in fields_names}
+        asked.add('id')
+        extra = [n for n, f in cls._fields.items()
+            if n not in asked and not hasattr(f, 'get')]
+        rows = super().read(ids, list(fields_names) + extra)
+        for row in rows:
+            for name in extra:
+                del row[name]
+        return rows
 
     @classmethod
     def _log_columns(cls):
@@ -399,6 +455,17 @@ class TimeseriesMixin:
         super().__setup__()
         cls._order.insert(0, ('date', 'ASC'))
 
+    @classmethod
+    def _series_id(cls, key, date):
+        """The id of the row of key (a positive integer of its group) and
+        date (its period): computed from the group, so that the database
+        can compute only the rows that the client reads (by page)"""
+        if backend.name == 'sqlite':
+            days = Cast(JulianDay(date) - Literal(UNIX_JULIAN_DAY), 'INTEGER')
+        else:
+            days = date - cls.date.sql_cast(Literal('1970-01-01'))
+        return Cast(key, 'BIGINT') * SERIES_DAYS + days
+
 
 # -- Activity -----------------------------------------------------------------
 class ActivityMixin(Reporting):
@@ -413,24 +480,39 @@ class ActivityMixin(Reporting):
         help=lazy_gettext('health_imaging.msg_reporting_completed_help'))
 
     @classmethod
+    def _event_dates(cls, facts):
+        "Return the dates of the events of the facts, in the order of EVENTS"
+        return [Coalesce(facts.requested, facts.ordered), facts.performed,
+            facts.completed]
+
+    @classmethod
     def _events(cls):
         """Return the requests, the performed studies and the completed
         results of the period, one row per event with a 1 in its column"""
-        names = ['requests', 'performed', 'completed']
         facts = cls._facts()
-        kinds = Values([[i] for i in range(len(names))])
+        kinds = Values([[i] for i in range(len(EVENTS))])
         kind = Column(kinds, 'column1')
-        date = Case(
-            (kind == 0, Coalesce(facts.requested, facts.ordered)),
-            (kind == 1, facts.performed),
-            else_=facts.completed)
+        date = Case(*((kind == i, d)
+                for i, d in enumerate(cls._event_dates(facts))))
         # One pass over the tests, each repeated once per kind of event
         return facts.join(kinds, 'CROSS').select(
-            (facts.id * len(names) + kind).as_('id'),
+            (facts.id * len(EVENTS) + kind).as_('id'),
             facts.test, facts.test_type, date.as_('date'),
             *(Case((kind == i, 1), else_=0).as_(n)
-                for i, n in enumerate(names)),
+                for i, n in enumerate(EVENTS)),
             where=cls._in_dates(date))
+
+    @classmethod
+    def _tests(cls):
+        """Return the tests with an event in the period, one row per test
+        with a 1 in the column of each of its events in it: without the
+        periods, the tests need not be repeated per event"""
+        facts = cls._facts()
+        in_dates = [cls._in_dates(d) for d in cls._event_dates(facts)]
+        return facts.select(
+            facts.test, facts.test_type,
+            *(Case((c, 1), else_=0).as_(n) for n, c in zip(EVENTS, in_dates)),
+            where=reduce(operator.or_, in_dates))
 
     @classmethod
     def _counts(cls, events):
@@ -491,7 +573,7 @@ class ActivityModality(TestTypeMixin, ActivityMixin, ModelView):
 
     @classmethod
     def _query(cls):
-        events = cls._events()
+        events = cls._tests()
         return events.select(
             events.test_type.as_('id'), *cls._log_columns(),
             events.test_type, *cls._counts(events),
@@ -508,7 +590,8 @@ class ActivityModalityTimeseries(
         events = cls._events()
         date = cls._period(events.date)
         return events.select(
-            Min(events.id).as_('id'), *cls._log_columns(),
+            cls._series_id(events.test_type, date).as_('id'),
+            *cls._log_columns(),
             events.test_type, date.as_('date'), *cls._counts(events),
             group_by=[events.test_type, date])
 
@@ -539,7 +622,7 @@ class ActivityTest(TestMixin, TestTypeMixin, ActivityMixin, ModelView):
 
     @classmethod
     def _query(cls):
-        events = cls._events()
+        events = cls._tests()
         return events.select(
             events.test.as_('id'), *cls._log_columns(),
             events.test, events.test_type, *cls._counts(events),
@@ -556,7 +639,8 @@ class ActivityTestTimeseries(
         events = cls._events()
         date = cls._period(events.date)
         return events.select(
-            Min(events.id).as_('id'), *cls._log_columns(),
+            cls._series_id(events.test, date).as_('id'),
+            *cls._log_columns(),
             events.test, events.test_type, date.as_('date'),
             *cls._counts(events),
             group_by=[events.test, events.test_type, date])
@@ -597,58 +681,72 @@ class TurnaroundMixin(TestTypeMixin, Reporting):
             ] + cls._order
 
     @classmethod
-    def _intervals(cls):
-        """Return the intervals in seconds of each test, one row per
-        interval that ends in the period (with the date of its end)"""
+    def _intervals(cls, per_period=False):
+        """Return the intervals in seconds of the tests, a column per
+        interval, NULL unless the interval ends in the period: one row per
+        test or, per_period, one row per test and end (with the date of the
+        end), so that each interval is in the period of its end"""
         facts = cls._facts()
-        measures = Values([[i] for i in range(len(INTERVALS))])
-        measure = Column(measures, 'column1')
-        start = Case(*((measure == i, Column(facts, start))
-                for i, (_, start, _) in enumerate(INTERVALS)))
-        end = Case(*((measure == i, Column(facts, end))
-                for i, (_, _, end) in enumerate(INTERVALS)))
-        # One pass over the tests, each repeated once per interval
-        return facts.join(measures, 'CROSS').select(
-            (facts.id * len(INTERVALS) + measure).as_('id'),
-            facts.test_type, facts.urgent, end.as_('date'),
-            measure.as_('measure'), _seconds(end, start).as_('value'),
-            where=(start != Null) & cls._in_dates(end))
+        columns = [facts.test_type, facts.urgent]
+        starts = [Column(facts, start) for _, start, _ in INTERVALS]
+        ends = [Column(facts, end) for _, _, end in INTERVALS]
+        if per_period:
+            values = Values([[i] for i in range(len(ENDS))])
+            end_index = Column(values, 'column1')
+            date = Case(*((end_index == i, Column(facts, end))
+                    for i, end in enumerate(ENDS)))
+            measured = [(start != Null) & (end_index == ENDS.index(end))
+                for start, (_, _, end) in zip(starts, INTERVALS)]
+            where = cls._in_dates(date)
+            # One pass over the tests, each repeated once per end
+            query = facts.join(values, 'CROSS')
+            columns.append(date.as_('date'))
+        else:
+            measured = [(start != Null) & cls._in_dates(end)
+                for start, end in zip(starts, ends)]
+            where = Literal(True)
+            query = facts
+        columns += [Case((m, _seconds(end, start))).as_(name)
+            for m, start, end, (name, _, _) in zip(
+                measured, starts, ends, INTERVALS)]
+        return query.select(
+            *columns, where=where & reduce(operator.or_, measured))
 
     @classmethod
     def _turnaround(cls, per_period=False):
         """Return the intervals grouped by modality, urgency and maybe
         period, the columns of the group and the measures aggregated"""
-        intervals = cls._intervals()
+        intervals = cls._intervals(per_period)
         group = [intervals.test_type, intervals.urgent]
         if per_period:
             group.append(cls._period(intervals.date))
         group = [g.as_('group_%d' % i) for i, g in enumerate(group)]
+        names = [name for name, _, _ in INTERVALS]
         if backend.name == 'sqlite':
-            source = _ranked(intervals, group)
+            source = _ranked(intervals, group, names)
 
-            def percentile(measure, numerator, denominator):
-                return _interpolated(
-                    source, measure, numerator, denominator)
+            def percentile(name, numerator, denominator):
+                return _interpolated(source, name, numerator, denominator)
         else:
             source = intervals.select(
-                intervals.id, *group, intervals.measure, intervals.value)
+                *group, *(Column(intervals, n) for n in names))
 
-            def percentile(measure, numerator, denominator):
-                # NULL values (of the other measures) are ignored
+            def percentile(name, numerator, denominator):
+                # The NULL values (outside the period) are ignored
                 return PercentileCont(
-                    Literal(numerator / denominator), within=[Case(
-                            (source.measure == measure, source.value))])
+                    Literal(numerator / denominator),
+                    within=[Column(source, name)])
         group = [Column(source, g.output_name) for g in group]
         columns = [
             group[0].as_('test_type'),
             Case((group[1], 'urgent'), else_='routine').as_('urgency'),
-            cls.completed.sql_cast(Sum(Case(
-                        (source.measure == 2, 1), else_=0))).as_('completed'),
+            cls.completed.sql_cast(
+                Count(source.performed_completed)).as_('completed'),
             ]
-        for index, (name, _, _) in enumerate(INTERVALS):
+        for name in names:
             for suffix, numerator, denominator in PERCENTILES:
                 field = '%s_%s' % (name, suffix)
-                hours = percentile(index, numerator, denominator) / 3600
+                hours = percentile(name, numerator, denominator) / 3600
                 columns.append(getattr(cls, field).sql_cast(hours).as_(field))
         return source, group, columns
 
@@ -691,8 +789,11 @@ class TurnaroundTimeseries(TimeseriesMixin, TurnaroundMixin, ModelView):
     @classmethod
     def _query(cls):
         intervals, group, columns = cls._turnaround(per_period=True)
+        test_type, urgent, date = group
+        key = test_type * 2 + Case((urgent, 1), else_=0)
         return intervals.select(
-            Min(intervals.id).as_('id'), *cls._log_columns(), *columns,
+            cls._series_id(key, date).as_('id'),
+            *cls._log_columns(), *columns,
             group[2].as_('date'),
             group_by=group)
 
@@ -900,6 +1001,7 @@ class ReaderTimeseries(TimeseriesMixin, ReaderMixin, ModelView):
         completed = cls._completed()
         date = cls._period(completed.completed)
         return completed.select(
-            Min(completed.id).as_('id'), *cls._log_columns(),
+            cls._series_id(completed.reader, date).as_('id'),
+            *cls._log_columns(),
             completed.reader, date.as_('date'), *cls._counts(completed),
             group_by=[completed.reader, date])

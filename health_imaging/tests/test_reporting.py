@@ -489,6 +489,144 @@ class ReportingTestCase(unittest.TestCase):
                         row.order_completed_p90, pg_p90, places=4)
 
     @with_transaction()
+    def test_turnaround_percentiles_without_periods(self):
+        """The turnaround without periods computes the percentiles of the
+        intervals of the reporting dates as its time series does"""
+        Turnaround = Pool().get('gnuhealth.imaging.reporting.turnaround')
+        patient = create_patient()
+        groups = [[5], [3, 3], [1, 2, 3, 4], [0.5, 7, 7, 7, 100, 2, 3], []]
+        for week, values in enumerate(groups):
+            ordered = MONDAY + week * 7 * DAY
+            create_test(
+                patient, 'IMG-DX-CHEST', ordered, requested=ordered + HOUR)
+            for hours in values:
+                create_test(
+                    patient, 'IMG-DX-CHEST', ordered,
+                    requested=ordered + HOUR, performed=ordered + 2 * HOUR,
+                    completed=[ordered + hours * HOUR])
+        for week, values in enumerate(groups):
+            monday = MONDAY.date() + week * 7 * DAY
+            with self.subTest(values=values), Transaction().set_context(
+                    from_date=monday, to_date=monday + 6 * DAY):
+                row, = Turnaround.search([])
+                self.assertEqual(row.completed, len(values))
+                median, p90 = reference(values) if values else (None, None)
+                self.assertHours(row, {
+                        'order_requested_median': 1,
+                        'order_completed_median': median,
+                        'order_completed_p90': p90,
+                        })
+
+    @with_transaction()
+    def test_part_of_the_tests(self):
+        """Reporting dates that hold only some events of the tests: each
+        event and interval counts in the dates of its end"""
+        pool = Pool()
+        Turnaround = pool.get('gnuhealth.imaging.reporting.turnaround')
+        Modality = pool.get('gnuhealth.imaging.reporting.activity.modality')
+        create_dataset()
+        with Transaction().set_context(
+                from_date=datetime.date(2026, 1, 6),
+                to_date=datetime.date(2026, 1, 7)):
+            rows = {
+                (r.test_type.code, r.urgency): r
+                for r in Turnaround.search([])}
+            modalities = {
+                m.test_type.code: (m.requests, m.performed, m.completed)
+                for m in Modality.search([])}
+        # B completed the 6th; C and D requested, C performed
+        self.assertEqual(modalities, {'DX': (0, 0, 1), 'CT': (2, 1, 0)})
+        self.assertEqual(set(rows), {('DX', 'urgent'), ('CT', 'routine')})
+        self.assertEqual(rows['DX', 'urgent'].completed, 1)
+        self.assertHours(rows['DX', 'urgent'], {
+                'order_requested_median': None,
+                'requested_performed_median': None,
+                'performed_completed_median': 24,
+                'order_completed_median': 25,
+                })
+        self.assertEqual(rows['CT', 'routine'].completed, 0)
+        self.assertHours(rows['CT', 'routine'], {
+                'order_requested_median': 1.5, 'order_requested_p90': 1.9,
+                'requested_performed_median': 23,
+                'performed_completed_median': None,
+                'order_completed_median': None,
+                })
+
+    @with_transaction()
+    def test_without_and_with_periods(self):
+        """The lists without periods are their time series over one
+        period, whatever the reporting dates"""
+        pool = Pool()
+        create_dataset()
+        pairs = [
+            ('turnaround', 'turnaround.time_series',
+                lambda r: (r.test_type.code, r.urgency)),
+            ('activity.modality', 'activity.modality.time_series',
+                lambda r: r.test_type.code),
+            ('activity.test', 'activity.test.time_series',
+                lambda r: r.test.code),
+            ]
+        for first, last in [(5, 5), (5, 6), (6, 7), (7, 12), (8, 14),
+                (9, 13), (12, 31), (1, 31)]:
+            context = {
+                'period': 'month',
+                'from_date': datetime.date(2026, 1, first),
+                'to_date': datetime.date(2026, 1, last),
+                }
+            for name, series_name, key in pairs:
+                Model = pool.get('gnuhealth.imaging.reporting.' + name)
+                Series = pool.get('gnuhealth.imaging.reporting.' + series_name)
+                names = [n for n, f in Model._fields.items()
+                    if f._type in {'integer', 'float'} and n != 'id']
+                with self.subTest(name=name, first=first, last=last), \
+                        Transaction().set_context(**context):
+                    rows = {key(r): [getattr(r, n) for n in names]
+                        for r in Model.search([])}
+                    series = {key(r): [getattr(r, n) for n in names]
+                        for r in Series.search([])}
+                    self.assertEqual(rows.keys(), series.keys())
+                    for row_key, values in rows.items():
+                        for value, expected in zip(values, series[row_key]):
+                            if expected is None:
+                                self.assertIsNone(value)
+                            else:
+                                self.assertAlmostEqual(value, expected)
+
+    @with_transaction()
+    def test_search_and_read(self):
+        """The client's search and read: the search orders by any column,
+        a read returns the fields asked, a page of a time series its rows"""
+        pool = Pool()
+        Turnaround = pool.get('gnuhealth.imaging.reporting.turnaround')
+        Series = pool.get(
+            'gnuhealth.imaging.reporting.turnaround.time_series')
+        create_dataset()
+        with Transaction().set_context(period='day', **JANUARY):
+            row, = Turnaround.search(
+                [], order=[('completed', 'DESC')], limit=1)
+            self.assertEqual(
+                (row.test_type.code, row.urgency), ('DX', 'routine'))
+            values, = Turnaround.read([row.id], ['completed', 'rec_name'])
+            self.assertEqual(values, {
+                    'id': row.id, 'completed': 2, 'rec_name': row.rec_name})
+
+            rows = Series.search([])
+            ids = [r.id for r in rows]
+            self.assertEqual(len(set(ids)), len(rows))
+            self.assertTrue(all(i > 0 for i in ids))
+            names = ['date', 'test_type', 'urgency', 'completed',
+                'order_completed_median', 'rec_name']
+            everything = {r['id']: r for r in Series.read(ids, names)}
+            pages = Series.read(ids[3:5], names) + Series.read(ids[:1], names)
+        self.assertEqual(
+            sorted(pages, key=lambda r: ids.index(r['id'])),
+            [everything[i] for i in ids[:1] + ids[3:5]])
+        self.assertEqual(
+            [(everything[i]['date'].day, everything[i]['urgency'])
+                for i in ids[:3]],
+            [(5, 'routine'), (5, 'urgent'), (6, 'routine')])
+
+    @with_transaction()
     def test_backlog(self):
         "Tests waiting per stage, modality and age, and the records behind"
         pool = Pool()
