@@ -261,6 +261,7 @@ class ImagingResultReport(Report):
                 report.template_extension, report.extension)
             return report.template_extension, data
 
+
 class Attachment(metaclass=PoolMeta):
     __name__ = 'ir.attachment'
 
