@@ -420,7 +420,8 @@ class ResultStudyRaceTestCase(unittest.TestCase):
                 [Result.values_from_request(Request(request.id))])
             ids = request.id, result.id, study.id
         # A person adds the study to the result (not committed yet) ...
-        extras = {'_lock_records': {Pool().get(RESULT)._table: [ids[1]]}}
+        extras = {'_lock_records': {
+                Pool(database).get(RESULT)._table: [ids[1]]}}
         with Transaction().start(database, 0, **extras) as person:
             Result = Pool().get(RESULT)
             Result.write([Result(ids[1])], {'studies': [('add', [ids[2]])]})

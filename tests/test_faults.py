@@ -153,7 +153,9 @@ class OrthancFaultsTestCase(RealOrthancCase):
         self.assertIsNotNone(start)
 
         orthanc.start()
-        Server.write([server], {'domain': orthanc.url})
+        # On another port: a moved server needs its password again
+        Server.write([server], {
+                'domain': orthanc.url, 'password': orthanc.password})
         listings = self.record_listings()
         with small_pages(7, 5):
             result = Server.sync_now([server])[server.id]
@@ -221,7 +223,9 @@ class OrthancFaultsTestCase(RealOrthancCase):
         self.assertLess(partial, 30)
 
         orthanc.start()
-        Server.write([server], {'domain': orthanc.url})
+        # On another port: a moved server needs its password again
+        Server.write([server], {
+                'domain': orthanc.url, 'password': orthanc.password})
         with small_pages(7, 10):
             result = Server.sync_now([server])[server.id]
         self.assertIsNotNone(result, server.last_error)

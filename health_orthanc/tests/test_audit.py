@@ -459,6 +459,7 @@ class AuditTestCase(RealOrthancCase):
             self.assertEqual((created.action, created.user, created.record),
                 ('server_create', admin, server))
             self.assertEqual(created.description,
+                'Label: PACS\n'
                 'Domain: http://127.0.0.1:1\n'
                 'Username: alice\n'
                 'Verify TLS Certificate: yes\n'
@@ -467,9 +468,12 @@ class AuditTestCase(RealOrthancCase):
 
             # Not a connection field, or the same values: nothing
             Server.write([server], {
-                    'label': 'PACS 2', 'domain': 'http://127.0.0.1:1/',
+                    'domain': 'http://127.0.0.1:1/',
                     'publish_worklists': True})
             self.assertEqual(len(entries(servers=True)), 1)
+            # A new label is recorded: the passwords of the configuration
+            # are found by it
+            Server.write([server], {'label': 'PACS 2'})
 
             Server.write([server], {
                     'domain': 'http://127.0.0.1:2',
@@ -478,7 +482,12 @@ class AuditTestCase(RealOrthancCase):
                     })
             Server.write([server], {'user': 'bob'})
         Server.delete([server])
-        changed, user_changed, deleted = entries(servers=True)[1:]
+        renamed, changed, user_changed, deleted = entries(servers=True)[1:]
+        self.assertEqual(renamed.description,
+            'Changed: Label\n'
+            'Label: PACS → PACS 2\n'
+            'Domain: http://127.0.0.1:1 → http://127.0.0.1:1\n'
+            'Username: alice → alice')
         self.assertEqual(changed.description,
             'Changed: Domain, Password, Verify TLS Certificate\n'
             'Domain: http://127.0.0.1:1 → http://127.0.0.1:2\n'

@@ -143,7 +143,8 @@ class OrthancSyncTestCase(RealOrthancCase):
         server, = Server.search([('label', '=', 'Main')])
         defaults = wizard.default_succeeded(None)
         self.assertEqual(defaults['server'], server.id)
-        self.assertIn('first import has started', defaults['message'])
+        self.assertIn('first import runs in the background',
+            defaults['message'])
         # The import is queued: it runs after the wizard's commit
         self.assertIsNone(server.last)
         self.assertEqual(run_queue(), 1)

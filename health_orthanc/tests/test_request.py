@@ -359,7 +359,11 @@ class WorklistTestCase(WorklistOrthancCase):
         run_queue()
         self.assertEqual(request.state, 'requested')
         self.assertEqual(request.worklist_state, 'failed')
-        self.assertIn(missing, request.worklist_error)
+        # The path is for the Orthanc administrators (in the log), not
+        # for the imaging staff who read the request
+        self.assertNotIn(missing, request.worklist_error)
+        self.assertIn('Worklist Folder of the server does not exist',
+            request.worklist_error)
         self.assertIn('Update Worklist', request.worklist_error)
         self.assertEqual(Request.search([
                     ('worklist_state', 'in', ['failed', 'stale'])]),
