@@ -222,7 +222,10 @@ class StudyReportTestCase(unittest.TestCase):
         self.assertEqual(result.study_reports, ())
 
         with without_check_access():
-            Server.write([server], {'domain': self.orthanc.url})
+            # Moved back: its password is given again
+            Server.write([server], {
+                    'domain': self.orthanc.url,
+                    'password': self.orthanc.password})
         Result.store_study_reports([result])
         run_queue()
         result = Result(result.id)
