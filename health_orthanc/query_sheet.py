@@ -17,6 +17,7 @@ Only a file that cannot be read at all raises :class:`QuerySheetError`.
 import codecs
 import csv
 import io
+import math
 import re
 import zipfile
 from dataclasses import dataclass, field
@@ -83,7 +84,11 @@ PROBLEMS = {
     'unsupported': ('The %(format)s format cannot be read here: save the '
         'spreadsheet as XLSX or CSV.'),
     'too_many_rows': 'The spreadsheet has more than %(max)d rows.',
+    'unreadable_row': ('The row cannot be read: a cell is too long or a '
+        'quote is not closed.'),
     }
+#: Stands for a CSV row that the csv module cannot read.
+_UNREADABLE = object()
 
 
 @dataclass(frozen=True)
@@ -211,7 +216,15 @@ def _csv_rows(text: str):
     delimiter = max(_DELIMITERS, key=header.count)
     if not header.count(delimiter):
         delimiter = ','
-    return csv.reader(io.StringIO(text, newline=''), delimiter=delimiter)
+    reader = csv.reader(io.StringIO(text, newline=''), delimiter=delimiter)
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error:
+            # a cell over csv.field_size_limit(): the reader goes on after it
+            yield _UNREADABLE
 
 
 def _xlsx_rows(data: bytes):
@@ -226,6 +239,9 @@ def _xlsx_rows(data: bytes):
         # some writers store a wrong sheet size, which read-only mode trusts
         sheet.reset_dimensions()
         yield from sheet.iter_rows(min_row=1, values_only=True)
+    except (ValueError, OverflowError):
+        # a number cell that is no number: openpyxl cannot go on after it
+        raise QuerySheetError('unreadable', format='XLSX') from None
     finally:
         workbook.close()
 
@@ -266,6 +282,11 @@ def _parse_rows(rows, kind, day_first, max_rows) -> SheetResult:
     first = None
     count = 0
     for number, cells in enumerate(rows, 1):
+        if cells is _UNREADABLE:
+            if columns is not None:
+                result.problems.append(
+                    SheetProblem(number, 'unreadable_row', {'value': ''}))
+            continue
         cells = list(cells or ())
         if all(_blank(c) for c in cells):
             continue
@@ -327,7 +348,8 @@ def parse_row(number: int, values: dict, day_first: bool = True) -> tuple[
         try:
             date_from, date_to = parse_study_date(cell, day_first)
         except ValueError as error:
-            problem(str(error), _text(cell))
+            code = str(error)
+            problem(code if code in PROBLEMS else 'bad_date', _text(cell))
     accession = _text(values.get('accession'))
     if len(accession) > ACCESSION_LENGTH or _MATCHING.search(accession):
         problem('bad_accession', accession)
@@ -341,7 +363,8 @@ def _text(value) -> str:
     "Return a cell as text; a whole number keeps no decimals"
     if value is None:
         return ''
-    if isinstance(value, float) and value.is_integer():
+    if (isinstance(value, float) and value.is_integer()
+            and abs(value) < 1e15):
         value = int(value)
     return ' '.join(str(value).split())
 
@@ -383,6 +406,8 @@ def parse_study_date(value, day_first: bool = True) -> tuple[
 
 
 def _number_date(value) -> date:
+    if not math.isfinite(value):
+        raise ValueError('bad_date')
     if value == int(value) and 10000101 <= value <= 99991231:
         return _text_date(str(int(value)), True)  # YYYYMMDD typed as number
     if not 1 <= value <= _EXCEL_MAX:
