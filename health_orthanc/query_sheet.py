@@ -26,7 +26,7 @@ from datetime import date, datetime, timedelta
 import openpyxl
 from openpyxl.styles import Font
 
-from .query_plan import MODALITIES, parse_modalities
+from .query_plan import EARLIEST, MODALITIES, parse_modalities
 
 try:
     import python_calamine
@@ -56,6 +56,11 @@ PATIENT_ID_LENGTH = 64  # LO
 ACCESSION_LENGTH = 16  # SH
 _DELIMITERS = ',;\t|'
 _MATCHING = re.compile(r'[*?\\]')
+# after _text, which turns tabs and line breaks into spaces
+_CONTROL = re.compile(r'[\x00-\x1f\x7f]')
+_HEADERS = dict(zip(
+        ('patient_id', 'modalities', 'study_date', 'accession',
+            'description'), COLUMNS))
 _EXCEL_EPOCH = date(1899, 12, 30)
 _EXCEL_MAX = 2958465  # 9999-12-31
 _ISO = r'\d{4}[-/.]\d{1,2}[-/.]\d{1,2}'
@@ -86,6 +91,9 @@ PROBLEMS = {
     'too_many_rows': 'The spreadsheet has more than %(max)d rows.',
     'unreadable_row': ('The row cannot be read: a cell is too long or a '
         'quote is not closed.'),
+    'early_date': 'The StudyDate "%(value)s" is before 1900.',
+    'control_character': ('The %(column)s cell contains a control '
+        'character.'),
     }
 #: Stands for a CSV row that the csv module cannot read.
 _UNREADABLE = object()
@@ -330,9 +338,16 @@ def parse_row(number: int, values: dict, day_first: bool = True) -> tuple[
     """
     problems = []
 
-    def problem(code, value=''):
-        problems.append(SheetProblem(number, code, {'value': value}))
+    def problem(code, value='', **params):
+        problems.append(SheetProblem(number, code, params or {
+                    'value': value}))
 
+    # e.g. a NUL, that no DICOM value and no database text may hold
+    for name, column in _HEADERS.items():
+        if _CONTROL.search(_text(values.get(name))):
+            problem('control_character', column=column)
+    if problems:
+        return None, problems
     patient_id = _text(values.get('patient_id'))
     if not patient_id:
         problem('no_patient_id')
@@ -382,8 +397,16 @@ def parse_study_date(value, day_first: bool = True) -> tuple[
     Raises
     ------
     ValueError
-        With the problem code ``bad_date`` or ``bad_date_range``.
+        With the problem code ``bad_date``, ``bad_date_range`` or
+        ``early_date`` (before 1900: no DICOM date).
     """
+    dates = _study_range(value, day_first)
+    if any(d and d < EARLIEST for d in dates):
+        raise ValueError('early_date')
+    return dates
+
+
+def _study_range(value, day_first):
     if isinstance(value, datetime):
         return value.date(), value.date()
     if isinstance(value, date):

@@ -153,6 +153,13 @@ def test_parse_study_date_day_first(value, day_first, expected):
     (-5, 'bad_date'),
     (3000000, 'bad_date'),
     (20231340, 'bad_date'),
+    ('0005-01-01', 'early_date'),
+    ('18991231', 'early_date'),
+    ('31/12/1899', 'early_date'),
+    (10000101, 'early_date'),
+    ('1899-12-31 - 2000-01-01', 'early_date'),
+    ('-18991231', 'early_date'),
+    ('0001-01-01-', 'early_date'),
     ])
 def test_parse_study_date_bad(value, code):
     with pytest.raises(ValueError) as info:
@@ -189,6 +196,25 @@ def test_parse_study_date_bad(value, code):
         [('bad_accession', 'A' * 17)]),
     ({'patient_id': 'P1', 'accession': 'A*'}, None,
         [('bad_accession', 'A*')]),
+    ({'patient_id': 'P1', 'study_date': '0005-01-01'}, None,
+        [('early_date', '0005-01-01')]),
+    ({'patient_id': 'P1', 'study_date': '19000101'},
+        SheetRow(7, 'P1', (), D(1900, 1, 1), D(1900, 1, 1)), []),
+    ({'patient_id': 'P1\x00'}, None, [('control_character', 'PatientID')]),
+    ({'patient_id': '\x1b[31mP1'}, None,
+        [('control_character', 'PatientID')]),
+    ({'patient_id': 'P1\x7f'}, None, [('control_character', 'PatientID')]),
+    ({'patient_id': 'P1', 'accession': 'A\x001'}, None,
+        [('control_character', 'AccessionNumber')]),
+    ({'patient_id': 'P1', 'description': 'chest\x08'}, None,
+        [('control_character', 'StudyDescription')]),
+    ({'patient_id': 'P1', 'modalities': 'CT\x00'}, None,
+        [('control_character', 'Modality')]),
+    ({'patient_id': 'P1', 'study_date': '2023\x00'}, None,
+        [('control_character', 'StudyDate')]),
+    # a tab or a line break in a cell is white space, not a problem
+    ({'patient_id': 'P1\t', 'description': 'CT\r\nchest'},
+        SheetRow(7, 'P1', description='CT chest'), []),
     ({'patient_id': '', 'modalities': 'QQ', 'study_date': 'x'}, None,
         [('no_patient_id', ''), ('unknown_modality', 'QQ'),
             ('bad_date', 'x')]),
@@ -196,7 +222,8 @@ def test_parse_study_date_bad(value, code):
 def test_parse_row(values, row, problems):
     result, found = parse_row(7, values)
     assert result == row
-    assert [(p.code, p.params['value']) for p in found] == problems
+    assert [(p.code, p.params.get('column', p.params.get('value')))
+        for p in found] == problems
     assert all(p.row == 7 for p in found)
 
 
@@ -541,6 +568,15 @@ def test_problem_codes_have_messages():
     path = os.path.join(os.path.dirname(query_sheet.__file__), 'message.xml')
     with open(path, encoding='utf-8') as file:
         messages = file.read()
-    assert 'unreadable_row' in PROBLEMS
+    assert {'unreadable_row', 'early_date', 'control_character'} <= set(
+        PROBLEMS)
     for code in PROBLEMS:
         assert 'id="msg_query_sheet_%s"' % code in messages
+
+
+def test_csv_nul_in_patient_id():
+    "PostgreSQL cannot store a NUL: the row is refused, the others go"
+    result = read_sheet(b'PatientID,StudyDate\nP1\x00,2023-01-01\nP2,\n')
+    assert good(result) == [(3, 'P2')]
+    assert [(p.row, p.code, p.params['column']) for p in result.problems] == [
+        (2, 'control_character', 'PatientID')]
