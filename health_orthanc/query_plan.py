@@ -21,9 +21,9 @@ from .orthanc_client import AnswerLimitReached
 __all__ = ['MODALITIES', 'COMMON_MODALITIES', 'EARLIEST', 'MAX_FINDS',
     'StudyFilter', 'StudyQuery', 'DateSpan', 'QueryOutcome',
     'parse_terms', 'parse_modalities', 'date_range', 'relative_window',
-    'plan_patients', 'plan_rows',
-    'plan_open', 'dicom_query', 'keep_answer', 'select_answers',
-    'merge_answers', 'split_range', 'run_query', 'run_plan']
+    'plan_patients', 'plan_rows', 'plan_open', 'dicom_query', 'keep_answer',
+    'select_answers', 'merge_answers', 'split_range', 'run_query',
+    'run_plan']
 
 #: Modality defined terms (PS3.3 C.7.3.1.1.1), with retired ones still met.
 MODALITIES = frozenset('''
