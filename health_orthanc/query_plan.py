@@ -18,11 +18,12 @@ from datetime import date, timedelta
 from .dicom_network import STUDY_RETURN_KEYS, StudyAnswer
 from .orthanc_client import AnswerLimitReached
 
-__all__ = ['MODALITIES', 'COMMON_MODALITIES', 'EARLIEST', 'StudyFilter',
-    'StudyQuery', 'QueryOutcome', 'parse_terms', 'parse_modalities',
-    'date_range', 'relative_window', 'plan_patients', 'plan_rows',
-    'plan_open', 'dicom_query', 'keep_answer', 'select_answers',
-    'merge_answers', 'split_range', 'run_query', 'run_plan']
+__all__ = ['MODALITIES', 'COMMON_MODALITIES', 'EARLIEST', 'MAX_FINDS',
+    'StudyFilter', 'StudyQuery', 'DateSpan', 'QueryOutcome',
+    'parse_terms', 'parse_modalities', 'date_range', 'relative_window',
+    'plan_patients', 'plan_rows', 'plan_open', 'dicom_query', 'keep_answer',
+    'select_answers', 'merge_answers', 'split_range', 'run_query',
+    'run_plan']
 
 #: Modality defined terms (PS3.3 C.7.3.1.1.1), with retired ones still met.
 MODALITIES = frozenset('''
@@ -38,6 +39,12 @@ COMMON_MODALITIES = ('CR', 'CT', 'DX', 'MG', 'MR', 'NM', 'PT', 'RF', 'US',
     'XA', 'OT')
 #: Lower bound of an open date range that has to be split.
 EARLIEST = date(1900, 1, 1)
+#: The most C-FINDs one query may send while it splits its date range: a
+#: node that always has too many answers must not get thousands of them in
+#: one request.  Halving 24 years down to a day takes about 26 C-FINDs, so
+#: a few busy days are still found by day; past the cap, the ranges not
+#: queried are reported as capped.
+MAX_FINDS = 100
 
 
 @dataclass(frozen=True)
@@ -71,14 +78,27 @@ class StudyQuery:
     row: int | None = None
 
 
+@dataclass(frozen=True)
+class DateSpan:
+    "Dates from ``date_from`` to ``date_to``, both included"
+    date_from: date
+    date_to: date
+
+    def isoformat(self) -> str:
+        "Return the ISO 8601 interval, as a date gives its day"
+        return '%s/%s' % (self.date_from.isoformat(),
+            self.date_to.isoformat())
+
+
 @dataclass
 class QueryOutcome:
     """What running one :class:`StudyQuery` gave.
 
     ``sent`` is the number of C-FIND sent; ``split`` whether the date range
     had to be split because the node capped its answers; ``capped`` the
-    single days that still hit the cap (their answers may be incomplete or
-    missing: never silently cut); ``undated_missed`` whether the split
+    single days that still hit the cap, and the ranges (:class:`DateSpan`)
+    left when :data:`MAX_FINDS` were sent (their answers may be incomplete
+    or missing: never silently cut); ``undated_missed`` whether the split
     added a date range to a query that had none, so that studies without a
     StudyDate on the node could not be found.
     """
@@ -86,7 +106,7 @@ class QueryOutcome:
     answers: list[StudyAnswer] = field(default_factory=list)
     sent: int = 0
     split: bool = False
-    capped: list[date] = field(default_factory=list)
+    capped: list[date | DateSpan] = field(default_factory=list)
     undated_missed: bool = False
 
     @property
@@ -292,13 +312,19 @@ def run_query(query: StudyQuery,
     Returns
     -------
     QueryOutcome
-        Answers merged and filtered with :func:`select_answers`.
+        Answers merged and filtered with :func:`select_answers`.  At most
+        :data:`MAX_FINDS` C-FINDs are sent.
     """
     outcome = QueryOutcome(query)
     pending = [query]
     found = []
     while pending:
         current = pending.pop(0)
+        start = current.date_from or EARLIEST
+        end = current.date_to or max(today, current.date_from or today)
+        if outcome.sent >= MAX_FINDS:
+            outcome.capped.append(_capped(start, end))
+            continue
         answers, capped = _find_once(current, find, limit)
         outcome.sent += 1
         found.append(answers)
@@ -306,10 +332,14 @@ def run_query(query: StudyQuery,
             continue
         if current is query and not (query.date_from and query.date_to):
             outcome.undated_missed = True
-        halves = split_range(current.date_from or EARLIEST,
-            current.date_to or max(today, current.date_from or today))
+        halves = split_range(start, end)
         if halves is None:
-            outcome.capped.append(current.date_from)
+            # a single day, or a range that ends before EARLIEST
+            outcome.capped.append(
+                current.date_from or current.date_to or EARLIEST)
+            continue
+        if outcome.sent >= MAX_FINDS:
+            outcome.capped.append(_capped(start, end))
             continue
         outcome.split = True
         found.pop()  # the halves find them again, completely
@@ -317,6 +347,10 @@ def run_query(query: StudyQuery,
             for a, b in halves]
     outcome.answers = select_answers(merge_answers(*found), query)
     return outcome
+
+
+def _capped(start: date, end: date) -> date | DateSpan:
+    return start if start == end else DateSpan(start, end)
 
 
 def _find_once(query, find, limit) -> tuple[list[StudyAnswer], bool]:

@@ -17,6 +17,7 @@ Only a file that cannot be read at all raises :class:`QuerySheetError`.
 import codecs
 import csv
 import io
+import math
 import re
 import zipfile
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from datetime import date, datetime, timedelta
 import openpyxl
 from openpyxl.styles import Font
 
-from .query_plan import MODALITIES, parse_modalities
+from .query_plan import EARLIEST, MODALITIES, parse_modalities
 
 try:
     import python_calamine
@@ -55,6 +56,11 @@ PATIENT_ID_LENGTH = 64  # LO
 ACCESSION_LENGTH = 16  # SH
 _DELIMITERS = ',;\t|'
 _MATCHING = re.compile(r'[*?\\]')
+# after _text, which turns tabs and line breaks into spaces
+_CONTROL = re.compile(r'[\x00-\x1f\x7f]')
+_HEADERS = dict(zip(
+        ('patient_id', 'modalities', 'study_date', 'accession',
+            'description'), COLUMNS))
 _EXCEL_EPOCH = date(1899, 12, 30)
 _EXCEL_MAX = 2958465  # 9999-12-31
 _ISO = r'\d{4}[-/.]\d{1,2}[-/.]\d{1,2}'
@@ -83,7 +89,14 @@ PROBLEMS = {
     'unsupported': ('The %(format)s format cannot be read here: save the '
         'spreadsheet as XLSX or CSV.'),
     'too_many_rows': 'The spreadsheet has more than %(max)d rows.',
+    'unreadable_row': ('The row cannot be read: a cell is too long or a '
+        'quote is not closed.'),
+    'early_date': 'The StudyDate "%(value)s" is before 1900.',
+    'control_character': ('The %(column)s cell contains a control '
+        'character.'),
     }
+#: Stands for a CSV row that the csv module cannot read.
+_UNREADABLE = object()
 
 
 @dataclass(frozen=True)
@@ -211,7 +224,15 @@ def _csv_rows(text: str):
     delimiter = max(_DELIMITERS, key=header.count)
     if not header.count(delimiter):
         delimiter = ','
-    return csv.reader(io.StringIO(text, newline=''), delimiter=delimiter)
+    reader = csv.reader(io.StringIO(text, newline=''), delimiter=delimiter)
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error:
+            # a cell over csv.field_size_limit(): the reader goes on after it
+            yield _UNREADABLE
 
 
 def _xlsx_rows(data: bytes):
@@ -226,6 +247,9 @@ def _xlsx_rows(data: bytes):
         # some writers store a wrong sheet size, which read-only mode trusts
         sheet.reset_dimensions()
         yield from sheet.iter_rows(min_row=1, values_only=True)
+    except (ValueError, OverflowError):
+        # a number cell that is no number: openpyxl cannot go on after it
+        raise QuerySheetError('unreadable', format='XLSX') from None
     finally:
         workbook.close()
 
@@ -266,6 +290,11 @@ def _parse_rows(rows, kind, day_first, max_rows) -> SheetResult:
     first = None
     count = 0
     for number, cells in enumerate(rows, 1):
+        if cells is _UNREADABLE:
+            if columns is not None:
+                result.problems.append(
+                    SheetProblem(number, 'unreadable_row', {'value': ''}))
+            continue
         cells = list(cells or ())
         if all(_blank(c) for c in cells):
             continue
@@ -309,9 +338,16 @@ def parse_row(number: int, values: dict, day_first: bool = True) -> tuple[
     """
     problems = []
 
-    def problem(code, value=''):
-        problems.append(SheetProblem(number, code, {'value': value}))
+    def problem(code, value='', **params):
+        problems.append(SheetProblem(number, code, params or {
+                    'value': value}))
 
+    # e.g. a NUL, that no DICOM value and no database text may hold
+    for name, column in _HEADERS.items():
+        if _CONTROL.search(_text(values.get(name))):
+            problem('control_character', column=column)
+    if problems:
+        return None, problems
     patient_id = _text(values.get('patient_id'))
     if not patient_id:
         problem('no_patient_id')
@@ -327,7 +363,8 @@ def parse_row(number: int, values: dict, day_first: bool = True) -> tuple[
         try:
             date_from, date_to = parse_study_date(cell, day_first)
         except ValueError as error:
-            problem(str(error), _text(cell))
+            code = str(error)
+            problem(code if code in PROBLEMS else 'bad_date', _text(cell))
     accession = _text(values.get('accession'))
     if len(accession) > ACCESSION_LENGTH or _MATCHING.search(accession):
         problem('bad_accession', accession)
@@ -341,7 +378,8 @@ def _text(value) -> str:
     "Return a cell as text; a whole number keeps no decimals"
     if value is None:
         return ''
-    if isinstance(value, float) and value.is_integer():
+    if (isinstance(value, float) and value.is_integer()
+            and abs(value) < 1e15):
         value = int(value)
     return ' '.join(str(value).split())
 
@@ -359,8 +397,16 @@ def parse_study_date(value, day_first: bool = True) -> tuple[
     Raises
     ------
     ValueError
-        With the problem code ``bad_date`` or ``bad_date_range``.
+        With the problem code ``bad_date``, ``bad_date_range`` or
+        ``early_date`` (before 1900: no DICOM date).
     """
+    dates = _study_range(value, day_first)
+    if any(d and d < EARLIEST for d in dates):
+        raise ValueError('early_date')
+    return dates
+
+
+def _study_range(value, day_first):
     if isinstance(value, datetime):
         return value.date(), value.date()
     if isinstance(value, date):
@@ -383,6 +429,8 @@ def parse_study_date(value, day_first: bool = True) -> tuple[
 
 
 def _number_date(value) -> date:
+    if not math.isfinite(value):
+        raise ValueError('bad_date')
     if value == int(value) and 10000101 <= value <= 99991231:
         return _text_date(str(int(value)), True)  # YYYYMMDD typed as number
     if not 1 <= value <= _EXCEL_MAX:

@@ -8,10 +8,10 @@ import pytest
 from trytond.modules.health_orthanc.dicom_network import StudyAnswer
 from trytond.modules.health_orthanc.orthanc_client import AnswerLimitReached
 from trytond.modules.health_orthanc.query_plan import (
-    COMMON_MODALITIES, MODALITIES, StudyFilter, StudyQuery, date_range,
-    dicom_query, keep_answer, merge_answers, parse_modalities, parse_terms,
-    plan_open, plan_patients, plan_rows, relative_window, run_plan, run_query,
-    split_range)
+    COMMON_MODALITIES, EARLIEST, MAX_FINDS, MODALITIES, DateSpan, StudyFilter,
+    StudyQuery, date_range, dicom_query, keep_answer, merge_answers,
+    parse_modalities, parse_terms, plan_open, plan_patients, plan_rows,
+    relative_window, run_plan, run_query, split_range)
 from trytond.modules.health_orthanc.query_sheet import SheetRow
 
 D = date
@@ -335,3 +335,72 @@ def test_run_plan():
             StudyFilter()), pacs, TODAY)
     assert uids(answers) == ['P1.0', 'P1.1', 'P2.0']
     assert [len(o.answers) for o in outcomes] == [2, 1, 0]
+
+
+# -- a node that always has too many answers ---------------------------------
+def always_capped(identifier):
+    raise AnswerLimitReached('PACS', dimse_status=0xFE00)
+
+
+def covered(capped):
+    "Return the (from, to) of the capped days and ranges, in order"
+    return sorted((c, c) if isinstance(c, date) else (c.date_from, c.date_to)
+        for c in capped)
+
+
+@pytest.mark.parametrize('date_from, date_to, start, end', [
+    (D(2000, 1, 1), None, D(2000, 1, 1), TODAY),
+    (None, None, EARLIEST, TODAY),
+    (D(1974, 1, 1), D(2023, 12, 31), D(1974, 1, 1), D(2023, 12, 31)),
+    (D(2023, 1, 1), D(2023, 12, 31), D(2023, 1, 1), D(2023, 12, 31)),
+    (D(2023, 1, 1), D(2023, 1, 31), D(2023, 1, 1), D(2023, 1, 31)),
+    ])
+def test_run_query_split_is_bounded(date_from, date_to, start, end):
+    "The C-FINDs are capped; every day not queried is reported, none lost"
+    outcome = run_query(StudyQuery('P1', date_from=date_from,
+            date_to=date_to), always_capped, TODAY)
+    assert outcome.sent <= MAX_FINDS
+    assert not outcome.complete
+    spans = covered(outcome.capped)
+    assert spans[0][0] == start and spans[-1][1] == end
+    for (_, before), (after, _) in zip(spans, spans[1:]):
+        assert after == before + timedelta(days=1)
+    assert all(a <= b for a, b in spans)
+
+
+@pytest.mark.parametrize('date_from, date_to, capped', [
+    (None, D(1899, 1, 1), [D(1899, 1, 1)]),
+    (None, D(1899, 12, 31), [D(1899, 12, 31)]),
+    (D(2023, 1, 1), D(2023, 1, 1), [D(2023, 1, 1)]),
+    (D(2023, 2, 1), D(2023, 1, 1), [D(2023, 2, 1)]),
+    ])
+def test_run_query_capped_unsplittable(date_from, date_to, capped):
+    "A range that cannot be split is reported by a day, never None"
+    outcome = run_query(StudyQuery('P1', date_from=date_from,
+            date_to=date_to), always_capped, TODAY)
+    assert (outcome.sent, outcome.capped) == (1, capped)
+    assert ', '.join(d.isoformat() for d in outcome.capped)
+
+
+@pytest.mark.parametrize('span, text', [
+    (DateSpan(D(2000, 1, 1), D(2000, 6, 30)), '2000-01-01/2000-06-30'),
+    (DateSpan(D(1900, 1, 1), D(2024, 6, 1)), '1900-01-01/2024-06-01'),
+    ])
+def test_date_span_isoformat(span, text):
+    "Shown as an ISO 8601 interval in the note of the capped days"
+    assert span.isoformat() == text
+
+
+def test_run_query_busy_days_within_cap():
+    "24 years at a cap of 5: three busy days found by day, the rest whole"
+    busy = [D(2001, 3, 4), D(2012, 7, 8), D(2023, 11, 30)]
+    found = [answer('S%d' % i, patient_id='P1', study_date=D(
+                2000 + 2 * i, 5, 5)) for i in range(12)]
+    pacs = FakePacs(found + [answer('B%d.%d' % (i, n), patient_id='P1',
+                study_date=day) for i, day in enumerate(busy)
+            for n in range(6)], cap=5)
+    outcome = run_query(StudyQuery('P1', date_from=D(2000, 1, 1),
+            date_to=D(2023, 12, 31)), pacs, TODAY)
+    assert outcome.capped == busy
+    assert uids(outcome.answers) == uids(found)
+    assert outcome.sent <= MAX_FINDS

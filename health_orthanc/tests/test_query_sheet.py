@@ -3,6 +3,7 @@
 "Table tests of query_sheet: CSV, XLSX and ODS spreadsheets of queries"
 import codecs
 import io
+import os
 import zipfile
 from datetime import date, datetime
 from xml.sax.saxutils import escape
@@ -12,7 +13,7 @@ import pytest
 
 from trytond.modules.health_orthanc import query_sheet
 from trytond.modules.health_orthanc.query_sheet import (
-    COLUMNS, QuerySheetError, SheetProblem, SheetRow, parse_row,
+    COLUMNS, PROBLEMS, QuerySheetError, SheetProblem, SheetRow, parse_row,
     parse_study_date, read_sheet, template_csv, template_xlsx)
 
 D = date
@@ -152,6 +153,13 @@ def test_parse_study_date_day_first(value, day_first, expected):
     (-5, 'bad_date'),
     (3000000, 'bad_date'),
     (20231340, 'bad_date'),
+    ('0005-01-01', 'early_date'),
+    ('18991231', 'early_date'),
+    ('31/12/1899', 'early_date'),
+    (10000101, 'early_date'),
+    ('1899-12-31 - 2000-01-01', 'early_date'),
+    ('-18991231', 'early_date'),
+    ('0001-01-01-', 'early_date'),
     ])
 def test_parse_study_date_bad(value, code):
     with pytest.raises(ValueError) as info:
@@ -188,6 +196,25 @@ def test_parse_study_date_bad(value, code):
         [('bad_accession', 'A' * 17)]),
     ({'patient_id': 'P1', 'accession': 'A*'}, None,
         [('bad_accession', 'A*')]),
+    ({'patient_id': 'P1', 'study_date': '0005-01-01'}, None,
+        [('early_date', '0005-01-01')]),
+    ({'patient_id': 'P1', 'study_date': '19000101'},
+        SheetRow(7, 'P1', (), D(1900, 1, 1), D(1900, 1, 1)), []),
+    ({'patient_id': 'P1\x00'}, None, [('control_character', 'PatientID')]),
+    ({'patient_id': '\x1b[31mP1'}, None,
+        [('control_character', 'PatientID')]),
+    ({'patient_id': 'P1\x7f'}, None, [('control_character', 'PatientID')]),
+    ({'patient_id': 'P1', 'accession': 'A\x001'}, None,
+        [('control_character', 'AccessionNumber')]),
+    ({'patient_id': 'P1', 'description': 'chest\x08'}, None,
+        [('control_character', 'StudyDescription')]),
+    ({'patient_id': 'P1', 'modalities': 'CT\x00'}, None,
+        [('control_character', 'Modality')]),
+    ({'patient_id': 'P1', 'study_date': '2023\x00'}, None,
+        [('control_character', 'StudyDate')]),
+    # a tab or a line break in a cell is white space, not a problem
+    ({'patient_id': 'P1\t', 'description': 'CT\r\nchest'},
+        SheetRow(7, 'P1', description='CT chest'), []),
     ({'patient_id': '', 'modalities': 'QQ', 'study_date': 'x'}, None,
         [('no_patient_id', ''), ('unknown_modality', 'QQ'),
             ('bad_date', 'x')]),
@@ -195,7 +222,8 @@ def test_parse_study_date_bad(value, code):
 def test_parse_row(values, row, problems):
     result, found = parse_row(7, values)
     assert result == row
-    assert [(p.code, p.params['value']) for p in found] == problems
+    assert [(p.code, p.params.get('column', p.params.get('value')))
+        for p in found] == problems
     assert all(p.row == 7 for p in found)
 
 
@@ -473,3 +501,82 @@ def test_template_xlsx_filled():
     workbook.save(buffer)
     assert read_sheet(buffer.getvalue()).rows == [SheetRow(2, '007', ('CT',),
             D(2023, 1, 1), D(2023, 1, 1), '0042', 'chest')]
+
+
+# -- bad input is reported, never a crash ------------------------------------
+def xlsx_raw_value(text: bytes) -> bytes:
+    "Return an XLSX file whose StudyDate number cell holds ``text`` as is"
+    data = xlsx([['PatientID', 'StudyDate'], ['P1', 1.5], ['P2', 44957]])
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(
+            buffer, 'w') as target:
+        for item in source.infolist():
+            content = source.read(item.filename)
+            if item.filename == 'xl/worksheets/sheet1.xml':
+                assert b'<v>1.5</v>' in content
+                content = content.replace(b'<v>1.5</v>',
+                    b'<v>%s</v>' % text)
+            target.writestr(item, content)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize('value', [
+    float('inf'), float('-inf'), float('nan'), 1e300, -1e300])
+def test_parse_study_date_non_finite(value):
+    with pytest.raises(ValueError) as info:
+        parse_study_date(value)
+    assert str(info.value) == 'bad_date'
+
+
+@pytest.mark.parametrize('data, rows, problems', [
+    # a cell over the csv module's field limit: that row only
+    (b'PatientID,StudyDate\nP1,' + b'x' * 200000 + b'\nP2,2023-01-01\n',
+        [(3, 'P2')], [(2, 'unreadable_row', '')]),
+    (b'PatientID;StudyDate\nP1;2023\n"' + b'x' * 140000 + b'";1\nP3;\n',
+        [(4, 'P3')], [(2, 'bad_date', '2023'), (3, 'unreadable_row', '')]),
+    # numbers as Excel stores them, but out of range
+    (xlsx_raw_value(b'1E+999'), [(3, 'P2')], [(2, 'bad_date', 'inf')]),
+    (xlsx_raw_value(b'1E+300'), [(3, 'P2')], [(2, 'bad_date', '1e+300')]),
+    ])
+def test_bad_cells_are_row_problems(data, rows, problems):
+    result = read_sheet(data)
+    assert good(result) == rows
+    assert bad(result) == problems
+
+
+@pytest.mark.parametrize('text', [b'NaN', b'abc'])
+def test_xlsx_number_cell_not_a_number(text):
+    "openpyxl fails inside its row iterator: the file cannot be read"
+    with pytest.raises(QuerySheetError) as info:
+        read_sheet(xlsx_raw_value(text))
+    assert (info.value.code, info.value.params) == (
+        'unreadable', {'format': 'XLSX'})
+
+
+@pytest.mark.parametrize('value', [float('nan'), float('inf')])
+def test_ods_not_a_number(value):
+    if query_sheet.python_calamine is None:
+        pytest.skip('python-calamine is not installed')
+    result = read_sheet(ods([['PatientID', 'StudyDate'], ['P1', value],
+                ['P2', 44957.0]]))
+    assert good(result) == [(3, 'P2')]
+    assert [p[:2] for p in bad(result)] == [(2, 'bad_date')]
+
+
+def test_problem_codes_have_messages():
+    "Every code has a text here and an ir.message on the Tryton side"
+    path = os.path.join(os.path.dirname(query_sheet.__file__), 'message.xml')
+    with open(path, encoding='utf-8') as file:
+        messages = file.read()
+    assert {'unreadable_row', 'early_date', 'control_character'} <= set(
+        PROBLEMS)
+    for code in PROBLEMS:
+        assert 'id="msg_query_sheet_%s"' % code in messages
+
+
+def test_csv_nul_in_patient_id():
+    "PostgreSQL cannot store a NUL: the row is refused, the others go"
+    result = read_sheet(b'PatientID,StudyDate\nP1\x00,2023-01-01\nP2,\n')
+    assert good(result) == [(3, 'P2')]
+    assert [(p.row, p.code, p.params['column']) for p in result.problems] == [
+        (2, 'control_character', 'PatientID')]
