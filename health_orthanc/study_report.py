@@ -208,6 +208,9 @@ class ImagingTestResult(metaclass=PoolMeta):
         "Store and delete in Orthanc; return what to write"
         failures, stored, deleted = {}, [], []
         pdf = error = None
+        # The other studies hold the current revision already (stored by
+        # an earlier run whose delete failed): their old one goes now
+        current = set(self.studies) - set(to_store)
         if to_store:
             pdf, error = self._report_pdf()
             if error:
@@ -221,7 +224,7 @@ class ImagingTestResult(metaclass=PoolMeta):
             stored_studies.update(self._store_reports(
                     server, studies, pdf, stored, failures))
         for report in stale + [r for r in replaced
-                if r.study in stored_studies]:
+                if r.study in stored_studies or r.study in current]:
             by_server[report.study.server][1].append(report)
         for server, (_, reports) in by_server.items():
             self._delete_reports(server, reports, deleted, failures)

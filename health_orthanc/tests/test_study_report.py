@@ -208,6 +208,33 @@ class StudyReportTestCase(unittest.TestCase):
         self.assertEqual(len(self.audit('report_store')), 2)
 
     @with_transaction()
+    def test_retry_deletes_replaced_report(self):
+        "The old report's delete failed: the retry deletes it"
+        Result = Pool().get(RESULT)
+        result, _ = self.draft_result()
+        result = self.complete(result)
+        first, = [r.orthanc_id for r in result.study_reports]
+        Result.draft([result])
+        Result.write([result], {'comment': "Small subdural haematoma."})
+
+        def fail(client, instance_id):
+            raise oc.OrthancError('HTTP 500 from Orthanc')
+        with mock.patch.object(oc.OrthancClient, 'delete_instance', fail):
+            result = self.complete(result)
+        self.assertEqual(result.study_report_state, 'failed')
+        self.assertEqual(sorted(r.revision for r in result.study_reports),
+            [1, 2])
+
+        # The new revision is in the study already: only the delete is left
+        Result.store_study_reports([result])
+        run_queue()
+        result = Result(result.id)
+        self.assertEqual(result.study_report_state, 'stored')
+        self.assertEqual([r.revision for r in result.study_reports], [2])
+        self.assertGone(first)
+        self.assertEqual(len(self.audit('report_store')), 2)
+
+    @with_transaction()
     def test_failure_kept_and_retried(self):
         "Orthanc unreachable: the result stays done, the button retries"
         Result = Pool().get(RESULT)
