@@ -18,7 +18,7 @@ from trytond.tools import timezone as tz
 from trytond.transaction import Transaction, without_check_access
 
 from trytond.modules.health_imaging.access import (
-    DomainAccessMixin, ReadonlyFieldsMixin)
+    DomainAccessMixin, ReadonlyFieldsMixin, server_queue)
 
 from . import orthanc_client as oc
 from . import report_dicom
@@ -160,7 +160,9 @@ class ImagingTestResult(metaclass=PoolMeta):
             with without_check_access():
                 cls.write(*to_write)
         if queued:
-            cls.__queue__.update_study_reports(queued)
+            # The client's context must not delay nor batch the store
+            with server_queue():
+                cls.__queue__.update_study_reports(queued)
 
     @classmethod
     def studies_removed(cls, results):
