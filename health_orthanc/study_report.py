@@ -189,8 +189,15 @@ class ImagingTestResult(metaclass=PoolMeta):
         plans = {r: r._plan_study_reports() for r in results}
         outcome = {}
         for result, (to_store, replaced, stale) in plans.items():
-            outcome[result] = result._apply_study_reports(
-                to_store, replaced, stale)
+            try:
+                outcome[result] = result._apply_study_reports(
+                    to_store, replaced, stale)
+            except Exception:
+                # One bad result must not leave the others of the task
+                # To Store: it fails alone, with a Retry
+                logger.exception("Report of %s not stored", result.rec_name)
+                outcome[result] = ([], [], {
+                        result: result._unexpected_failure()})
         cls._write_study_reports(outcome)
 
     def _plan_study_reports(self):
@@ -214,7 +221,13 @@ class ImagingTestResult(metaclass=PoolMeta):
         # an earlier run whose delete failed): their old one goes now
         current = set(self.studies) - set(to_store)
         if to_store:
-            pdf, error = self._report_pdf()
+            try:
+                pdf, error = self._report_pdf()
+            except Exception:
+                # The template, its action or LibreOffice (a time-out)
+                logger.exception(
+                    "Report of %s not rendered", self.rec_name)
+                pdf, error = None, self._unexpected_failure()
             if error:
                 failures.update(dict.fromkeys(to_store, error))
                 to_store = []
@@ -275,6 +288,11 @@ class ImagingTestResult(metaclass=PoolMeta):
                         failures[study] = self._orthanc_failure(
                             server, study, exception)
                         continue
+                    except Exception:
+                        logger.exception("Report of %s not stored in %s",
+                            self.rec_name, study.rec_name)
+                        failures[study] = self._unexpected_failure()
+                        continue
                     stored.append({
                             'result': self.id,
                             'study': study.id,
@@ -303,6 +321,10 @@ class ImagingTestResult(metaclass=PoolMeta):
                 if report not in deleted:
                     failures.setdefault(report.study, self._orthanc_failure(
                             server, report.study, exception))
+
+    def _unexpected_failure(self):
+        return gettext('health_orthanc.msg_study_report_unexpected',
+            result=self.rec_name)
 
     def _orthanc_failure(self, server, study, exception):
         return gettext('health_orthanc.msg_study_report_orthanc_failed',

@@ -4,6 +4,7 @@
 """The completed report of a result stored into its studies, against a real
 Orthanc: the PDF instance under the study, its replacement, its failures."""
 import shutil
+import subprocess
 import tempfile
 import unittest
 from unittest import mock
@@ -258,6 +259,55 @@ class StudyReportTestCase(unittest.TestCase):
         report, = result.study_reports
         self.assertEqual(self.get('/instances/%s' % report.orthanc_id
                 ).status_code, 200)
+
+    @with_transaction()
+    def test_unexpected_error_fails_that_result_only(self):
+        "LibreOffice times out on one result: it fails, the other is stored"
+        Result = Pool().get(RESULT)
+        result, _ = self.draft_result()
+        other, = Result.copy([result])
+        Result.write([other], {'studies': [('add', list(result.studies))]})
+        self.assertEqual(len(other.studies), 1)
+        render = Result._report_pdf
+
+        def timeout(record):
+            if record.id == result.id:
+                raise subprocess.TimeoutExpired('soffice', 60)
+            return render(record)
+        Result.complete([result, other])
+        with mock.patch.object(Result, '_report_pdf', timeout):
+            self.assertEqual(run_queue(), 1)
+        result, other = Result.browse([result.id, other.id])
+        self.assertEqual((result.state, result.study_report_state),
+            ('done', 'failed'))
+        self.assertIn('unexpected error', result.study_report_error)
+        self.assertIn('Store Report in Studies', result.study_report_error)
+        self.assertEqual(result.study_reports, ())
+        self.assertEqual(other.study_report_state, 'stored')
+        self.assertEqual(len(other.study_reports), 1)
+
+        # Once the cause is corrected, the button stores it
+        Result.store_study_reports([result])
+        run_queue()
+        self.assertEqual(Result(result.id).study_report_state, 'stored')
+
+    @with_transaction()
+    def test_unexpected_error_in_a_study(self):
+        "An error building one study's instance fails that study only"
+        Result = Pool().get(RESULT)
+        result, _ = self.draft_result(['PUID-ANA', 'PUID-ANA-2'])
+        body = Result._report_body
+
+        def broken(record, client, study, pdf):
+            if study.patient_id == 'PUID-ANA-2':
+                raise KeyError('0008-0005')
+            return body(record, client, study, pdf)
+        with mock.patch.object(Result, '_report_body', broken):
+            result = self.complete(result)
+        self.assertEqual(result.study_report_state, 'failed')
+        self.assertIn('unexpected error', result.study_report_error)
+        report, = result.study_reports
+        self.assertEqual(report.study.patient_id, 'PUID-ANA')
 
     @with_transaction()
     def test_without_libreoffice(self):
