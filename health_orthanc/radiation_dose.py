@@ -87,6 +87,12 @@ def _quantity(value, unit):
     return dose.Quantity(value, unit) if value is not None else None
 
 
+def _storable(text):
+    """Return text without NUL, which PostgreSQL refuses (a reason may
+    quote a file's or Orthanc's bytes), None when empty"""
+    return text.replace('\x00', '') or None if text else None
+
+
 def _summary_values(summary):
     return {name: summary[name] for name in dose.SUMMARY_UNITS}
 
@@ -380,8 +386,9 @@ class RadiationDose(
                 values = cls._report_values(
                     report, studies[study_id], instance_id, zone)
             except Exception as exception:
-                reason = 'the values cannot be kept: %s' % (
-                    str(exception)[:200] or exception.__class__.__name__)
+                reason = _storable('the values cannot be kept: %s' % (
+                        str(exception)[:200]
+                        or exception.__class__.__name__))
                 report = dose.DoseReport(dose.NOT_UNDERSTOOD, reason,
                     sop_instance_uid=report.sop_instance_uid)
                 values = cls._report_values(
@@ -410,8 +417,8 @@ class RadiationDose(
             study=study,
             orthanc_id=instance_id,
             status=report.status,
-            reason=report.reason,
-            warnings='\n'.join(report.warnings + problems) or None,
+            reason=_storable(report.reason),
+            warnings=_storable('\n'.join(report.warnings + problems)),
             kind=report.kind,
             template=report.template,
             procedure=(procedure.meaning or procedure.value)

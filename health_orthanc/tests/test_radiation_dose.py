@@ -230,7 +230,8 @@ class RadiationDoseTestCase(RealOrthancCase):
 
         def failing(report):
             if report.study_instance_uid == bad_uid:
-                raise ValueError('A string literal cannot contain NUL')
+                # The reason quotes it, NUL included
+                raise ValueError('A string literal cannot contain NUL\x00')
             return summarize(report)
         with mock.patch.object(dose_module, 'summarize', failing):
             result = self.sync(server)
