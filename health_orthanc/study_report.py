@@ -189,15 +189,16 @@ class ImagingTestResult(metaclass=PoolMeta):
         plans = {r: r._plan_study_reports() for r in results}
         outcome = {}
         for result, (to_store, replaced, stale) in plans.items():
+            # Filled as it goes: what was done before an error is kept
+            outcome[result] = stored, deleted, failures = [], [], {}
             try:
-                outcome[result] = result._apply_study_reports(
-                    to_store, replaced, stale)
+                result._apply_study_reports(to_store, replaced, stale,
+                    stored, deleted, failures)
             except Exception:
                 # One bad result must not leave the others of the task
                 # To Store: it fails alone, with a Retry
                 logger.exception("Report of %s not stored", result.rec_name)
-                outcome[result] = ([], [], {
-                        result: result._unexpected_failure()})
+                failures[result] = result._unexpected_failure()
         cls._write_study_reports(outcome)
 
     def _plan_study_reports(self):
@@ -213,9 +214,9 @@ class ImagingTestResult(metaclass=PoolMeta):
             if r.study in studies and r.revision != self.report_revision]
         return [s for s in studies if s not in current], replaced, stale
 
-    def _apply_study_reports(self, to_store, replaced, stale):
-        "Store and delete in Orthanc; return what to write"
-        failures, stored, deleted = {}, [], []
+    def _apply_study_reports(self, to_store, replaced, stale, stored,
+            deleted, failures):
+        "Store and delete in Orthanc; add to stored, deleted and failures"
         pdf = error = None
         # The other studies hold the current revision already (stored by
         # an earlier run whose delete failed): their old one goes now
@@ -243,7 +244,6 @@ class ImagingTestResult(metaclass=PoolMeta):
             by_server[report.study.server][1].append(report)
         for server, (_, reports) in by_server.items():
             self._delete_reports(server, reports, deleted, failures)
-        return stored, deleted, failures
 
     def _report_pdf(self):
         """Return (the result's printed report as PDF, None), or (None,

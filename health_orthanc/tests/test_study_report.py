@@ -310,6 +310,32 @@ class StudyReportTestCase(unittest.TestCase):
         self.assertEqual(report.study.patient_id, 'PUID-ANA')
 
     @with_transaction()
+    def test_unexpected_error_keeps_what_was_stored(self):
+        "An error after the store: the new report is known, Retry ends it"
+        Result = Pool().get(RESULT)
+        result, _ = self.draft_result()
+        result = self.complete(result)
+        first, = [r.orthanc_id for r in result.study_reports]
+        Result.draft([result])
+        Result.write([result], {'comment': "Small subdural haematoma."})
+        with mock.patch.object(Result, '_delete_reports',
+                side_effect=RuntimeError('bug')):
+            result = self.complete(result)
+        self.assertEqual(result.study_report_state, 'failed')
+        self.assertIn('unexpected error', result.study_report_error)
+        # The instance stored before the error is not forgotten
+        second, = [r for r in result.study_reports if r.revision == 2]
+        self.assertEqual(self.get('/instances/%s' % second.orthanc_id
+                ).status_code, 200)
+
+        Result.store_study_reports([result])
+        run_queue()
+        result = Result(result.id)
+        self.assertEqual(result.study_report_state, 'stored')
+        self.assertEqual(result.study_reports, (second,))
+        self.assertGone(first)
+
+    @with_transaction()
     def test_without_libreoffice(self):
         "No LibreOffice on the Tryton server: nothing stored, and why"
         result, _ = self.draft_result()
