@@ -57,6 +57,8 @@ GENERAL_SR_CLASSES = {ENHANCED_SR, COMPREHENSIVE_SR, COMPREHENSIVE_3D_SR}
 XRAY_MODALITIES = {
     'CT', 'CR', 'DX', 'MG', 'XA', 'RF', 'PX', 'IO', 'RG', 'DF', 'DS'}
 UNDERSTOOD_TEMPLATES = {'10001', '10011'}
+#: The largest count an integer column holds (PostgreSQL's integer)
+MAX_COUNT = 2 ** 31 - 1
 
 
 def _dcm(value):
@@ -241,10 +243,12 @@ def _code(item: Dataset | None) -> Code | None:
         return None
     value = (item.get('CodeValue') or item.get('LongCodeValue')
         or item.get('URNCodeValue'))
-    scheme = item.get('CodingSchemeDesignator')
+    # Control characters (NUL) would stop the database from storing it
+    value = _text(value)
     if not value:
         return None
-    return Code(str(value).strip(), str(scheme or '').strip().upper(),
+    return Code(value,
+        (_text(item.get('CodingSchemeDesignator')) or '').upper(),
         _text(item.get('CodeMeaning')))
 
 
@@ -314,6 +318,17 @@ def _quantity(node: _Node | None, name: str, warnings: list[str]
     return Quantity(value, unit.value if unit else None)
 
 
+def _count(quantity: Quantity | None, name: str, warnings: list[str]
+        ) -> int | None:
+    "Return quantity as a count that an integer column holds, else None"
+    if quantity is None:
+        return None
+    if not 0 <= quantity.value <= MAX_COUNT:
+        warnings.append('%s: %s is not a count' % (name, quantity.value))
+        return None
+    return int(quantity.value)
+
+
 def _code_value(node: _Node | None) -> Code | None:
     if node is None:
         return None
@@ -365,7 +380,8 @@ def _read_ct(root: _Node, report: DoseReport):
         count = _quantity(
             _child(accumulated, TOTAL_NUMBER_OF_IRRADIATION_EVENTS),
             'Total Number of Irradiation Events', warnings)
-        report.ct_event_count = int(count.value) if count else None
+        report.ct_event_count = _count(
+            count, 'Total Number of Irradiation Events', warnings)
     for number, event in enumerate(_find_all(root, CT_ACQUISITION), 1):
         report.ct_events.append(_read_ct_event(
                 event, 'CT Acquisition %d' % number, warnings))

@@ -87,6 +87,12 @@ def _quantity(value, unit):
     return dose.Quantity(value, unit) if value is not None else None
 
 
+def _storable(text):
+    """Return text without NUL, which PostgreSQL refuses (a reason may
+    quote a file's or Orthanc's bytes), None when empty"""
+    return text.replace('\x00', '') or None if text else None
+
+
 def _summary_values(summary):
     return {name: summary[name] for name in dose.SUMMARY_UNITS}
 
@@ -360,19 +366,36 @@ class RadiationDose(
     @classmethod
     def store_reports(cls, server, reports):
         """Create the dose reports that a sync page read: [(study Orthanc
-        ID, instance Orthanc ID, dose.DoseReport)]; one create per model"""
+        ID, instance Orthanc ID, dose.DoseReport)]; one create per model.
+
+        Return [(instance Orthanc ID, reason)] of the reports whose values
+        could not be kept: each is stored Not Understood with its reason,
+        so that one bad report never stops the rest of the page.
+        """
         pool = Pool()
         Study = pool.get('gnuhealth.orthanc.study')
         Event = pool.get('gnuhealth.orthanc.dose.event')
         Value = pool.get('gnuhealth.orthanc.dose.value')
         studies = Study.orthanc_ids(server, {s for s, _, _ in reports})
         zone = company_zone()
-        vlist, kept = [], []
+        vlist, kept, errors = [], [], []
         for study_id, instance_id, report in reports:
-            if study_id in studies:
-                vlist.append(cls._report_values(
-                        report, studies[study_id], instance_id, zone))
-                kept.append(report)
+            if study_id not in studies:
+                continue
+            try:
+                values = cls._report_values(
+                    report, studies[study_id], instance_id, zone)
+            except Exception as exception:
+                reason = _storable('the values cannot be kept: %s' % (
+                        str(exception)[:200]
+                        or exception.__class__.__name__))
+                report = dose.DoseReport(dose.NOT_UNDERSTOOD, reason,
+                    sop_instance_uid=report.sop_instance_uid)
+                values = cls._report_values(
+                    report, studies[study_id], instance_id, zone)
+                errors.append((instance_id, reason))
+            vlist.append(values)
+            kept.append(report)
         with without_check_access():
             records = cls.create(vlist)
             Event.create([Event.event_values(record, number, event)
@@ -381,18 +404,21 @@ class RadiationDose(
             Value.create([Value.dose_values(record, value)
                     for record, report in zip(records, kept)
                     for value in dose.report_values(report)])
-        return records
+        return errors
 
     @classmethod
     def _report_values(cls, report, study, instance_id, zone):
         summary, problems = dose.summarize(report)
         procedure = report.procedure
+        started = cls._utc(report.started, zone, 'Irradiation Start',
+            problems)
+        ended = cls._utc(report.ended, zone, 'Irradiation End', problems)
         return dict(_summary_values(summary),
             study=study,
             orthanc_id=instance_id,
             status=report.status,
-            reason=report.reason,
-            warnings='\n'.join(report.warnings + problems) or None,
+            reason=_storable(report.reason),
+            warnings=_storable('\n'.join(report.warnings + problems)),
             kind=report.kind,
             template=report.template,
             procedure=(procedure.meaning or procedure.value)
@@ -401,10 +427,20 @@ class RadiationDose(
             manufacturer=report.manufacturer,
             model=report.model,
             station=report.station,
-            started=to_utc(report.started, zone),
-            ended=to_utc(report.ended, zone),
+            started=started,
+            ended=ended,
             event_count=(report.ct_event_count if report.kind == dose.CT
                 else report.event_count))
+
+    @staticmethod
+    def _utc(value, zone, name, problems):
+        "Return value in UTC, None with a problem when out of range"
+        try:
+            return to_utc(value, zone)
+        except (OverflowError, ValueError):
+            # As year 1 or 9999 in a zone ahead of or behind UTC
+            problems.append('%s: %s is out of range' % (name, value))
+            return None
 
 
 class RadiationDoseEvent(

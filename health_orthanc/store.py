@@ -41,14 +41,16 @@ class ServerStore:
             Study.upsert(self.server, studies)
         if series or replace_series_of:
             Series.upsert(self.server, series, replace_series_of)
+        errors = []
         if doses:
-            pool.get('gnuhealth.orthanc.dose').store_reports(
+            errors = pool.get('gnuhealth.orthanc.dose').store_reports(
                 self.server, doses)
         state = self._state(cursor, progress)
         if state:
             with without_check_access():
                 Server.write([self.server], state)
         self.commit()
+        return errors
 
     @staticmethod
     def _state(cursor, progress):

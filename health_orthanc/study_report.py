@@ -18,7 +18,7 @@ from trytond.tools import timezone as tz
 from trytond.transaction import Transaction, without_check_access
 
 from trytond.modules.health_imaging.access import (
-    DomainAccessMixin, ReadonlyFieldsMixin)
+    DomainAccessMixin, ReadonlyFieldsMixin, server_queue)
 
 from . import orthanc_client as oc
 from . import report_dicom
@@ -160,7 +160,9 @@ class ImagingTestResult(metaclass=PoolMeta):
             with without_check_access():
                 cls.write(*to_write)
         if queued:
-            cls.__queue__.update_study_reports(queued)
+            # The client's context must not delay nor batch the store
+            with server_queue():
+                cls.__queue__.update_study_reports(queued)
 
     @classmethod
     def studies_removed(cls, results):
@@ -187,8 +189,16 @@ class ImagingTestResult(metaclass=PoolMeta):
         plans = {r: r._plan_study_reports() for r in results}
         outcome = {}
         for result, (to_store, replaced, stale) in plans.items():
-            outcome[result] = result._apply_study_reports(
-                to_store, replaced, stale)
+            # Filled as it goes: what was done before an error is kept
+            outcome[result] = stored, deleted, failures = [], [], {}
+            try:
+                result._apply_study_reports(to_store, replaced, stale,
+                    stored, deleted, failures)
+            except Exception:
+                # One bad result must not leave the others of the task
+                # To Store: it fails alone, with a Retry
+                logger.exception("Report of %s not stored", result.rec_name)
+                failures[result] = result._unexpected_failure()
         cls._write_study_reports(outcome)
 
     def _plan_study_reports(self):
@@ -204,12 +214,21 @@ class ImagingTestResult(metaclass=PoolMeta):
             if r.study in studies and r.revision != self.report_revision]
         return [s for s in studies if s not in current], replaced, stale
 
-    def _apply_study_reports(self, to_store, replaced, stale):
-        "Store and delete in Orthanc; return what to write"
-        failures, stored, deleted = {}, [], []
+    def _apply_study_reports(self, to_store, replaced, stale, stored,
+            deleted, failures):
+        "Store and delete in Orthanc; add to stored, deleted and failures"
         pdf = error = None
+        # The other studies hold the current revision already (stored by
+        # an earlier run whose delete failed): their old one goes now
+        current = set(self.studies) - set(to_store)
         if to_store:
-            pdf, error = self._report_pdf()
+            try:
+                pdf, error = self._report_pdf()
+            except Exception:
+                # The template, its action or LibreOffice (a time-out)
+                logger.exception(
+                    "Report of %s not rendered", self.rec_name)
+                pdf, error = None, self._unexpected_failure()
             if error:
                 failures.update(dict.fromkeys(to_store, error))
                 to_store = []
@@ -221,11 +240,10 @@ class ImagingTestResult(metaclass=PoolMeta):
             stored_studies.update(self._store_reports(
                     server, studies, pdf, stored, failures))
         for report in stale + [r for r in replaced
-                if r.study in stored_studies]:
+                if r.study in stored_studies or r.study in current]:
             by_server[report.study.server][1].append(report)
         for server, (_, reports) in by_server.items():
             self._delete_reports(server, reports, deleted, failures)
-        return stored, deleted, failures
 
     def _report_pdf(self):
         """Return (the result's printed report as PDF, None), or (None,
@@ -270,6 +288,11 @@ class ImagingTestResult(metaclass=PoolMeta):
                         failures[study] = self._orthanc_failure(
                             server, study, exception)
                         continue
+                    except Exception:
+                        logger.exception("Report of %s not stored in %s",
+                            self.rec_name, study.rec_name)
+                        failures[study] = self._unexpected_failure()
+                        continue
                     stored.append({
                             'result': self.id,
                             'study': study.id,
@@ -298,6 +321,10 @@ class ImagingTestResult(metaclass=PoolMeta):
                 if report not in deleted:
                     failures.setdefault(report.study, self._orthanc_failure(
                             server, report.study, exception))
+
+    def _unexpected_failure(self):
+        return gettext('health_orthanc.msg_study_report_unexpected',
+            result=self.rec_name)
 
     def _orthanc_failure(self, server, study, exception):
         return gettext('health_orthanc.msg_study_report_orthanc_failed',

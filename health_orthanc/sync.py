@@ -76,13 +76,16 @@ class Store(Protocol):
             series: list[dict] = (), replace_series_of: Iterable[str] = (),
             cursor: int | None = None,
             progress: ImportProgress | None = None,
-            doses: list[tuple[str, str, dose.DoseReport]] = ()) -> None:
+            doses: list[tuple[str, str, dose.DoseReport]] = ()
+            ) -> list[tuple[str, str]]:
         """Write a page at once.
 
         cursor ends a first import (its progress is forgotten); progress
         is how far a first import went (the cursor is emptied until it
         ends).  doses are (study Orthanc ID, instance Orthanc ID, report)
-        of the dose reports read, of studies saved by now.
+        of the dose reports read, of studies saved by now.  Return
+        [(instance Orthanc ID, reason)] of the dose reports whose values
+        could not be kept (stored as not understood).
         """
         ...
 
@@ -239,9 +242,9 @@ class Synchronizer:
                         items, result, whole_studies=False)
                 records, errors = map_many(mapper, items)
                 result.errors.extend(errors)
-                self.store.save(**{kind: records},
-                    progress=ImportProgress(last, kind, offset),
-                    doses=doses)
+                result.errors.extend(self.store.save(**{kind: records},
+                        progress=ImportProgress(last, kind, offset),
+                        doses=doses))
                 result.add(**{kind: records})
         self.store.save(cursor=last)
         result.cursor = last
@@ -374,10 +377,10 @@ class Synchronizer:
                 patients.append(patient)
         if cursor is None and not (patients or studies):
             return set()
-        self.store.save(
-            patients=patients, studies=studies, series=series,
-            replace_series_of=[s['orthanc_id'] for s in studies],
-            cursor=cursor, doses=self._dose_reports(listed, result))
+        result.errors.extend(self.store.save(
+                patients=patients, studies=studies, series=series,
+                replace_series_of=[s['orthanc_id'] for s in studies],
+                cursor=cursor, doses=self._dose_reports(listed, result)))
         result.add(patients, studies, series)
         return {s['orthanc_id'] for s in studies}
 

@@ -378,6 +378,46 @@ class QueueContextTestCase(unittest.TestCase):
                     and task.scheduled_at > datetime.datetime.now()
                     + datetime.timedelta(days=1), task.scheduled_at)
 
+    def test_r14_client_delays_the_report_store(self):
+        """A client completes a result with queue_scheduled_at in its
+        context: the store of the report into its studies must not be put
+        off (the result would say To Store for a century)"""
+        from trytond.modules.health_imaging.tests.tools import (
+            create_patient, create_request)
+        with self.trytond.transaction():
+            pool = Pool()
+            Request = pool.get(REQUEST)
+            Result = pool.get(RESULT)
+            server, = pool.get(CONFIG).create([{'label': 'Reports',
+                        'domain': 'http://127.0.0.1:9', 'validated': True}])
+            patient = create_patient(puid='PUID-R14')
+            opatient, = pool.get(test_attacks.PATIENT).create([{
+                        'server': server.id, 'orthanc_id': 'p14',
+                        'patient_id': 'PUID-R14', 'patient': patient.id,
+                        'link_state': 'manual'}])
+            study, = pool.get(STUDY).create([{
+                        'server': server.id, 'orthanc_id': 's14',
+                        'orthanc_patient': opatient.id}])
+            request = create_request(patient)
+            Request.requested([request])
+            result, = Result.create(
+                [Result.values_from_request(Request(request.id))])
+            Result.write([result], {'comment': 'Fine',
+                    'studies': [('add', [study.id])]})
+            result = result.id
+        century = {'__class__': 'timedelta', 'seconds': 100 * 365 * 86400}
+        self.session.button(RESULT, 'complete', [result],
+            context={'queue_scheduled_at': century})
+        with self.trytond.transaction():
+            Queue = Pool().get('ir.queue')
+            tasks = [t for t in Queue.search([])
+                if t.data['method'] == 'update_study_reports']
+            self.assertTrue(tasks)
+            for task in tasks:
+                self.assertFalse(task.scheduled_at
+                    and task.scheduled_at > datetime.datetime.now()
+                    + datetime.timedelta(days=1), task.scheduled_at)
+
 
 class ResultStudyRaceTestCase(unittest.TestCase):
     """The order matching attaches a study to a result while a person does

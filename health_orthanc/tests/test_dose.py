@@ -238,6 +238,52 @@ def test_floating_point_value_wins():
     assert report.ct_dlp_total == Q(12.345678901, 'mGy.cm')
 
 
+def content_items(item):
+    "The content items below item, depth first"
+    for child in item.get('ContentSequence') or []:
+        yield child
+        yield from content_items(child)
+
+
+def concept_items(ds, code):
+    return [c for c in content_items(ds)
+        if c.ConceptNameCodeSequence[0].CodeValue == code]
+
+
+@pytest.mark.parametrize('numeric, count', [
+    ('3', 3),
+    ('2147483647', 2 ** 31 - 1),
+    # An integer column holds neither (SQLite overflows at 2**63)
+    ('2147483648', None),
+    ('1E20', None),
+    ])
+def test_event_count_fits_an_integer_column(numeric, count):
+    ds = samples.ct_three_events()
+    item, = concept_items(ds, '113812')
+    item.MeasuredValueSequence[0].NumericValue = numeric
+    report = parse_dose_report(ds)
+    assert report.status == OK
+    assert report.ct_event_count == count
+    assert any(w.startswith('Total Number of Irradiation Events:')
+        for w in report.warnings) == (count is None)
+
+
+def test_control_characters_left_out_of_codes():
+    "A NUL would stop PostgreSQL from storing the report"
+    ds = samples.ct_three_events()
+    item, = concept_items(ds, '113813')
+    unit = item.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0]
+    unit.CodeValue = 'mGy\x00.cm'
+    item, = concept_items(ds, '121058')
+    procedure = item.ConceptCodeSequence[0]
+    procedure.CodeValue = 'P\x00X'
+    procedure.CodingSchemeDesignator = 'D\x00CM'
+    del procedure.CodeMeaning
+    report = parse_dose_report(ds)
+    assert report.ct_dlp_total.unit == 'mGy.cm'
+    assert report.procedure[:2] == ('PX', 'DCM')
+
+
 @pytest.mark.parametrize('data, reason', [
     (b'', 'the file cannot be read'),
     (b'not a DICOM file', 'the file cannot be read'),

@@ -8,12 +8,14 @@ levels."""
 import datetime
 from unittest import mock
 
+from trytond.modules.company.tests import create_company, set_company
 from trytond.pool import Pool
 from trytond.tests.test_tryton import with_transaction
 from trytond.transaction import Transaction, without_check_access
 
 from trytond.modules.health_imaging.tests.tools import (
     create_patient, create_request)
+from trytond.modules.health_orthanc import dose as dose_module
 from trytond.modules.health_orthanc import orthanc_client as oc
 
 from . import rdsr_samples as samples
@@ -166,6 +168,82 @@ class RadiationDoseTestCase(RealOrthancCase):
         self.assertEqual(result.studies, 1)
         self.assertEqual(download.call_count, 0)
         self.assertEqual(len(Dose.search([])), 1)
+
+    def upload_tampered(self, patient_id, tamper, key=1):
+        "Upload a CT image and a CT RDSR changed by tamper(dataset)"
+        study_uid = samples.make_uid('study', patient_id, key)
+        self.orthanc.upload(samples.make_image(study_uid, patient_id))
+        ds = samples.ct_three_events(patient_id=patient_id,
+            study_uid=study_uid, seed=key)
+        tamper(ds)
+        self.orthanc.upload(samples.to_bytes(ds))
+        return study_uid
+
+    @staticmethod
+    def set_item(ds, code, **values):
+        "Set the DICOM attributes of the content items of concept code"
+        def items(item):
+            for child in item.get('ContentSequence') or []:
+                yield child
+                yield from items(child)
+        for item in items(ds):
+            if item.ConceptNameCodeSequence[0].CodeValue == code:
+                for keyword, value in values.items():
+                    if keyword == 'NumericValue':
+                        item = item.MeasuredValueSequence[0]
+                    setattr(item, keyword, value)
+
+    @with_transaction()
+    def test_bad_values_skipped(self):
+        "Values the database cannot hold are left out, the rest is read"
+        pool = Pool()
+        Company = pool.get('company.company')
+        company = create_company()
+        # Year 1 in a zone ahead of UTC is before datetime.min in UTC
+        Company.write([company], {'timezone': 'Europe/Paris'})
+        server = self.create_server()
+        self.upload('DOSE-GOOD', ['ct_three_events'])
+        self.upload_tampered('DOSE-COUNT', lambda ds: self.set_item(
+                ds, '113812', NumericValue='1E20'))
+        self.upload_tampered('DOSE-YEAR1', lambda ds: self.set_item(
+                ds, '113809', DateTime='00010101000000'))
+        with set_company(company):
+            result = self.sync(server)
+        self.assertEqual(result.errors, [])
+        good = self.dose_of('DOSE-GOOD')
+        self.assertEqual((good.status, good.event_count), ('ok', 3))
+        count = self.dose_of('DOSE-COUNT')
+        self.assertEqual((count.status, count.event_count), ('ok', None))
+        self.assertIn('Total Number of Irradiation Events', count.warnings)
+        self.assertEqual(count.dlp, good.dlp)
+        year1 = self.dose_of('DOSE-YEAR1')
+        self.assertEqual((year1.status, year1.started), ('ok', None))
+        self.assertIn('Irradiation Start', year1.warnings)
+
+    @with_transaction()
+    def test_report_that_cannot_be_kept(self):
+        "A report whose values fail is kept Not Understood and reported"
+        server = self.create_server()
+        self.upload('DOSE-GOOD', ['ct_three_events'])
+        bad_uid = self.upload('DOSE-BAD', ['ct_three_events'], key=2)
+        summarize = dose_module.summarize
+
+        def failing(report):
+            if report.study_instance_uid == bad_uid:
+                # The reason quotes it, NUL included
+                raise ValueError('A string literal cannot contain NUL\x00')
+            return summarize(report)
+        with mock.patch.object(dose_module, 'summarize', failing):
+            result = self.sync(server)
+        bad = self.dose_of('DOSE-BAD')
+        self.assertEqual(result.errors, [(bad.orthanc_id,
+                    'the values cannot be kept: '
+                    'A string literal cannot contain NUL')])
+        self.assertEqual(bad.status, 'not_understood')
+        self.assertIn('cannot contain NUL', bad.reason)
+        self.assertEqual((bad.dlp, bad.events, bad.values), (None, (), ()))
+        self.assertEqual(self.dose_of('DOSE-GOOD').status, 'ok')
+        self.assertIn(bad.orthanc_id, server.last_error)
 
     def ct_head_request(self, patient, study_patient_id):
         """A requested head CT of patient whose accession number the

@@ -4,6 +4,7 @@
 """The completed report of a result stored into its studies, against a real
 Orthanc: the PDF instance under the study, its replacement, its failures."""
 import shutil
+import subprocess
 import tempfile
 import unittest
 from unittest import mock
@@ -208,6 +209,33 @@ class StudyReportTestCase(unittest.TestCase):
         self.assertEqual(len(self.audit('report_store')), 2)
 
     @with_transaction()
+    def test_retry_deletes_replaced_report(self):
+        "The old report's delete failed: the retry deletes it"
+        Result = Pool().get(RESULT)
+        result, _ = self.draft_result()
+        result = self.complete(result)
+        first, = [r.orthanc_id for r in result.study_reports]
+        Result.draft([result])
+        Result.write([result], {'comment': "Small subdural haematoma."})
+
+        def fail(client, instance_id):
+            raise oc.OrthancError('HTTP 500 from Orthanc')
+        with mock.patch.object(oc.OrthancClient, 'delete_instance', fail):
+            result = self.complete(result)
+        self.assertEqual(result.study_report_state, 'failed')
+        self.assertEqual(sorted(r.revision for r in result.study_reports),
+            [1, 2])
+
+        # The new revision is in the study already: only the delete is left
+        Result.store_study_reports([result])
+        run_queue()
+        result = Result(result.id)
+        self.assertEqual(result.study_report_state, 'stored')
+        self.assertEqual([r.revision for r in result.study_reports], [2])
+        self.assertGone(first)
+        self.assertEqual(len(self.audit('report_store')), 2)
+
+    @with_transaction()
     def test_failure_kept_and_retried(self):
         "Orthanc unreachable: the result stays done, the button retries"
         Result = Pool().get(RESULT)
@@ -234,6 +262,81 @@ class StudyReportTestCase(unittest.TestCase):
         report, = result.study_reports
         self.assertEqual(self.get('/instances/%s' % report.orthanc_id
                 ).status_code, 200)
+
+    @with_transaction()
+    def test_unexpected_error_fails_that_result_only(self):
+        "LibreOffice times out on one result: it fails, the other is stored"
+        Result = Pool().get(RESULT)
+        result, _ = self.draft_result()
+        other, = Result.copy([result])
+        Result.write([other], {'studies': [('add', list(result.studies))]})
+        self.assertEqual(len(other.studies), 1)
+        render = Result._report_pdf
+
+        def timeout(record):
+            if record.id == result.id:
+                raise subprocess.TimeoutExpired('soffice', 60)
+            return render(record)
+        Result.complete([result, other])
+        with mock.patch.object(Result, '_report_pdf', timeout):
+            self.assertEqual(run_queue(), 1)
+        result, other = Result.browse([result.id, other.id])
+        self.assertEqual((result.state, result.study_report_state),
+            ('done', 'failed'))
+        self.assertIn('unexpected error', result.study_report_error)
+        self.assertIn('Store Report in Studies', result.study_report_error)
+        self.assertEqual(result.study_reports, ())
+        self.assertEqual(other.study_report_state, 'stored')
+        self.assertEqual(len(other.study_reports), 1)
+
+        # Once the cause is corrected, the button stores it
+        Result.store_study_reports([result])
+        run_queue()
+        self.assertEqual(Result(result.id).study_report_state, 'stored')
+
+    @with_transaction()
+    def test_unexpected_error_in_a_study(self):
+        "An error building one study's instance fails that study only"
+        Result = Pool().get(RESULT)
+        result, _ = self.draft_result(['PUID-ANA', 'PUID-ANA-2'])
+        body = Result._report_body
+
+        def broken(record, client, study, pdf):
+            if study.patient_id == 'PUID-ANA-2':
+                raise KeyError('0008-0005')
+            return body(record, client, study, pdf)
+        with mock.patch.object(Result, '_report_body', broken):
+            result = self.complete(result)
+        self.assertEqual(result.study_report_state, 'failed')
+        self.assertIn('unexpected error', result.study_report_error)
+        report, = result.study_reports
+        self.assertEqual(report.study.patient_id, 'PUID-ANA')
+
+    @with_transaction()
+    def test_unexpected_error_keeps_what_was_stored(self):
+        "An error after the store: the new report is known, Retry ends it"
+        Result = Pool().get(RESULT)
+        result, _ = self.draft_result()
+        result = self.complete(result)
+        first, = [r.orthanc_id for r in result.study_reports]
+        Result.draft([result])
+        Result.write([result], {'comment': "Small subdural haematoma."})
+        with mock.patch.object(Result, '_delete_reports',
+                side_effect=RuntimeError('bug')):
+            result = self.complete(result)
+        self.assertEqual(result.study_report_state, 'failed')
+        self.assertIn('unexpected error', result.study_report_error)
+        # The instance stored before the error is not forgotten
+        second, = [r for r in result.study_reports if r.revision == 2]
+        self.assertEqual(self.get('/instances/%s' % second.orthanc_id
+                ).status_code, 200)
+
+        Result.store_study_reports([result])
+        run_queue()
+        result = Result(result.id)
+        self.assertEqual(result.study_report_state, 'stored')
+        self.assertEqual(result.study_reports, (second,))
+        self.assertGone(first)
 
     @with_transaction()
     def test_without_libreoffice(self):

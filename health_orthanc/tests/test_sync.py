@@ -120,6 +120,7 @@ class MemoryStore:
             self.cursor, self.progress = cursor, None
         elif progress is not None:
             self.cursor, self.progress = None, progress
+        return []
 
     def missing_patients(self, orthanc_ids):
         orthanc_ids = set(orthanc_ids)
