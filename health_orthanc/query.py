@@ -13,9 +13,10 @@ import re
 
 from trytond.i18n import gettext
 from trytond.model import Model, ModelView, fields
+from trytond.model.exceptions import AccessError
 from trytond.pool import Pool
 from trytond.pyson import Eval, PYSONEncoder
-from trytond.transaction import Transaction
+from trytond.transaction import Transaction, check_access
 from trytond.wizard import (
     Button, StateAction, StateTransition, StateView, Wizard)
 
@@ -46,36 +47,57 @@ START_FIELDS = [
 
 
 def patient_identifiers(patient):
-    """Return the (identifier, kind) of a GNU Health patient: the PUID,
-    then the alternative identifications"""
-    if not patient or not patient.party:
+    """Return the (identifier, kind, type) of a GNU Health patient: the
+    PUID, then the alternative identifications.  Read as the user: the patient
+    and its identifications the user may not read raise AccessError."""
+    if not patient:
         return []
-    AlternativeID = Pool().get('gnuhealth.person_alternative_identification')
+    pool = Pool()
+    Patient = pool.get('gnuhealth.patient')
+    AlternativeID = pool.get('gnuhealth.person_alternative_identification')
+    with check_access():
+        values, = Patient.read([patient.id],
+            ['party.ref', 'party.alternative_ids'])
+        party = values.get('party.') or {}
+        alternatives = AlternativeID.read(
+            list(party.get('alternative_ids') or []),
+            ['code', 'alternative_id_type', 'other_alternative_id_type'])
     kinds = dict(AlternativeID.fields_get(
             ['alternative_id_type'])['alternative_id_type']['selection'])
     identifiers = []
-    if patient.party.ref:
-        identifiers.append((patient.party.ref, "PUID"))
-    for alternative in patient.party.alternative_ids:
-        kind = (alternative.other_alternative_id_type
-            if alternative.alternative_id_type == 'other'
-            else kinds.get(alternative.alternative_id_type))
-        identifiers.append((alternative.code, kind or ''))
+    if party.get('ref'):
+        identifiers.append((party['ref'], "PUID", 'puid'))
+    for alternative in alternatives:
+        kind = (alternative['other_alternative_id_type']
+            if alternative['alternative_id_type'] == 'other'
+            else kinds.get(alternative['alternative_id_type']))
+        identifiers.append((alternative['code'], kind or '',
+                alternative['alternative_id_type']))
     return identifiers
 
 
-def identifiers_text(patient):
+def identifiers_text(identifiers):
     "The identifiers of a patient, as a line of text"
     return '; '.join('%s: %s' % (kind, identifier)
-        for identifier, kind in patient_identifiers(patient))
+        for identifier, kind, _ in identifiers)
 
 
-def default_identifiers(patient):
+def default_identifiers(identifiers):
     "The PatientIDs queried for a patient: those the linking knows"
-    identifiers = [patient.party.ref] if patient.party.ref else []
-    identifiers += [a.code for a in patient.party.alternative_ids
-        if a.alternative_id_type == 'medical_record']
-    return ', '.join(dict.fromkeys(i for i in identifiers if i))
+    return ', '.join(dict.fromkeys(i for i, _, type_ in identifiers
+            if i and type_ in {'puid', 'medical_record'}))
+
+
+def check_may_query():
+    "Refuse the users outside the groups of the Query PACS wizard"
+    pool = Pool()
+    ActionWizard = pool.get('ir.action.wizard')
+    User = pool.get('res.user')
+    if Transaction().user == 0:
+        return
+    groups = ActionWizard.get_groups(Query.__name__)
+    if not groups & set(User.get_groups()):
+        raise AccessError(gettext('health_orthanc.msg_query_not_allowed'))
 
 
 def split_identifiers(text):
@@ -236,9 +258,12 @@ class QueryStart(ModelView):
 
     @fields.depends('patient')
     def on_change_patient(self):
+        # Tryton checks no access on the on_change of a ModelView
+        check_may_query()
         if self.patient:
-            self.patient_ids = default_identifiers(self.patient)
-            self.identifiers = identifiers_text(self.patient)
+            identifiers = patient_identifiers(self.patient)
+            self.patient_ids = default_identifiers(identifiers)
+            self.identifiers = identifiers_text(identifiers)
         else:
             self.identifiers = None
 
@@ -354,10 +379,11 @@ class Query(Wizard):
         elif model == 'gnuhealth.imaging.test.request' and active_id:
             patient = pool.get(model)(active_id).patient
         if patient:
+            identifiers = patient_identifiers(patient)
             values.update({
                     'patient': patient.id,
-                    'patient_ids': default_identifiers(patient),
-                    'identifiers': identifiers_text(patient),
+                    'patient_ids': default_identifiers(identifiers),
+                    'identifiers': identifiers_text(identifiers),
                     })
         return values
 
