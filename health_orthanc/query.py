@@ -440,9 +440,27 @@ class Query(Wizard):
         return qp.plan_rows(sheet.rows, filters), problems
 
     # -- the answers --------------------------------------------------------
+    @staticmethod
+    def _allowed_node(node, flag, message):
+        """The node given, read again: active, the flag set and readable
+        by the user; a client may send any node"""
+        Node = Pool().get('gnuhealth.orthanc.dicom_node')
+        if not node:
+            raise PacsQueryError(gettext('health_orthanc.msg_query_no_node'))
+        with check_access():
+            nodes = Node.search([('id', '=', node.id), (flag, '=', True)])
+        if not nodes:
+            with check_access(), Transaction().set_context(
+                    active_test=False):
+                known = Node.search([('id', '=', node.id)])
+            raise PacsQueryError(gettext(message,
+                    node=known[0].name if known else node.id))
+        return nodes[0]
+
     def transition_query(self):
         Date = Pool().get('ir.date')
-        node = self.start.node
+        node = self._allowed_node(self._given('node'), 'may_query',
+            'health_orthanc.msg_query_node_not_allowed')
         queries, problems = self._plan(self._filter())
         answers, outcomes, here = [], [], set()
         if queries:
@@ -488,27 +506,17 @@ class Query(Wizard):
     # -- retrieving ---------------------------------------------------------
     def transition_retrieve(self):
         Retrieval = Pool().get('gnuhealth.orthanc.retrieval')
-        node = self.answers.node
-        if not node.may_retrieve:
-            raise PacsQueryError(gettext(
-                    'health_orthanc.msg_query_retrieve_not_allowed',
-                    node=node.name))
-        ticked = [a for a in self.answers.answers if a.selected]
-        if not ticked:
+        node = self._allowed_node(getattr(self.answers, 'node', None),
+            'may_retrieve', 'health_orthanc.msg_query_retrieve_not_allowed')
+        answers = getattr(self.answers, 'answers', None) or []
+        uids = [a.study_uid for a in answers if a.selected and a.study_uid]
+        if not uids:
             raise PacsQueryError(gettext(
                     'health_orthanc.msg_query_nothing_ticked'))
-        # The node's own answers replace these when the task asks it
-        self.answers.retrieval = Retrieval.request_studies(node, [
-                StudyAnswer(
-                    study_uid=a.study_uid, patient_id=a.patient_id or '',
-                    patient_name=a.patient_name or '',
-                    birth_date=a.birth_date, study_date=a.study_date,
-                    description=a.description or '',
-                    accession=a.accession or '',
-                    modalities=qp.parse_modalities(a.modalities),
-                    series_count=a.series_count,
-                    instance_count=a.instance_count)
-                for a in ticked if a.study_uid])
+        # The client sends the whole page: only the UIDs are taken, what
+        # the node answers for them is recorded when the task asks it
+        self.answers.retrieval = Retrieval.request_studies(node,
+            [StudyAnswer(study_uid=u) for u in dict.fromkeys(uids)])
         return 'open_retrieval'
 
     def do_open_retrieval(self, action):

@@ -24,6 +24,8 @@ from trytond.modules.health_imaging.access import (
 
 from . import linking
 from . import orthanc_client as oc
+from .dicom_network import valid_uid
+from .exceptions import PacsQueryError
 from .mapping import format_person_name
 from .patient import LINK_STATES
 
@@ -172,6 +174,10 @@ class Retrieval(DomainAccessMixin, ReadonlyFieldsMixin, ModelSQL, ModelView):
     def request_studies(cls, node, answers, scheduled_query=None):
         """Create the retrieval of the answers from node, queue it, and
         return it"""
+        bad = [a.study_uid for a in answers if not valid_uid(a.study_uid)]
+        if bad:
+            raise PacsQueryError(gettext(
+                    'health_orthanc.msg_query_bad_study_uid', uid=bad[0]))
         links = answer_links(answers)
         studies = [dict(study_values(a),
                 study_uid=a.study_uid,
@@ -267,13 +273,22 @@ class Retrieval(DomainAccessMixin, ReadonlyFieldsMixin, ModelSQL, ModelView):
         self._end(error)
 
     def _retrieve(self, client, studies):
-        "Start the job moving the studies, follow it to its end"
+        """Start the jobs moving the studies, follow them to their end.
+
+        The node is asked for exactly these UIDs; only its answers whose
+        UID was asked are moved, and what it answers is recorded."""
         Study = Pool().get('gnuhealth.orthanc.retrieval.study')
         node = self.node
-        query_id, answers = client.query_studies(node.name, {
-                'StudyInstanceUID': '\\'.join(s.study_uid for s in studies),
-                }, timeout=node.timeout or None)
-        found = {a.study_uid: a for a in answers}
+        timeout = node.timeout or None
+        asked = {s.study_uid for s in studies}
+        query_id, answers = client.query_indexed_studies(node.name, {
+                'StudyInstanceUID': '\\'.join(sorted(asked)),
+                }, timeout=timeout)
+        indexes = {}
+        for index, answer in answers:
+            if answer.study_uid in asked:
+                indexes.setdefault(answer.study_uid, (index, answer))
+        found = {uid: answer for uid, (_, answer) in indexes.items()}
         Study._set([s for s in studies if s.study_uid not in found],
             'failed', error=gettext(
                 'health_orthanc.msg_retrieval_not_on_node', node=node.name))
@@ -282,12 +297,25 @@ class Retrieval(DomainAccessMixin, ReadonlyFieldsMixin, ModelSQL, ModelView):
             return
         # What the node says, not what the client sent, is recorded
         Study.describe(studies, found)
-        job = client.retrieve_query(query_id, timeout=node.timeout or None,
-            node=node.name)
+        if all(a.study_uid in asked for _, a in answers):
+            job = client.retrieve_query(query_id, timeout=timeout,
+                node=node.name)
+            jobs = {s.id: job for s in studies}
+        else:
+            # The node answered more than asked: each answer on its own
+            jobs = {s.id: client.retrieve_query(query_id,
+                    answer=indexes[s.study_uid][0], timeout=timeout,
+                    node=node.name)
+                for s in studies}
+        to_write = []
+        for study in studies:
+            to_write.extend(([study], {'job': jobs[study.id]}))
         with without_check_access():
-            Study.write(studies, {'job': job})
+            Study.write(*to_write)
         self._commit()
-        self._follow(client, job, Study.browse([s.id for s in studies]))
+        for job in dict.fromkeys(jobs.values()):
+            self._follow(client, job, Study.browse(
+                    [i for i, j in jobs.items() if j == job]))
 
     def _follow(self, client, job_id, studies):
         "Wait for the end of the job, then record which studies arrived"

@@ -17,6 +17,7 @@ from trytond.modules.health_imaging.access import (
 
 from . import orthanc_client as oc
 from . import query_plan as qp
+from .dicom_network import valid_uid
 from .exceptions import DicomNodeValidationError
 from .query import find_on_node, outcome_notes, split_identifiers
 
@@ -145,6 +146,13 @@ class ScheduledQuery(
         asked = self._asked([a.study_uid for a in answers])
         new = [a for a in answers
             if a.study_uid not in here and a.study_uid not in asked]
+        bad = [a for a in new if not valid_uid(a.study_uid)]
+        if bad:
+            # Retrieving them would move what a list or wildcard matches
+            logger.warning("Scheduled PACS query %s: node %s answered "
+                "invalid StudyInstanceUIDs %s", self.id, node.name,
+                [a.study_uid for a in bad])
+            new = [a for a in new if a not in bad]
         lines = [gettext('health_orthanc.msg_scheduled_query_found',
                 node=node.name, found=len(answers), here=len(here),
                 asked=len(asked - here), new=len(new))]

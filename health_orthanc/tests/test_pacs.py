@@ -482,6 +482,26 @@ class PacsTestCase(unittest.TestCase):
         self.assertIn('pacs_retrieve', [e.action for e in studies[0].audit])
 
     @with_transaction(context=NO_COMMIT)
+    def test_retrieve_moves_only_what_was_asked(self):
+        """A node that answers more studies than the UIDs asked: only those
+        asked are moved (the query's other answers were moved unrecorded)"""
+        self.setup_data()
+        wizard = self.query(patient_ids='PUID-0001')
+        retrieval = self.retrieve(wizard, {'ACC-1001'})
+        asked = OrthancClient.query_indexed_studies
+
+        def wider(client, name, query, timeout=None):
+            # Every study of the patient, whatever the UIDs asked
+            return asked(client, name, {'PatientID': 'PUID-0001'}, timeout)
+        with mock.patch.object(OrthancClient, 'query_indexed_studies',
+                wider):
+            run_queue()
+        self.assertEqual((retrieval.state, retrieval.retrieved_count),
+            ('done', 1))
+        self.assertEqual(set(self.here([UID[a] for a in ANA_STUDIES])),
+            {UID['ACC-1001']})
+
+    @with_transaction(context=NO_COMMIT)
     def test_retrieve_from_node_down(self):
         "The node stopped after the query: failed, the reason on each study"
         Node = Pool().get('gnuhealth.orthanc.dicom_node')
