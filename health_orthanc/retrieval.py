@@ -11,6 +11,7 @@ import datetime
 import logging
 import time
 
+from sql.conditionals import Coalesce
 from trytond.config import config
 from trytond.i18n import gettext
 from trytond.model import Index, ModelSQL, ModelView, fields
@@ -20,7 +21,7 @@ from trytond.tools import grouped_slice
 from trytond.transaction import Transaction, without_check_access
 
 from trytond.modules.health_imaging.access import (
-    DomainAccessMixin, ReadonlyFieldsMixin)
+    DomainAccessMixin, ReadonlyFieldsMixin, server_queue)
 
 from . import linking
 from . import orthanc_client as oc
@@ -196,7 +197,8 @@ class Retrieval(DomainAccessMixin, ReadonlyFieldsMixin, ModelSQL, ModelView):
                         'progress': 0,
                         'studies': [('create', studies)],
                         }])
-        cls.__queue__.run([retrieval])
+        with server_queue():
+            cls.__queue__.run([retrieval])
         return retrieval
 
     @classmethod
@@ -206,6 +208,13 @@ class Retrieval(DomainAccessMixin, ReadonlyFieldsMixin, ModelSQL, ModelView):
         Study = Pool().get('gnuhealth.orthanc.retrieval.study')
         retrievals = [r for r in retrievals
             if r.state in {'failed', 'partly_failed'}]
+        for retrieval in retrievals:
+            if not retrieval.node_allowed():
+                raise PacsQueryError(gettext(
+                        'health_orthanc.msg_retrieval_node_not_allowed',
+                        node=retrieval.node.name))
+        # The user who asked stays; the audit of the studies retrieved
+        # names who retried (the queued task runs as that user)
         with without_check_access():
             Study.write([s for r in retrievals for s in r.studies
                     if s.state == 'failed'], {
@@ -217,9 +226,18 @@ class Retrieval(DomainAccessMixin, ReadonlyFieldsMixin, ModelSQL, ModelView):
                     'state': 'queued',
                     'error': None,
                     'progress': 0,
-                    'user': Transaction().user,
                     })
-        cls.__queue__.run(retrievals)
+        with server_queue():
+            cls.__queue__.run(retrievals)
+
+    def node_allowed(self):
+        "Whether the node is active and may still be retrieved from"
+        Node = Pool().get('gnuhealth.orthanc.dicom_node')
+        with Transaction().set_context(active_test=True):
+            return bool(Node.search([
+                        ('id', '=', self.node.id),
+                        ('may_retrieve', '=', True),
+                        ]))
 
     @classmethod
     def resume(cls):
@@ -234,7 +252,8 @@ class Retrieval(DomainAccessMixin, ReadonlyFieldsMixin, ModelSQL, ModelView):
                     ],
                 ])
         if retrievals:
-            cls.__queue__.run(retrievals)
+            with server_queue():
+                cls.__queue__.run(retrievals)
 
     # -- retrieving (queued) ------------------------------------------------
     @classmethod
@@ -252,8 +271,15 @@ class Retrieval(DomainAccessMixin, ReadonlyFieldsMixin, ModelSQL, ModelView):
                         'health_orthanc.msg_retrieval_unexpected'))
 
     def _run(self):
-        self._write(state='running', progress=self._progress())
+        if not self._claim():
+            # Another worker follows it
+            return
+        self._write(progress=self._progress())
         node = self.node
+        if not self.node_allowed():
+            self._end(gettext('health_orthanc.msg_retrieval_node_not_allowed',
+                    node=node.name))
+            return
         pending = [s for s in self.studies if s.state == 'pending']
         error = None
         try:
@@ -271,6 +297,26 @@ class Retrieval(DomainAccessMixin, ReadonlyFieldsMixin, ModelSQL, ModelView):
                 exception)
             error = node.error_text(exception)
         self._end(error)
+
+    def _claim(self):
+        """Set the retrieval running if it is queued, or running but not
+        followed any more (a worker stopped); return whether it was:
+        two workers never follow one retrieval"""
+        table = self.__table__()
+        transaction = Transaction()
+        cursor = transaction.connection.cursor()
+        now = datetime.datetime.now()
+        cursor.execute(*table.update(
+                [table.state, table.write_date, table.write_uid],
+                ['running', now, transaction.user],
+                where=(table.id == self.id) & (
+                    (table.state == 'queued')
+                    | ((table.state == 'running')
+                        & (Coalesce(table.write_date, table.create_date)
+                            < now - STALE)))))
+        claimed = cursor.rowcount == 1
+        self._commit()
+        return claimed
 
     def _retrieve(self, client, studies):
         """Start the jobs moving the studies, follow them to their end.

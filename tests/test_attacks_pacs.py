@@ -175,3 +175,46 @@ class PacsAttacksTestCase(PacsRPCCase):
             entry, = Audit.search([('action', '=', 'pacs_retrieve')])
             self.assertEqual(entry.patient.id, self.ana)
             self.assertIn('PUID-0001', entry.description)
+
+    def test_retry_node_closed_and_requester_kept(self):
+        """Retry of a retrieval whose node no longer allows Retrieve:
+        refused, nothing moved; allowed again, the retry keeps who asked
+        and the audit names who retried"""
+        with self.root():
+            pool = Pool()
+            Node = pool.get(NODE)
+            Retrieval = pool.get(RETRIEVAL)
+            node, = Node.create([{
+                        'name': 'LATER', 'server': self.server,
+                        'aet': 'PACS', 'host': '127.0.0.1',
+                        'port': self.pacs.dicom_port_used,
+                        }])
+            retrieval, = Retrieval.create([{
+                        'node': node.id, 'state': 'failed', 'progress': 100,
+                        'user': self.users['imaging'],
+                        'studies': [('create', [{
+                                        'study_uid': UID['ACC-2001'],
+                                        'state': 'failed'}])],
+                        }])
+            Node.write([node], {'may_retrieve': False})
+            node, retrieval = node.id, retrieval.id
+        doctor = self.sessions['doctor']
+        before = self.our_uids()
+        with self.assertRaises(RPCError) as raised:
+            doctor.button(RETRIEVAL, 'retry', [retrieval])
+        self.assertIn('no longer retrieved from the DICOM node "LATER"',
+            raised.exception.message)
+        self.assertEqual(self.our_uids(), before)
+
+        with self.root():
+            Node = Pool().get(NODE)
+            Node.write([Node(node)], {'may_retrieve': True})
+        doctor.button(RETRIEVAL, 'retry', [retrieval])
+        values, = doctor.read(RETRIEVAL, [retrieval], ['state', 'user'])
+        self.assertEqual((values['state'], values['user']),
+            ('done', self.users['imaging']))
+        with self.root():
+            Audit = Pool().get(AUDIT)
+            entry, = Audit.search([('action', '=', 'pacs_retrieve'),
+                    ('record', '=', '%s,%s' % (RETRIEVAL, retrieval))])
+            self.assertEqual(entry.user.id, self.users['doctor'])

@@ -17,10 +17,10 @@ import unittest
 from unittest import mock
 
 import openpyxl
-from trytond.model.exceptions import AccessError
+from trytond.model.exceptions import AccessError, DomainValidationError
 from trytond.pool import Pool
 from trytond.tests.test_tryton import activate_module, with_transaction
-from trytond.transaction import Transaction
+from trytond.transaction import Transaction, without_check_access
 
 from trytond.modules.health_imaging.tests.tools import create_patient
 from trytond.modules.health_orthanc.exceptions import (
@@ -562,6 +562,77 @@ class PacsTestCase(unittest.TestCase):
         self.assertEqual(Study.search_count([
                     ('patient_id', '=', 'DYING-1')]), 30)
 
+    @with_transaction(context=NO_COMMIT)
+    def test_retrieval_from_node_closed_since(self):
+        """Retrieve turned off, or the node made inactive, after the
+        request: the retrieval fails with the reason, Retry is refused"""
+        pool = Pool()
+        Node = pool.get('gnuhealth.orthanc.dicom_node')
+        Retrieval = pool.get('gnuhealth.orthanc.retrieval')
+        self.setup_data()
+        wizard = self.query(patient_ids='PUID-0001')
+        for values in [{'may_retrieve': False}, {'active': False}]:
+            with self.subTest(values=values):
+                retrieval = self.retrieve(wizard, {'ACC-1001'})
+                Node.write([self.node], values)
+                run_queue()
+                self.assertEqual(retrieval.state, 'failed')
+                self.assertIn('no longer retrieved from the DICOM node '
+                    '"HOSPITAL"', retrieval.error)
+                with self.assertRaises(PacsQueryError):
+                    Retrieval.retry([retrieval])
+                Node.write([self.node], {'may_retrieve': True, 'active': True})
+        self.assertEqual(self.here([UID['ACC-1001']]), {})
+
+    @with_transaction(context=NO_COMMIT)
+    def test_retrieval_run_once_at_a_time(self):
+        """A retrieval that a worker follows is not run by another; one
+        that nobody follows any more (a worker stopped) is"""
+        pool = Pool()
+        Retrieval = pool.get('gnuhealth.orthanc.retrieval')
+        self.setup_data()
+        wizard = self.query(patient_ids='PUID-0001')
+        retrieval = self.retrieve(wizard, {'ACC-1001'})
+        Transaction().tasks.clear()
+        with without_check_access():
+            Retrieval.write([retrieval], {'state': 'running'})
+        Retrieval.run([retrieval])
+        self.assertEqual([s.state for s in retrieval.studies], ['pending'])
+        self.assertEqual(self.here([UID['ACC-1001']]), {})
+
+        table = Retrieval.__table__()
+        cursor = Transaction().connection.cursor()
+        cursor.execute(*table.update([table.write_date],
+                [datetime.datetime.now() - datetime.timedelta(hours=1)],
+                where=table.id == retrieval.id))
+        Retrieval.run([Retrieval(retrieval.id)])
+        run_queue()
+        self.assertEqual(Retrieval(retrieval.id).retrieved_count, 1)
+
+    @with_transaction(context=NO_COMMIT)
+    def test_queue_context_of_the_client_ignored(self):
+        """A client's queue context (a century later, another queue) does
+        not hold back a retrieval, a retry or a scheduled query"""
+        pool = Pool()
+        Queue = pool.get('ir.queue')
+        Retrieval = pool.get('gnuhealth.orthanc.retrieval')
+        Scheduled = pool.get('gnuhealth.orthanc.scheduled_query')
+        self.setup_data()
+        scheduled, = Scheduled.create([{'name': 'CT', 'node': self.node.id}])
+        wizard = self.query(patient_ids='PUID-0001')
+        Transaction().tasks.clear()
+        with Transaction().set_context(queue_name='slow',
+                queue_scheduled_at=datetime.timedelta(days=36500)):
+            retrieval = self.retrieve(wizard, {'ACC-1001'})
+            with without_check_access():
+                Retrieval.write([retrieval], {'state': 'failed'})
+            Retrieval.retry([retrieval])
+            Scheduled.run_now([scheduled])
+        tasks = Queue.browse(Transaction().tasks)
+        self.assertEqual(len(tasks), 3)
+        self.assertEqual({(t.name, t.scheduled_at) for t in tasks},
+            {('default', None)})
+
     def kill_midway(self, pacs, timeout=60):
         "Kill the PACS once a retrieve job of our Orthanc is 10 % done"
         deadline = time.monotonic() + timeout
@@ -608,6 +679,34 @@ class PacsTestCase(unittest.TestCase):
         self.assertEqual(Retrieval.search([]), [retrieval])
         self.assertIn('2 already here, 0 being retrieved, 0 new.',
             query.last_report)
+
+    @with_transaction(context=NO_COMMIT)
+    def test_scheduled_query_node_closed_or_failing(self):
+        """A node made inactive or whose Retrieve was turned off is not
+        queried; an unexpected error is reported on the record; no more
+        than a century back"""
+        pool = Pool()
+        Node = pool.get('gnuhealth.orthanc.dicom_node')
+        Query = pool.get('gnuhealth.orthanc.scheduled_query')
+        Retrieval = pool.get('gnuhealth.orthanc.retrieval')
+        self.setup_data()
+        query, = Query.create([{'name': 'All', 'node': self.node.id,
+                    'days': 10000}])
+        for values in [{'may_retrieve': False}, {'active': False}]:
+            with self.subTest(values=values):
+                Node.write([self.node], values)
+                Query.run_scheduled()
+                self.assertIn('Nothing was queried: the DICOM node '
+                    '"HOSPITAL" is inactive', query.last_report)
+                Node.write([self.node], {'may_retrieve': True, 'active': True})
+        self.assertEqual(Retrieval.search([]), [])
+        with mock.patch.object(Query, '_asked', side_effect=KeyError('x')):
+            Query.run_scheduled()
+        self.assertIn('stopped on an unexpected error', query.last_report)
+        self.assertEqual(Retrieval.search([]), [])
+        # Last: the record refused stays in the transaction of the test
+        with self.assertRaises(DomainValidationError):
+            Query.write([query], {'days': 10 ** 6})
 
     @with_transaction(context=NO_COMMIT)
     def test_scheduled_query_patients(self):
