@@ -27,7 +27,7 @@ from .exceptions import PacsQueryError
 from .mapping import format_person_name
 from .patient import LINK_STATES
 from .query_sheet import QuerySheetError, read_sheet, template_xlsx
-from .retrieval import answer_links, identifier_links, studies_here
+from .retrieval import answer_key, answer_links, identifier_links, studies_here
 
 #: The tick box of each common modality
 MODALITY_FIELDS = {m: 'modality_%s' % m.lower()
@@ -486,7 +486,7 @@ class Query(Wizard):
         self.answers.may_retrieve = bool(node.may_retrieve)
         self.answers.notes = '\n'.join(notes)
         self.answers.answers = [
-            answer_values(a, links[a.patient_id], a.study_uid in here)
+            answer_values(a, links[answer_key(a)], a.study_uid in here)
             for a in shown]
         return 'answers'
 

@@ -67,18 +67,35 @@ COMMIT = '_orthanc_page_commit'
 
 
 def answer_links(answers):
-    """Return {PatientID: (GNU Health patient id or None, link state)} of
-    the answers, by the rule of the sync (linking.choose_patient)"""
+    """Return {(PatientID, birth date): (GNU Health patient id or None,
+    link state)} of the answers, by the rule of the sync
+    (linking.choose_patient).  One PatientID under several birth dates
+    names several people on the node: none of them is linked."""
     OrthancPatient = Pool().get('gnuhealth.orthanc.patient')
     identifiers = {linking.normalize_identifier(a.patient_id)
         for a in answers} - {None}
     candidates = OrthancPatient.local_candidates(identifiers)
+    birth_dates = {}
+    for answer in answers:
+        identifier = linking.normalize_identifier(answer.patient_id)
+        if answer.birth_date:
+            birth_dates.setdefault(identifier, set()).add(answer.birth_date)
     links = {}
     for answer in answers:
         identifier = linking.normalize_identifier(answer.patient_id)
-        links[answer.patient_id] = linking.choose_patient(
-            candidates.get(identifier, []), answer.birth_date, identifier)
+        key = answer_key(answer)
+        if identifier and len(birth_dates.get(identifier, ())) > 1:
+            links[key] = (None, linking.AMBIGUOUS)
+        else:
+            links[key] = linking.choose_patient(
+                candidates.get(identifier, []), answer.birth_date,
+                identifier)
     return links
+
+
+def answer_key(answer):
+    "The key of an answer in answer_links"
+    return (answer.patient_id, answer.birth_date)
 
 
 def identifier_links(identifiers):
@@ -182,8 +199,8 @@ class Retrieval(DomainAccessMixin, ReadonlyFieldsMixin, ModelSQL, ModelView):
         links = answer_links(answers)
         studies = [dict(study_values(a),
                 study_uid=a.study_uid,
-                patient=links[a.patient_id][0],
-                link=links[a.patient_id][1],
+                patient=links[answer_key(a)][0],
+                link=links[answer_key(a)][1],
                 state='pending')
             for a in answers]
         with without_check_access():
@@ -603,7 +620,7 @@ class RetrievalStudy(
         to_write = []
         for study in studies:
             answer = answers[study.study_uid]
-            patient, link = links[answer.patient_id]
+            patient, link = links[answer_key(answer)]
             to_write.extend(([study], dict(study_values(answer),
                         patient=patient, link=link)))
         with without_check_access():
