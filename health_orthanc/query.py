@@ -146,19 +146,60 @@ def audit_queries(node, outcomes):
                 } for o in outcomes])
 
 
+#: The errors after which no other query is sent: the node or our
+#: Orthanc cannot answer any
+NODE_ERRORS = (
+    oc.OrthancUnauthorized, oc.OrthancUnreachable, oc.NotOrthanc,
+    oc.NodeInvalid, oc.NodeNotDeclared, oc.NodeUnreachable, oc.NodeTimeout,
+    oc.NotDicom, oc.AssociationRejected)
+
+
 def find_on_node(node, queries, today):
     """Send the queries to the node (declared again if needed) and audit
-    them; return the answers, the outcome of each query and the UIDs of
-    the answers already here.  Raises the client's errors."""
+    each query sent; return the answers, the outcome of each query that
+    succeeded, the UIDs of the answers already here and the notes of the
+    queries that failed.  A query that fails does not stop the others,
+    unless the node or Orthanc cannot answer any; raises the client's
+    error when the first query cannot reach the node."""
+    outcomes, failed, notes = [], [], []
     with node.server.get_client() as client:
         node.ensure_declared(client)
         find = functools.partial(client.find_studies, node.name,
             timeout=node.timeout or None)
-        answers, outcomes = qp.run_plan(
-            queries, find, today, node.answer_limit)
+        try:
+            for index, query in enumerate(queries):
+                try:
+                    outcomes.append(qp.run_query(
+                            query, find, today, node.answer_limit))
+                except NODE_ERRORS as error:
+                    # Nothing reached the node: the rest would not either
+                    if not outcomes and not failed:
+                        raise
+                    notes.append(failure_note(node, query, error))
+                    unsent = len(queries) - index - 1
+                    if unsent:
+                        notes.append(gettext(
+                                'health_orthanc.msg_query_not_sent',
+                                node=node.name, count=unsent))
+                    break
+                except oc.OrthancError as error:
+                    # The node refused this query: it was sent all the same
+                    failed.append(qp.QueryOutcome(query=query, sent=1))
+                    notes.append(failure_note(node, query, error))
+        finally:
+            audit_queries(node, outcomes + failed)
+        answers = qp.merge_answers(*(o.answers for o in outcomes))
         here = studies_here(client, [a.study_uid for a in answers])
-    audit_queries(node, outcomes)
-    return answers, outcomes, here
+    return answers, outcomes, here, notes
+
+
+def failure_note(node, query, error):
+    "The note of a query that failed: its row, or its PatientID"
+    if query.row is not None:
+        return gettext('health_orthanc.msg_query_row_failed',
+            row=query.row, error=node.error_text(error))
+    return gettext('health_orthanc.msg_query_patient_failed',
+        patient_id=query.patient_id or '*', error=node.error_text(error))
 
 
 def query_text(query):
@@ -462,10 +503,10 @@ class Query(Wizard):
         node = self._allowed_node(self._given('node'), 'may_query',
             'health_orthanc.msg_query_node_not_allowed')
         queries, problems = self._plan(self._filter())
-        answers, outcomes, here = [], [], set()
+        answers, outcomes, here, failures = [], [], set(), []
         if queries:
             try:
-                answers, outcomes, here = find_on_node(
+                answers, outcomes, here, failures = find_on_node(
                     node, queries, Date.today())
             except oc.OrthancError as error:
                 raise PacsQueryError(gettext(
@@ -480,7 +521,7 @@ class Query(Wizard):
         notes = [gettext('health_orthanc.msg_query_found', node=node.name,
                 found=len(answers), shown=len(shown),
                 skipped=len(answers) - len(shown))]
-        notes += outcome_notes(node, outcomes) + problems
+        notes += failures + outcome_notes(node, outcomes) + problems
         links = answer_links(shown)
         self.answers.node = node
         self.answers.may_retrieve = bool(node.may_retrieve)

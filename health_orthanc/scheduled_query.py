@@ -161,7 +161,8 @@ class ScheduledQuery(
                         node=node.name)])
             return
         try:
-            answers, outcomes, here = find_on_node(node, queries, today)
+            answers, outcomes, here, failures = find_on_node(
+                node, queries, today)
         except oc.OrthancError as error:
             self._report([gettext('health_orthanc.msg_scheduled_query_failed',
                         node=node.name, error=node.error_text(error))])
@@ -179,7 +180,7 @@ class ScheduledQuery(
         lines = [gettext('health_orthanc.msg_scheduled_query_found',
                 node=node.name, found=len(answers), here=len(here),
                 asked=len(asked - here), new=len(new))]
-        lines.extend(outcome_notes(node, outcomes))
+        lines.extend(failures + outcome_notes(node, outcomes))
         if new:
             retrieval = Retrieval.request_studies(node, new, self)
             lines.append(gettext(

@@ -23,6 +23,7 @@ from trytond.tests.test_tryton import activate_module, with_transaction
 from trytond.transaction import Transaction, without_check_access
 
 from trytond.modules.health_imaging.tests.tools import create_patient
+from trytond.modules.health_orthanc import orthanc_client as oc
 from trytond.modules.health_orthanc.exceptions import (
     DicomNodeError, DicomNodeValidationError, PacsQueryError)
 from trytond.modules.health_orthanc.orthanc_client import OrthancClient
@@ -358,6 +359,38 @@ class PacsTestCase(unittest.TestCase):
                     notes)
                 self.assertIn('Row %d: unreadable StudyDate' % rows[1],
                     notes)
+
+    @with_transaction(context=NO_COMMIT)
+    def test_query_spreadsheet_row_fails(self):
+        """The query of a row fails: reported with its row, the other rows
+        queried, every query that reached the node audited; the node down
+        stops the rest"""
+        Audit = Pool().get('gnuhealth.orthanc.audit')
+        self.setup_data()
+        csv = b'PatientID\nPUID-0001\nBROKEN\nMRN-0002\nDOWN\nEXT-0003\n'
+        find = OrthancClient.find_studies
+
+        def failing(client, name, query, timeout=None):
+            if query.get('PatientID') == 'BROKEN':
+                raise oc.DimseFailure(name, operation='find',
+                    dimse_status=0xC000)
+            if query.get('PatientID') == 'DOWN':
+                raise oc.NodeUnreachable(name, operation='find')
+            return find(client, name, query, timeout)
+        with mock.patch.object(OrthancClient, 'find_studies', failing):
+            wizard = self.query(source='sheet', sheet=csv,
+                sheet_name='queries.csv')
+        self.assertEqual(accessions(wizard.answers.answers),
+            ANA_STUDIES + ['ACC-2001', 'ACC-2002', 'ACC-2003'])
+        notes = wizard.answers.notes
+        self.assertIn('Row 3: the query failed, the other rows were '
+            'queried: The DICOM node "HOSPITAL" answered with the error '
+            'status 0xC000', notes)
+        self.assertIn('Row 5: the query failed', notes)
+        self.assertIn('The 1 queries after it were not sent', notes)
+        self.assertEqual(sorted(e.description.split('"')[1]
+                for e in Audit.search([('action', '=', 'pacs_query')])),
+            ['BROKEN', 'MRN-0002', 'PUID-0001'])
 
     @with_transaction(context=NO_COMMIT)
     def test_query_unreadable_spreadsheet(self):
