@@ -62,6 +62,9 @@ POLL = config.getfloat('health_orthanc', 'retrieve_poll', default=0.5)
 STALE = datetime.timedelta(minutes=10)
 #: The write that tells a follower is alive, at least this often
 HEARTBEAT = datetime.timedelta(seconds=60)
+#: A job followed for longer is given up (a paused job, a node that
+#: never ends): a worker is not held forever
+FOLLOW_LIMIT = datetime.timedelta(hours=2)
 #: The internal key that keeps a retrieval in its transaction (tests)
 COMMIT = '_orthanc_page_commit'
 
@@ -384,7 +387,9 @@ class Retrieval(DomainAccessMixin, ReadonlyFieldsMixin, ModelSQL, ModelView):
         "Wait for the end of the job, then record which studies arrived"
         Study = Pool().get('gnuhealth.orthanc.retrieval.study')
         job, beat = None, datetime.datetime.now()
+        deadline = time.monotonic() + FOLLOW_LIMIT.total_seconds()
         progress = self.progress
+        given_up = False
         while True:
             try:
                 job = client.job_status(job_id, self.node.name)
@@ -392,6 +397,9 @@ class Retrieval(DomainAccessMixin, ReadonlyFieldsMixin, ModelSQL, ModelView):
                 job = None
                 break
             if job.finished:
+                break
+            if time.monotonic() > deadline:
+                given_up = True
                 break
             current = self._progress(len(studies) * job.progress / 100)
             now = datetime.datetime.now()
@@ -404,7 +412,10 @@ class Retrieval(DomainAccessMixin, ReadonlyFieldsMixin, ModelSQL, ModelView):
             study.orthanc_id = arrived.get(study.study_uid)
         Study._set([s for s in studies if s.orthanc_id], 'retrieved')
         Study._set([s for s in studies if not s.orthanc_id], 'failed',
-            error=self._job_error(job))
+            error=gettext('health_orthanc.msg_retrieval_too_long',
+                node=self.node.name,
+                hours='%g' % round(FOLLOW_LIMIT.total_seconds() / 3600, 1))
+            if given_up else self._job_error(job))
         self._write(progress=self._progress())
 
     def _arrived(self, client, job, studies):

@@ -24,6 +24,7 @@ from trytond.transaction import Transaction, without_check_access
 
 from trytond.modules.health_imaging.tests.tools import create_patient
 from trytond.modules.health_orthanc import orthanc_client as oc
+from trytond.modules.health_orthanc.dicom_network import RetrieveJob
 from trytond.modules.health_orthanc.exceptions import (
     DicomNodeError, DicomNodeValidationError, PacsQueryError)
 from trytond.modules.health_orthanc.orthanc_client import OrthancClient
@@ -146,6 +147,19 @@ class PacsTestCase(unittest.TestCase):
 
         Node.delete([self.node])
         self.assertNotIn('HOSPITAL-2', self.declared())
+
+    @with_transaction(context=NO_COMMIT)
+    def test_node_renamed_kept_when_refused(self):
+        """A renamed node that Orthanc refuses to declare: the former one
+        is still declared (it was removed first)"""
+        Node = Pool().get('gnuhealth.orthanc.dicom_node')
+        self.setup_data()
+        with mock.patch.object(OrthancClient, 'declare_node',
+                    side_effect=oc.OrthancUnreachable('down')), \
+                self.assertRaises(DicomNodeError):
+            Node.write([self.node], {'name': 'RENAMED'})
+        self.assertIn('HOSPITAL', self.declared())
+        self.assertNotIn('RENAMED', self.declared())
 
     @with_transaction(context=NO_COMMIT)
     def test_invalid_node_sends_nothing(self):
@@ -616,6 +630,26 @@ class PacsTestCase(unittest.TestCase):
                     Retrieval.retry([retrieval])
                 Node.write([self.node], {'may_retrieve': True, 'active': True})
         self.assertEqual(self.here([UID['ACC-1001']]), {})
+
+    @with_transaction(context=NO_COMMIT)
+    def test_retrieval_job_never_ends(self):
+        "A job that never ends (paused) is given up after the limit"
+        from trytond.modules.health_orthanc import retrieval as module
+        self.setup_data()
+        wizard = self.query(patient_ids='PUID-0001')
+        retrieval = self.retrieve(wizard, {'ACC-1001'})
+        paused = RetrieveJob('stuck', 'Paused', progress=50)
+        with mock.patch.object(module, 'FOLLOW_LIMIT',
+                    datetime.timedelta(seconds=1)), \
+                mock.patch.object(OrthancClient, 'retrieve_query',
+                    return_value='stuck'), \
+                mock.patch.object(OrthancClient, 'job_status',
+                    return_value=paused):
+            run_queue()
+        self.assertEqual(retrieval.state, 'failed')
+        study, = retrieval.studies
+        self.assertIn('did not end within 0 hours and was given up',
+            study.error)
 
     @with_transaction(context=NO_COMMIT)
     def test_retrieval_run_once_at_a_time(self):
