@@ -67,6 +67,9 @@ AET_LENGTH = 16
 MAX_PORT = 65534  # Orthanc refuses 65535
 _NAME = re.compile(r'[A-Za-z0-9_-]+')
 _HOST_LABEL = re.compile(r'(?!-)[A-Za-z0-9-]{1,63}(?<!-)')
+#: A DICOM UID: digits separated by dots, no wildcard nor list
+_UID = re.compile(r'[0-9]+(\.[0-9]+)*')
+UID_LENGTH = 64
 
 #: Reason codes of the validators, in English (the Tryton side has its own
 #: translatable messages keyed by these codes).
@@ -90,6 +93,13 @@ REASONS = {
 
 
 # -- validators --------------------------------------------------------------
+def valid_uid(uid) -> bool:
+    """Whether uid is a DICOM UID: a backslash would make a C-FIND match a
+    list, a "*" any study"""
+    return (isinstance(uid, str) and len(uid) <= UID_LENGTH
+        and _UID.fullmatch(uid) is not None)
+
+
 def validate_node_name(name: str) -> tuple[bool, str]:
     """Return ``(ok, reason)``: whether ``name`` may name an Orthanc modality.
 

@@ -190,10 +190,11 @@ class DicomNode(DomainAccessMixin, ReadonlyFieldsMixin, ModelSQL, ModelView):
         super().write(*args)
         if changed:
             changed = cls.browse([n.id for n in changed])
+            # Declared first: a refused declaration keeps the former node
+            cls._declare(changed)
             # A node renamed or moved leaves its former name behind
             cls._forget([former[n.id] for n in changed
                     if former[n.id] != (n.server, n.name)])
-            cls._declare(changed)
 
     @classmethod
     def delete(cls, nodes):

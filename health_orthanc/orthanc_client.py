@@ -1513,10 +1513,23 @@ class OrthancClient:
         Answers without a StudyInstanceUID (which cannot be retrieved) are
         left out.
         """
+        query_id, answers = self.query_indexed_studies(name, query, timeout)
+        return query_id, [a for _, a in answers]
+
+    def query_indexed_studies(self, name: str, query: dict,
+            timeout: int | None = None
+            ) -> tuple[str, list[tuple[int, StudyAnswer]]]:
+        """C-FIND studies on the node ``name``; return the query ID and
+        the answers with their index in the query (to retrieve one of
+        them: ``retrieve_query(query_id, answer=index)``).
+
+        Answers without a StudyInstanceUID are left out.
+        """
         query = dict({key: '' for key in STUDY_RETURN_KEYS}, **query)
         query_id = self.start_query(name, query, timeout=timeout)
-        answers = [map_study_answer(a) for a in self.query_answers(query_id)]
-        return query_id, [a for a in answers if a.study_uid]
+        answers = [(i, map_study_answer(a))
+            for i, a in enumerate(self.query_answers(query_id))]
+        return query_id, [(i, a) for i, a in answers if a.study_uid]
 
     def find_studies(self, name: str, query: dict,
             timeout: int | None = None) -> list[StudyAnswer]:

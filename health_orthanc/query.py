@@ -13,9 +13,10 @@ import re
 
 from trytond.i18n import gettext
 from trytond.model import Model, ModelView, fields
+from trytond.model.exceptions import AccessError
 from trytond.pool import Pool
 from trytond.pyson import Eval, PYSONEncoder
-from trytond.transaction import Transaction
+from trytond.transaction import Transaction, check_access
 from trytond.wizard import (
     Button, StateAction, StateTransition, StateView, Wizard)
 
@@ -26,7 +27,7 @@ from .exceptions import PacsQueryError
 from .mapping import format_person_name
 from .patient import LINK_STATES
 from .query_sheet import QuerySheetError, read_sheet, template_xlsx
-from .retrieval import answer_links, identifier_links, studies_here
+from .retrieval import answer_key, answer_links, identifier_links, studies_here
 
 #: The tick box of each common modality
 MODALITY_FIELDS = {m: 'modality_%s' % m.lower()
@@ -46,36 +47,57 @@ START_FIELDS = [
 
 
 def patient_identifiers(patient):
-    """Return the (identifier, kind) of a GNU Health patient: the PUID,
-    then the alternative identifications"""
-    if not patient or not patient.party:
+    """Return the (identifier, kind, type) of a GNU Health patient: the
+    PUID, then the alternative identifications.  Read as the user: the patient
+    and its identifications the user may not read raise AccessError."""
+    if not patient:
         return []
-    AlternativeID = Pool().get('gnuhealth.person_alternative_identification')
+    pool = Pool()
+    Patient = pool.get('gnuhealth.patient')
+    AlternativeID = pool.get('gnuhealth.person_alternative_identification')
+    with check_access():
+        values, = Patient.read([patient.id],
+            ['party.ref', 'party.alternative_ids'])
+        party = values.get('party.') or {}
+        alternatives = AlternativeID.read(
+            list(party.get('alternative_ids') or []),
+            ['code', 'alternative_id_type', 'other_alternative_id_type'])
     kinds = dict(AlternativeID.fields_get(
             ['alternative_id_type'])['alternative_id_type']['selection'])
     identifiers = []
-    if patient.party.ref:
-        identifiers.append((patient.party.ref, "PUID"))
-    for alternative in patient.party.alternative_ids:
-        kind = (alternative.other_alternative_id_type
-            if alternative.alternative_id_type == 'other'
-            else kinds.get(alternative.alternative_id_type))
-        identifiers.append((alternative.code, kind or ''))
+    if party.get('ref'):
+        identifiers.append((party['ref'], "PUID", 'puid'))
+    for alternative in alternatives:
+        kind = (alternative['other_alternative_id_type']
+            if alternative['alternative_id_type'] == 'other'
+            else kinds.get(alternative['alternative_id_type']))
+        identifiers.append((alternative['code'], kind or '',
+                alternative['alternative_id_type']))
     return identifiers
 
 
-def identifiers_text(patient):
+def identifiers_text(identifiers):
     "The identifiers of a patient, as a line of text"
     return '; '.join('%s: %s' % (kind, identifier)
-        for identifier, kind in patient_identifiers(patient))
+        for identifier, kind, _ in identifiers)
 
 
-def default_identifiers(patient):
+def default_identifiers(identifiers):
     "The PatientIDs queried for a patient: those the linking knows"
-    identifiers = [patient.party.ref] if patient.party.ref else []
-    identifiers += [a.code for a in patient.party.alternative_ids
-        if a.alternative_id_type == 'medical_record']
-    return ', '.join(dict.fromkeys(i for i in identifiers if i))
+    return ', '.join(dict.fromkeys(i for i, _, type_ in identifiers
+            if i and type_ in {'puid', 'medical_record'}))
+
+
+def check_may_query():
+    "Refuse the users outside the groups of the Query PACS wizard"
+    pool = Pool()
+    ActionWizard = pool.get('ir.action.wizard')
+    User = pool.get('res.user')
+    if Transaction().user == 0:
+        return
+    groups = ActionWizard.get_groups(Query.__name__)
+    if not groups & set(User.get_groups()):
+        raise AccessError(gettext('health_orthanc.msg_query_not_allowed'))
 
 
 def split_identifiers(text):
@@ -124,19 +146,60 @@ def audit_queries(node, outcomes):
                 } for o in outcomes])
 
 
+#: The errors after which no other query is sent: the node or our
+#: Orthanc cannot answer any
+NODE_ERRORS = (
+    oc.OrthancUnauthorized, oc.OrthancUnreachable, oc.NotOrthanc,
+    oc.NodeInvalid, oc.NodeNotDeclared, oc.NodeUnreachable, oc.NodeTimeout,
+    oc.NotDicom, oc.AssociationRejected)
+
+
 def find_on_node(node, queries, today):
     """Send the queries to the node (declared again if needed) and audit
-    them; return the answers, the outcome of each query and the UIDs of
-    the answers already here.  Raises the client's errors."""
+    each query sent; return the answers, the outcome of each query that
+    succeeded, the UIDs of the answers already here and the notes of the
+    queries that failed.  A query that fails does not stop the others,
+    unless the node or Orthanc cannot answer any; raises the client's
+    error when the first query cannot reach the node."""
+    outcomes, failed, notes = [], [], []
     with node.server.get_client() as client:
         node.ensure_declared(client)
         find = functools.partial(client.find_studies, node.name,
             timeout=node.timeout or None)
-        answers, outcomes = qp.run_plan(
-            queries, find, today, node.answer_limit)
+        try:
+            for index, query in enumerate(queries):
+                try:
+                    outcomes.append(qp.run_query(
+                            query, find, today, node.answer_limit))
+                except NODE_ERRORS as error:
+                    # Nothing reached the node: the rest would not either
+                    if not outcomes and not failed:
+                        raise
+                    notes.append(failure_note(node, query, error))
+                    unsent = len(queries) - index - 1
+                    if unsent:
+                        notes.append(gettext(
+                                'health_orthanc.msg_query_not_sent',
+                                node=node.name, count=unsent))
+                    break
+                except oc.OrthancError as error:
+                    # The node refused this query: it was sent all the same
+                    failed.append(qp.QueryOutcome(query=query, sent=1))
+                    notes.append(failure_note(node, query, error))
+        finally:
+            audit_queries(node, outcomes + failed)
+        answers = qp.merge_answers(*(o.answers for o in outcomes))
         here = studies_here(client, [a.study_uid for a in answers])
-    audit_queries(node, outcomes)
-    return answers, outcomes, here
+    return answers, outcomes, here, notes
+
+
+def failure_note(node, query, error):
+    "The note of a query that failed: its row, or its PatientID"
+    if query.row is not None:
+        return gettext('health_orthanc.msg_query_row_failed',
+            row=query.row, error=node.error_text(error))
+    return gettext('health_orthanc.msg_query_patient_failed',
+        patient_id=query.patient_id or '*', error=node.error_text(error))
 
 
 def query_text(query):
@@ -236,9 +299,12 @@ class QueryStart(ModelView):
 
     @fields.depends('patient')
     def on_change_patient(self):
+        # Tryton checks no access on the on_change of a ModelView
+        check_may_query()
         if self.patient:
-            self.patient_ids = default_identifiers(self.patient)
-            self.identifiers = identifiers_text(self.patient)
+            identifiers = patient_identifiers(self.patient)
+            self.patient_ids = default_identifiers(identifiers)
+            self.identifiers = identifiers_text(identifiers)
         else:
             self.identifiers = None
 
@@ -354,10 +420,11 @@ class Query(Wizard):
         elif model == 'gnuhealth.imaging.test.request' and active_id:
             patient = pool.get(model)(active_id).patient
         if patient:
+            identifiers = patient_identifiers(patient)
             values.update({
                     'patient': patient.id,
-                    'patient_ids': default_identifiers(patient),
-                    'identifiers': identifiers_text(patient),
+                    'patient_ids': default_identifiers(identifiers),
+                    'identifiers': identifiers_text(identifiers),
                     })
         return values
 
@@ -414,14 +481,32 @@ class Query(Wizard):
         return qp.plan_rows(sheet.rows, filters), problems
 
     # -- the answers --------------------------------------------------------
+    @staticmethod
+    def _allowed_node(node, flag, message):
+        """The node given, read again: active, the flag set and readable
+        by the user; a client may send any node"""
+        Node = Pool().get('gnuhealth.orthanc.dicom_node')
+        if not node:
+            raise PacsQueryError(gettext('health_orthanc.msg_query_no_node'))
+        with check_access():
+            nodes = Node.search([('id', '=', node.id), (flag, '=', True)])
+        if not nodes:
+            with check_access(), Transaction().set_context(
+                    active_test=False):
+                known = Node.search([('id', '=', node.id)])
+            raise PacsQueryError(gettext(message,
+                    node=known[0].name if known else node.id))
+        return nodes[0]
+
     def transition_query(self):
         Date = Pool().get('ir.date')
-        node = self.start.node
+        node = self._allowed_node(self._given('node'), 'may_query',
+            'health_orthanc.msg_query_node_not_allowed')
         queries, problems = self._plan(self._filter())
-        answers, outcomes, here = [], [], set()
+        answers, outcomes, here, failures = [], [], set(), []
         if queries:
             try:
-                answers, outcomes, here = find_on_node(
+                answers, outcomes, here, failures = find_on_node(
                     node, queries, Date.today())
             except oc.OrthancError as error:
                 raise PacsQueryError(gettext(
@@ -436,13 +521,13 @@ class Query(Wizard):
         notes = [gettext('health_orthanc.msg_query_found', node=node.name,
                 found=len(answers), shown=len(shown),
                 skipped=len(answers) - len(shown))]
-        notes += outcome_notes(node, outcomes) + problems
+        notes += failures + outcome_notes(node, outcomes) + problems
         links = answer_links(shown)
         self.answers.node = node
         self.answers.may_retrieve = bool(node.may_retrieve)
         self.answers.notes = '\n'.join(notes)
         self.answers.answers = [
-            answer_values(a, links[a.patient_id], a.study_uid in here)
+            answer_values(a, links[answer_key(a)], a.study_uid in here)
             for a in shown]
         return 'answers'
 
@@ -462,27 +547,17 @@ class Query(Wizard):
     # -- retrieving ---------------------------------------------------------
     def transition_retrieve(self):
         Retrieval = Pool().get('gnuhealth.orthanc.retrieval')
-        node = self.answers.node
-        if not node.may_retrieve:
-            raise PacsQueryError(gettext(
-                    'health_orthanc.msg_query_retrieve_not_allowed',
-                    node=node.name))
-        ticked = [a for a in self.answers.answers if a.selected]
-        if not ticked:
+        node = self._allowed_node(getattr(self.answers, 'node', None),
+            'may_retrieve', 'health_orthanc.msg_query_retrieve_not_allowed')
+        answers = getattr(self.answers, 'answers', None) or []
+        uids = [a.study_uid for a in answers if a.selected and a.study_uid]
+        if not uids:
             raise PacsQueryError(gettext(
                     'health_orthanc.msg_query_nothing_ticked'))
-        # The node's own answers replace these when the task asks it
-        self.answers.retrieval = Retrieval.request_studies(node, [
-                StudyAnswer(
-                    study_uid=a.study_uid, patient_id=a.patient_id or '',
-                    patient_name=a.patient_name or '',
-                    birth_date=a.birth_date, study_date=a.study_date,
-                    description=a.description or '',
-                    accession=a.accession or '',
-                    modalities=qp.parse_modalities(a.modalities),
-                    series_count=a.series_count,
-                    instance_count=a.instance_count)
-                for a in ticked if a.study_uid])
+        # The client sends the whole page: only the UIDs are taken, what
+        # the node answers for them is recorded when the task asks it
+        self.answers.retrieval = Retrieval.request_studies(node,
+            [StudyAnswer(study_uid=u) for u in dict.fromkeys(uids)])
         return 'open_retrieval'
 
     def do_open_retrieval(self, action):

@@ -11,6 +11,7 @@ import datetime
 import logging
 import time
 
+from sql.conditionals import Coalesce
 from trytond.config import config
 from trytond.i18n import gettext
 from trytond.model import Index, ModelSQL, ModelView, fields
@@ -20,10 +21,12 @@ from trytond.tools import grouped_slice
 from trytond.transaction import Transaction, without_check_access
 
 from trytond.modules.health_imaging.access import (
-    DomainAccessMixin, ReadonlyFieldsMixin)
+    DomainAccessMixin, ReadonlyFieldsMixin, server_queue)
 
 from . import linking
 from . import orthanc_client as oc
+from .dicom_network import valid_uid
+from .exceptions import PacsQueryError
 from .mapping import format_person_name
 from .patient import LINK_STATES
 
@@ -59,23 +62,43 @@ POLL = config.getfloat('health_orthanc', 'retrieve_poll', default=0.5)
 STALE = datetime.timedelta(minutes=10)
 #: The write that tells a follower is alive, at least this often
 HEARTBEAT = datetime.timedelta(seconds=60)
+#: A job followed for longer is given up (a paused job, a node that
+#: never ends): a worker is not held forever
+FOLLOW_LIMIT = datetime.timedelta(hours=2)
 #: The internal key that keeps a retrieval in its transaction (tests)
 COMMIT = '_orthanc_page_commit'
 
 
 def answer_links(answers):
-    """Return {PatientID: (GNU Health patient id or None, link state)} of
-    the answers, by the rule of the sync (linking.choose_patient)"""
+    """Return {(PatientID, birth date): (GNU Health patient id or None,
+    link state)} of the answers, by the rule of the sync
+    (linking.choose_patient).  One PatientID under several birth dates
+    names several people on the node: none of them is linked."""
     OrthancPatient = Pool().get('gnuhealth.orthanc.patient')
     identifiers = {linking.normalize_identifier(a.patient_id)
         for a in answers} - {None}
     candidates = OrthancPatient.local_candidates(identifiers)
+    birth_dates = {}
+    for answer in answers:
+        identifier = linking.normalize_identifier(answer.patient_id)
+        if answer.birth_date:
+            birth_dates.setdefault(identifier, set()).add(answer.birth_date)
     links = {}
     for answer in answers:
         identifier = linking.normalize_identifier(answer.patient_id)
-        links[answer.patient_id] = linking.choose_patient(
-            candidates.get(identifier, []), answer.birth_date, identifier)
+        key = answer_key(answer)
+        if identifier and len(birth_dates.get(identifier, ())) > 1:
+            links[key] = (None, linking.AMBIGUOUS)
+        else:
+            links[key] = linking.choose_patient(
+                candidates.get(identifier, []), answer.birth_date,
+                identifier)
     return links
+
+
+def answer_key(answer):
+    "The key of an answer in answer_links"
+    return (answer.patient_id, answer.birth_date)
 
 
 def identifier_links(identifiers):
@@ -172,11 +195,15 @@ class Retrieval(DomainAccessMixin, ReadonlyFieldsMixin, ModelSQL, ModelView):
     def request_studies(cls, node, answers, scheduled_query=None):
         """Create the retrieval of the answers from node, queue it, and
         return it"""
+        bad = [a.study_uid for a in answers if not valid_uid(a.study_uid)]
+        if bad:
+            raise PacsQueryError(gettext(
+                    'health_orthanc.msg_query_bad_study_uid', uid=bad[0]))
         links = answer_links(answers)
         studies = [dict(study_values(a),
                 study_uid=a.study_uid,
-                patient=links[a.patient_id][0],
-                link=links[a.patient_id][1],
+                patient=links[answer_key(a)][0],
+                link=links[answer_key(a)][1],
                 state='pending')
             for a in answers]
         with without_check_access():
@@ -190,7 +217,8 @@ class Retrieval(DomainAccessMixin, ReadonlyFieldsMixin, ModelSQL, ModelView):
                         'progress': 0,
                         'studies': [('create', studies)],
                         }])
-        cls.__queue__.run([retrieval])
+        with server_queue():
+            cls.__queue__.run([retrieval])
         return retrieval
 
     @classmethod
@@ -200,6 +228,13 @@ class Retrieval(DomainAccessMixin, ReadonlyFieldsMixin, ModelSQL, ModelView):
         Study = Pool().get('gnuhealth.orthanc.retrieval.study')
         retrievals = [r for r in retrievals
             if r.state in {'failed', 'partly_failed'}]
+        for retrieval in retrievals:
+            if not retrieval.node_allowed():
+                raise PacsQueryError(gettext(
+                        'health_orthanc.msg_retrieval_node_not_allowed',
+                        node=retrieval.node.name))
+        # The user who asked stays; the audit of the studies retrieved
+        # names who retried (the queued task runs as that user)
         with without_check_access():
             Study.write([s for r in retrievals for s in r.studies
                     if s.state == 'failed'], {
@@ -211,9 +246,18 @@ class Retrieval(DomainAccessMixin, ReadonlyFieldsMixin, ModelSQL, ModelView):
                     'state': 'queued',
                     'error': None,
                     'progress': 0,
-                    'user': Transaction().user,
                     })
-        cls.__queue__.run(retrievals)
+        with server_queue():
+            cls.__queue__.run(retrievals)
+
+    def node_allowed(self):
+        "Whether the node is active and may still be retrieved from"
+        Node = Pool().get('gnuhealth.orthanc.dicom_node')
+        with Transaction().set_context(active_test=True):
+            return bool(Node.search([
+                        ('id', '=', self.node.id),
+                        ('may_retrieve', '=', True),
+                        ]))
 
     @classmethod
     def resume(cls):
@@ -228,7 +272,8 @@ class Retrieval(DomainAccessMixin, ReadonlyFieldsMixin, ModelSQL, ModelView):
                     ],
                 ])
         if retrievals:
-            cls.__queue__.run(retrievals)
+            with server_queue():
+                cls.__queue__.run(retrievals)
 
     # -- retrieving (queued) ------------------------------------------------
     @classmethod
@@ -246,8 +291,15 @@ class Retrieval(DomainAccessMixin, ReadonlyFieldsMixin, ModelSQL, ModelView):
                         'health_orthanc.msg_retrieval_unexpected'))
 
     def _run(self):
-        self._write(state='running', progress=self._progress())
+        if not self._claim():
+            # Another worker follows it
+            return
+        self._write(progress=self._progress())
         node = self.node
+        if not self.node_allowed():
+            self._end(gettext('health_orthanc.msg_retrieval_node_not_allowed',
+                    node=node.name))
+            return
         pending = [s for s in self.studies if s.state == 'pending']
         error = None
         try:
@@ -266,14 +318,43 @@ class Retrieval(DomainAccessMixin, ReadonlyFieldsMixin, ModelSQL, ModelView):
             error = node.error_text(exception)
         self._end(error)
 
+    def _claim(self):
+        """Set the retrieval running if it is queued, or running but not
+        followed any more (a worker stopped); return whether it was:
+        two workers never follow one retrieval"""
+        table = self.__table__()
+        transaction = Transaction()
+        cursor = transaction.connection.cursor()
+        now = datetime.datetime.now()
+        cursor.execute(*table.update(
+                [table.state, table.write_date, table.write_uid],
+                ['running', now, transaction.user],
+                where=(table.id == self.id) & (
+                    (table.state == 'queued')
+                    | ((table.state == 'running')
+                        & (Coalesce(table.write_date, table.create_date)
+                            < now - STALE)))))
+        claimed = cursor.rowcount == 1
+        self._commit()
+        return claimed
+
     def _retrieve(self, client, studies):
-        "Start the job moving the studies, follow it to its end"
+        """Start the jobs moving the studies, follow them to their end.
+
+        The node is asked for exactly these UIDs; only its answers whose
+        UID was asked are moved, and what it answers is recorded."""
         Study = Pool().get('gnuhealth.orthanc.retrieval.study')
         node = self.node
-        query_id, answers = client.query_studies(node.name, {
-                'StudyInstanceUID': '\\'.join(s.study_uid for s in studies),
-                }, timeout=node.timeout or None)
-        found = {a.study_uid: a for a in answers}
+        timeout = node.timeout or None
+        asked = {s.study_uid for s in studies}
+        query_id, answers = client.query_indexed_studies(node.name, {
+                'StudyInstanceUID': '\\'.join(sorted(asked)),
+                }, timeout=timeout)
+        indexes = {}
+        for index, answer in answers:
+            if answer.study_uid in asked:
+                indexes.setdefault(answer.study_uid, (index, answer))
+        found = {uid: answer for uid, (_, answer) in indexes.items()}
         Study._set([s for s in studies if s.study_uid not in found],
             'failed', error=gettext(
                 'health_orthanc.msg_retrieval_not_on_node', node=node.name))
@@ -282,18 +363,33 @@ class Retrieval(DomainAccessMixin, ReadonlyFieldsMixin, ModelSQL, ModelView):
             return
         # What the node says, not what the client sent, is recorded
         Study.describe(studies, found)
-        job = client.retrieve_query(query_id, timeout=node.timeout or None,
-            node=node.name)
+        if all(a.study_uid in asked for _, a in answers):
+            job = client.retrieve_query(query_id, timeout=timeout,
+                node=node.name)
+            jobs = {s.id: job for s in studies}
+        else:
+            # The node answered more than asked: each answer on its own
+            jobs = {s.id: client.retrieve_query(query_id,
+                    answer=indexes[s.study_uid][0], timeout=timeout,
+                    node=node.name)
+                for s in studies}
+        to_write = []
+        for study in studies:
+            to_write.extend(([study], {'job': jobs[study.id]}))
         with without_check_access():
-            Study.write(studies, {'job': job})
+            Study.write(*to_write)
         self._commit()
-        self._follow(client, job, Study.browse([s.id for s in studies]))
+        for job in dict.fromkeys(jobs.values()):
+            self._follow(client, job, Study.browse(
+                    [i for i, j in jobs.items() if j == job]))
 
     def _follow(self, client, job_id, studies):
         "Wait for the end of the job, then record which studies arrived"
         Study = Pool().get('gnuhealth.orthanc.retrieval.study')
         job, beat = None, datetime.datetime.now()
+        deadline = time.monotonic() + FOLLOW_LIMIT.total_seconds()
         progress = self.progress
+        given_up = False
         while True:
             try:
                 job = client.job_status(job_id, self.node.name)
@@ -301,6 +397,9 @@ class Retrieval(DomainAccessMixin, ReadonlyFieldsMixin, ModelSQL, ModelView):
                 job = None
                 break
             if job.finished:
+                break
+            if time.monotonic() > deadline:
+                given_up = True
                 break
             current = self._progress(len(studies) * job.progress / 100)
             now = datetime.datetime.now()
@@ -313,7 +412,10 @@ class Retrieval(DomainAccessMixin, ReadonlyFieldsMixin, ModelSQL, ModelView):
             study.orthanc_id = arrived.get(study.study_uid)
         Study._set([s for s in studies if s.orthanc_id], 'retrieved')
         Study._set([s for s in studies if not s.orthanc_id], 'failed',
-            error=self._job_error(job))
+            error=gettext('health_orthanc.msg_retrieval_too_long',
+                node=self.node.name,
+                hours='%g' % round(FOLLOW_LIMIT.total_seconds() / 3600, 1))
+            if given_up else self._job_error(job))
         self._write(progress=self._progress())
 
     def _arrived(self, client, job, studies):
@@ -529,7 +631,7 @@ class RetrievalStudy(
         to_write = []
         for study in studies:
             answer = answers[study.study_uid]
-            patient, link = links[answer.patient_id]
+            patient, link = links[answer_key(answer)]
             to_write.extend(([study], dict(study_values(answer),
                         patient=patient, link=link)))
         with without_check_access():

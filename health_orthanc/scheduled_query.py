@@ -10,17 +10,20 @@ from trytond.i18n import gettext
 from trytond.model import ModelSQL, ModelView, fields
 from trytond.pool import Pool
 from trytond.tools import grouped_slice
-from trytond.transaction import without_check_access
+from trytond.transaction import Transaction, without_check_access
 
 from trytond.modules.health_imaging.access import (
-    DomainAccessMixin, ReadonlyFieldsMixin)
+    DomainAccessMixin, ReadonlyFieldsMixin, server_queue)
 
 from . import orthanc_client as oc
 from . import query_plan as qp
+from .dicom_network import valid_uid
 from .exceptions import DicomNodeValidationError
 from .query import find_on_node, outcome_notes, split_identifiers
 
 logger = logging.getLogger(__name__)
+#: The most days a scheduled query looks back (a century)
+MAX_DAYS = 36600
 
 
 class ScheduledQuery(
@@ -36,7 +39,8 @@ class ScheduledQuery(
         help="The node queried, whose new studies are retrieved.")
     active = fields.Boolean("Active")
     days = fields.Integer(
-        "Last Days", required=True, domain=[('days', '>', 0)],
+        "Last Days", required=True,
+        domain=[('days', '>', 0), ('days', '<=', MAX_DAYS)],
         help="Query the studies of the last days, today included: 1 for "
         "today, 2 for yesterday and today.")
     modalities = fields.Char(
@@ -100,7 +104,8 @@ class ScheduledQuery(
     @ModelView.button
     def run_now(cls, queries):
         "Queue a run of the queries"
-        cls.__queue__.run_queries(queries)
+        with server_queue():
+            cls.__queue__.run_queries(queries)
 
     @classmethod
     def run_scheduled(cls):
@@ -110,11 +115,18 @@ class ScheduledQuery(
     @classmethod
     def run_queries(cls, queries):
         "Run each query; one that fails never stops the others"
+        cursor = Transaction().connection.cursor()
         for query in queries:
+            # What a query that fails did is undone, not the others
+            cursor.execute('SAVEPOINT scheduled_query')
             try:
                 query._run()
             except Exception:
                 logger.exception("Scheduled PACS query %s failed", query.id)
+                cursor.execute('ROLLBACK TO SAVEPOINT scheduled_query')
+                cls(query.id)._report([gettext(
+                            'health_orthanc.msg_scheduled_query_unexpected')])
+            cursor.execute('RELEASE SAVEPOINT scheduled_query')
 
     def _filter(self, today):
         date_from, date_to = qp.relative_window(self.days, today)
@@ -129,6 +141,7 @@ class ScheduledQuery(
         already; write the report"""
         pool = Pool()
         Date = pool.get('ir.date')
+        Node = pool.get('gnuhealth.orthanc.dicom_node')
         Retrieval = pool.get('gnuhealth.orthanc.retrieval')
         today = Date.today()
         filters = self._filter(today)
@@ -136,8 +149,20 @@ class ScheduledQuery(
         queries = (qp.plan_patients(identifiers, filters) if identifiers
             else qp.plan_open(filters))
         node = self.node
+        with Transaction().set_context(active_test=True):
+            allowed = Node.search([
+                    ('id', '=', node.id),
+                    ('may_query', '=', True),
+                    ('may_retrieve', '=', True),
+                    ])
+        if not allowed:
+            self._report([gettext(
+                        'health_orthanc.msg_scheduled_query_node_not_allowed',
+                        node=node.name)])
+            return
         try:
-            answers, outcomes, here = find_on_node(node, queries, today)
+            answers, outcomes, here, failures = find_on_node(
+                node, queries, today)
         except oc.OrthancError as error:
             self._report([gettext('health_orthanc.msg_scheduled_query_failed',
                         node=node.name, error=node.error_text(error))])
@@ -145,10 +170,17 @@ class ScheduledQuery(
         asked = self._asked([a.study_uid for a in answers])
         new = [a for a in answers
             if a.study_uid not in here and a.study_uid not in asked]
+        bad = [a for a in new if not valid_uid(a.study_uid)]
+        if bad:
+            # Retrieving them would move what a list or wildcard matches
+            logger.warning("Scheduled PACS query %s: node %s answered "
+                "invalid StudyInstanceUIDs %s", self.id, node.name,
+                [a.study_uid for a in bad])
+            new = [a for a in new if a not in bad]
         lines = [gettext('health_orthanc.msg_scheduled_query_found',
                 node=node.name, found=len(answers), here=len(here),
                 asked=len(asked - here), new=len(new))]
-        lines.extend(outcome_notes(node, outcomes))
+        lines.extend(failures + outcome_notes(node, outcomes))
         if new:
             retrieval = Retrieval.request_studies(node, new, self)
             lines.append(gettext(

@@ -69,8 +69,9 @@ SERVER_PATHS = [
     ]
 
 
-class PacsRPCTestCase(unittest.TestCase):
-    "The PACS features over JSON-RPC as users of each group"
+class PacsRPCCase(unittest.TestCase):
+    "Two Orthancs, a trytond server and a session per group (no test)"
+    database = DATABASE
 
     @classmethod
     def setUpClass(cls):
@@ -80,7 +81,7 @@ class PacsRPCTestCase(unittest.TestCase):
         cls.addClassCleanup(cls.pacs.stop)
         cls.addClassCleanup(cls.ours.stop)
         load(cls.pacs.upload, PACS_STUDIES)
-        cls.trytond = TrytondServer(cls.workdir, database=DATABASE)
+        cls.trytond = TrytondServer(cls.workdir, database=cls.database)
         cls.addClassCleanup(cls.trytond.stop)
         cls.trytond.start()
         cls.users = {login: cls.trytond.create_user(login, *groups)
@@ -141,6 +142,10 @@ class PacsRPCTestCase(unittest.TestCase):
             return sorted(session.search(model, domain))
         except RPCError as exception:
             return ('refused', exception.name)
+
+
+class PacsRPCTestCase(PacsRPCCase):
+    "The PACS features over JSON-RPC as users of each group"
 
     # -- who queries and retrieves ------------------------------------------
     def test_clinician_queries_and_retrieves(self):

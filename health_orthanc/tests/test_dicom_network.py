@@ -287,6 +287,38 @@ def test_echo_errors_are_typed():
         'The DICOM node "PACS" cannot be reached')
 
 
+@pytest.mark.parametrize('uid, expected', [
+    ('1.2.840.10008.5.1.4.1.1.2', True),
+    ('1', True),
+    ('1.' + '2' * 62, True),
+    ('1.' + '2' * 63, False),
+    ('1.2\\1.3', False),
+    ('1.2*', False),
+    ('*', False),
+    ('', False),
+    ('1..2', False),
+    ('.1', False),
+    ('1.2.', False),
+    (' 1.2', False),
+    ('1.2\n', False),
+    (None, False),
+    ])
+def test_valid_uid(uid, expected):
+    assert dn.valid_uid(uid) is expected
+
+
+def test_indexed_answers():
+    "The index of each answer in the query, those without a UID left out"
+    client = StubClient({
+            ('POST', 'modalities/PACS/query'): {'ID': 'q1', 'Path': 'x'},
+            ('GET', 'queries/q1/answers'): [{'PatientID': 'X'},
+                {'StudyInstanceUID': '1.2'}, {'StudyInstanceUID': '1.3'}],
+            })
+    query_id, answers = client.query_indexed_studies('PACS', {})
+    assert query_id == 'q1'
+    assert [(i, a.study_uid) for i, a in answers] == [(1, '1.2'), (2, '1.3')]
+
+
 def test_start_query_and_answers():
     client = StubClient({
             ('POST', 'modalities/PACS/query'): {'ID': 'q1', 'Path': 'x'},

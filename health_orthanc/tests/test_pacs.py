@@ -17,12 +17,14 @@ import unittest
 from unittest import mock
 
 import openpyxl
-from trytond.model.exceptions import AccessError
+from trytond.model.exceptions import AccessError, DomainValidationError
 from trytond.pool import Pool
 from trytond.tests.test_tryton import activate_module, with_transaction
-from trytond.transaction import Transaction
+from trytond.transaction import Transaction, without_check_access
 
 from trytond.modules.health_imaging.tests.tools import create_patient
+from trytond.modules.health_orthanc import orthanc_client as oc
+from trytond.modules.health_orthanc.dicom_network import RetrieveJob
 from trytond.modules.health_orthanc.exceptions import (
     DicomNodeError, DicomNodeValidationError, PacsQueryError)
 from trytond.modules.health_orthanc.orthanc_client import OrthancClient
@@ -145,6 +147,19 @@ class PacsTestCase(unittest.TestCase):
 
         Node.delete([self.node])
         self.assertNotIn('HOSPITAL-2', self.declared())
+
+    @with_transaction(context=NO_COMMIT)
+    def test_node_renamed_kept_when_refused(self):
+        """A renamed node that Orthanc refuses to declare: the former one
+        is still declared (it was removed first)"""
+        Node = Pool().get('gnuhealth.orthanc.dicom_node')
+        self.setup_data()
+        with mock.patch.object(OrthancClient, 'declare_node',
+                    side_effect=oc.OrthancUnreachable('down')), \
+                self.assertRaises(DicomNodeError):
+            Node.write([self.node], {'name': 'RENAMED'})
+        self.assertIn('HOSPITAL', self.declared())
+        self.assertNotIn('RENAMED', self.declared())
 
     @with_transaction(context=NO_COMMIT)
     def test_invalid_node_sends_nothing(self):
@@ -360,6 +375,38 @@ class PacsTestCase(unittest.TestCase):
                     notes)
 
     @with_transaction(context=NO_COMMIT)
+    def test_query_spreadsheet_row_fails(self):
+        """The query of a row fails: reported with its row, the other rows
+        queried, every query that reached the node audited; the node down
+        stops the rest"""
+        Audit = Pool().get('gnuhealth.orthanc.audit')
+        self.setup_data()
+        csv = b'PatientID\nPUID-0001\nBROKEN\nMRN-0002\nDOWN\nEXT-0003\n'
+        find = OrthancClient.find_studies
+
+        def failing(client, name, query, timeout=None):
+            if query.get('PatientID') == 'BROKEN':
+                raise oc.DimseFailure(name, operation='find',
+                    dimse_status=0xC000)
+            if query.get('PatientID') == 'DOWN':
+                raise oc.NodeUnreachable(name, operation='find')
+            return find(client, name, query, timeout)
+        with mock.patch.object(OrthancClient, 'find_studies', failing):
+            wizard = self.query(source='sheet', sheet=csv,
+                sheet_name='queries.csv')
+        self.assertEqual(accessions(wizard.answers.answers),
+            ANA_STUDIES + ['ACC-2001', 'ACC-2002', 'ACC-2003'])
+        notes = wizard.answers.notes
+        self.assertIn('Row 3: the query failed, the other rows were '
+            'queried: The DICOM node "HOSPITAL" answered with the error '
+            'status 0xC000', notes)
+        self.assertIn('Row 5: the query failed', notes)
+        self.assertIn('The 1 queries after it were not sent', notes)
+        self.assertEqual(sorted(e.description.split('"')[1]
+                for e in Audit.search([('action', '=', 'pacs_query')])),
+            ['BROKEN', 'MRN-0002', 'PUID-0001'])
+
+    @with_transaction(context=NO_COMMIT)
     def test_query_unreadable_spreadsheet(self):
         self.setup_data()
         with self.assertRaises(PacsQueryError) as raised:
@@ -482,6 +529,26 @@ class PacsTestCase(unittest.TestCase):
         self.assertIn('pacs_retrieve', [e.action for e in studies[0].audit])
 
     @with_transaction(context=NO_COMMIT)
+    def test_retrieve_moves_only_what_was_asked(self):
+        """A node that answers more studies than the UIDs asked: only those
+        asked are moved (the query's other answers were moved unrecorded)"""
+        self.setup_data()
+        wizard = self.query(patient_ids='PUID-0001')
+        retrieval = self.retrieve(wizard, {'ACC-1001'})
+        asked = OrthancClient.query_indexed_studies
+
+        def wider(client, name, query, timeout=None):
+            # Every study of the patient, whatever the UIDs asked
+            return asked(client, name, {'PatientID': 'PUID-0001'}, timeout)
+        with mock.patch.object(OrthancClient, 'query_indexed_studies',
+                wider):
+            run_queue()
+        self.assertEqual((retrieval.state, retrieval.retrieved_count),
+            ('done', 1))
+        self.assertEqual(set(self.here([UID[a] for a in ANA_STUDIES])),
+            {UID['ACC-1001']})
+
+    @with_transaction(context=NO_COMMIT)
     def test_retrieve_from_node_down(self):
         "The node stopped after the query: failed, the reason on each study"
         Node = Pool().get('gnuhealth.orthanc.dicom_node')
@@ -542,6 +609,97 @@ class PacsTestCase(unittest.TestCase):
         self.assertEqual(Study.search_count([
                     ('patient_id', '=', 'DYING-1')]), 30)
 
+    @with_transaction(context=NO_COMMIT)
+    def test_retrieval_from_node_closed_since(self):
+        """Retrieve turned off, or the node made inactive, after the
+        request: the retrieval fails with the reason, Retry is refused"""
+        pool = Pool()
+        Node = pool.get('gnuhealth.orthanc.dicom_node')
+        Retrieval = pool.get('gnuhealth.orthanc.retrieval')
+        self.setup_data()
+        wizard = self.query(patient_ids='PUID-0001')
+        for values in [{'may_retrieve': False}, {'active': False}]:
+            with self.subTest(values=values):
+                retrieval = self.retrieve(wizard, {'ACC-1001'})
+                Node.write([self.node], values)
+                run_queue()
+                self.assertEqual(retrieval.state, 'failed')
+                self.assertIn('no longer retrieved from the DICOM node '
+                    '"HOSPITAL"', retrieval.error)
+                with self.assertRaises(PacsQueryError):
+                    Retrieval.retry([retrieval])
+                Node.write([self.node], {'may_retrieve': True, 'active': True})
+        self.assertEqual(self.here([UID['ACC-1001']]), {})
+
+    @with_transaction(context=NO_COMMIT)
+    def test_retrieval_job_never_ends(self):
+        "A job that never ends (paused) is given up after the limit"
+        from trytond.modules.health_orthanc import retrieval as module
+        self.setup_data()
+        wizard = self.query(patient_ids='PUID-0001')
+        retrieval = self.retrieve(wizard, {'ACC-1001'})
+        paused = RetrieveJob('stuck', 'Paused', progress=50)
+        with mock.patch.object(module, 'FOLLOW_LIMIT',
+                    datetime.timedelta(seconds=1)), \
+                mock.patch.object(OrthancClient, 'retrieve_query',
+                    return_value='stuck'), \
+                mock.patch.object(OrthancClient, 'job_status',
+                    return_value=paused):
+            run_queue()
+        self.assertEqual(retrieval.state, 'failed')
+        study, = retrieval.studies
+        self.assertIn('did not end within 0 hours and was given up',
+            study.error)
+
+    @with_transaction(context=NO_COMMIT)
+    def test_retrieval_run_once_at_a_time(self):
+        """A retrieval that a worker follows is not run by another; one
+        that nobody follows any more (a worker stopped) is"""
+        pool = Pool()
+        Retrieval = pool.get('gnuhealth.orthanc.retrieval')
+        self.setup_data()
+        wizard = self.query(patient_ids='PUID-0001')
+        retrieval = self.retrieve(wizard, {'ACC-1001'})
+        Transaction().tasks.clear()
+        with without_check_access():
+            Retrieval.write([retrieval], {'state': 'running'})
+        Retrieval.run([retrieval])
+        self.assertEqual([s.state for s in retrieval.studies], ['pending'])
+        self.assertEqual(self.here([UID['ACC-1001']]), {})
+
+        table = Retrieval.__table__()
+        cursor = Transaction().connection.cursor()
+        cursor.execute(*table.update([table.write_date],
+                [datetime.datetime.now() - datetime.timedelta(hours=1)],
+                where=table.id == retrieval.id))
+        Retrieval.run([Retrieval(retrieval.id)])
+        run_queue()
+        self.assertEqual(Retrieval(retrieval.id).retrieved_count, 1)
+
+    @with_transaction(context=NO_COMMIT)
+    def test_queue_context_of_the_client_ignored(self):
+        """A client's queue context (a century later, another queue) does
+        not hold back a retrieval, a retry or a scheduled query"""
+        pool = Pool()
+        Queue = pool.get('ir.queue')
+        Retrieval = pool.get('gnuhealth.orthanc.retrieval')
+        Scheduled = pool.get('gnuhealth.orthanc.scheduled_query')
+        self.setup_data()
+        scheduled, = Scheduled.create([{'name': 'CT', 'node': self.node.id}])
+        wizard = self.query(patient_ids='PUID-0001')
+        Transaction().tasks.clear()
+        with Transaction().set_context(queue_name='slow',
+                queue_scheduled_at=datetime.timedelta(days=36500)):
+            retrieval = self.retrieve(wizard, {'ACC-1001'})
+            with without_check_access():
+                Retrieval.write([retrieval], {'state': 'failed'})
+            Retrieval.retry([retrieval])
+            Scheduled.run_now([scheduled])
+        tasks = Queue.browse(Transaction().tasks)
+        self.assertEqual(len(tasks), 3)
+        self.assertEqual({(t.name, t.scheduled_at) for t in tasks},
+            {('default', None)})
+
     def kill_midway(self, pacs, timeout=60):
         "Kill the PACS once a retrieve job of our Orthanc is 10 % done"
         deadline = time.monotonic() + timeout
@@ -588,6 +746,34 @@ class PacsTestCase(unittest.TestCase):
         self.assertEqual(Retrieval.search([]), [retrieval])
         self.assertIn('2 already here, 0 being retrieved, 0 new.',
             query.last_report)
+
+    @with_transaction(context=NO_COMMIT)
+    def test_scheduled_query_node_closed_or_failing(self):
+        """A node made inactive or whose Retrieve was turned off is not
+        queried; an unexpected error is reported on the record; no more
+        than a century back"""
+        pool = Pool()
+        Node = pool.get('gnuhealth.orthanc.dicom_node')
+        Query = pool.get('gnuhealth.orthanc.scheduled_query')
+        Retrieval = pool.get('gnuhealth.orthanc.retrieval')
+        self.setup_data()
+        query, = Query.create([{'name': 'All', 'node': self.node.id,
+                    'days': 10000}])
+        for values in [{'may_retrieve': False}, {'active': False}]:
+            with self.subTest(values=values):
+                Node.write([self.node], values)
+                Query.run_scheduled()
+                self.assertIn('Nothing was queried: the DICOM node '
+                    '"HOSPITAL" is inactive', query.last_report)
+                Node.write([self.node], {'may_retrieve': True, 'active': True})
+        self.assertEqual(Retrieval.search([]), [])
+        with mock.patch.object(Query, '_asked', side_effect=KeyError('x')):
+            Query.run_scheduled()
+        self.assertIn('stopped on an unexpected error', query.last_report)
+        self.assertEqual(Retrieval.search([]), [])
+        # Last: the record refused stays in the transaction of the test
+        with self.assertRaises(DomainValidationError):
+            Query.write([query], {'days': 10 ** 6})
 
     @with_transaction(context=NO_COMMIT)
     def test_scheduled_query_patients(self):
