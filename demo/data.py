@@ -271,9 +271,10 @@ def populate(orthanc, worklist_folder=None, station_aet=None,
         result, = Result.find([('request', '=', done.id)])
         result.comment = (
             "Lungs are clear. No pleural effusion. Heart size normal.")
+        # By its description: its modalities are DX and SR (the dose report)
         result.studies.extend(Study.find([
                     ('patient', '=', ana.id),
-                    ('modalities', '=', 'DX')]))
+                    ('description', '=', 'Chest X-ray PA and lateral')]))
         result.save()
         # Ana's head CT and its dose, on a draft result
         head = order(ana, ['IMG-CT-HEAD'], comment="Headache after a fall")[0]
