@@ -338,13 +338,32 @@ async function main() {
 
     // Type in a many2one / many2many entry and pick the completion
     async function complete(input, search, choice) {
-        await input.click();
-        await input.fill('');
-        await input.pressSequentially(search, {delay: 20});
         const item = input.locator('xpath=..').locator('li.completion a',
             {hasText: choice});
-        await until(() => item.first().isVisible(),
-            `the completion "${choice}" for "${search}"`);
+        // A form still loading its defaults may redraw the field and lose
+        // what was typed: type again then
+        for (let attempt = 1; ; attempt++) {
+            await input.click();
+            await input.fill('');
+            await input.pressSequentially(search, {delay: 20});
+            try {
+                await until(() => item.first().isVisible(),
+                    `the completion "${choice}" for "${search}"`,
+                    attempt < 3 ? 5000 : 15000);
+                break;
+            } catch (error) {
+                const held = await input.inputValue();
+                if (attempt < 3 && !held.includes(search)) {
+                    log(`  "${search}" lost from the field: typed again`);
+                    continue;
+                }
+                // What the field holds and offers tells why
+                const shown = await input.locator('xpath=..')
+                    .locator('li.completion').allInnerTexts();
+                throw new StepError(`${error.message}: the field holds `
+                    + `"${held}" and offers ${JSON.stringify(shown)}`);
+            }
+        }
         await item.first().click();
     }
 
