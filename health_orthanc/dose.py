@@ -11,7 +11,8 @@ unit recorded by the modality (UCUM code value such as ``mGy.cm``);
 :func:`convert` and :func:`format_quantity` convert only for display.
 
 :func:`parse_dose_report` never raises: a report it cannot read says why in
-:attr:`DoseReport.reason`.
+:attr:`DoseReport.reason`.  Reasons and warnings are :class:`Problem`, a code
+of :data:`PROBLEMS` with its parameters, that the model translates.
 """
 import dataclasses
 import datetime as dt
@@ -29,8 +30,9 @@ from pydicom.valuerep import DT
 
 __all__ = [
     'OK', 'NOT_UNDERSTOOD', 'NOT_DOSE', 'CT', 'PROJECTION', 'MAMMOGRAPHY',
-    'Code', 'Quantity', 'CTEvent', 'AccumulatedXRayDose', 'DoseReport',
-    'parse_dose_report', 'is_dose_report_candidate', 'convert',
+    'Problem', 'PROBLEMS', 'Code', 'Quantity', 'CTEvent',
+    'AccumulatedXRayDose', 'DoseReport', 'parse_dose_report',
+    'not_dose_class', 'is_dose_report_candidate', 'convert',
     'format_quantity', 'display_unit', 'DISPLAY_UNITS',
     'DoseValue', 'report_values', 'VALUE_KINDS', 'SUMMARY_UNITS',
     'summarize', 'DRL_QUANTITIES', 'exceeded_levels',
@@ -133,6 +135,79 @@ DISPLAY_UNITS = {
     }
 
 
+#: The English text of each problem code; the model shows the ir.message
+#: msg_dose_problem_<code> (the same text) in the user's language.  An
+#: ``item`` parameter is a Problem (the item_* codes) or a concept name.
+PROBLEMS = {
+    # why a report is not understood (DoseReport.reason)
+    'unreadable': 'the file cannot be read: %(error)s',
+    'not_dose_class': 'SOP class %(sop_class)s carries no dose report',
+    'no_root_concept': ('the root concept is missing, not (113701, DCM, '
+        '"X-Ray Radiation Dose Report")'),
+    'other_root_concept': ('the root concept is %(concept)s, not (113701, '
+        'DCM, "X-Ray Radiation Dose Report")'),
+    'private_template': 'private template %(template)s of %(resource)s',
+    'unknown_template': ('template TID %(template)s is not a dose template '
+        'this parser knows'),
+    'no_template_content': ('neither CT Accumulated Dose Data (113811) nor '
+        'Accumulated X-Ray Dose Data (113702) for template %(template)s'),
+    'no_dose_content': ('neither CT Accumulated Dose Data (113811) nor '
+        'Accumulated X-Ray Dose Data (113702)'),
+    'mixed_content': ('both CT Accumulated Dose Data (113811) and '
+        'Accumulated X-Ray Dose Data (113702), and no template that says '
+        'which to read'),
+    # values expected but missing or unreadable (DoseReport.warnings)
+    'no_ct_accumulated': 'no CT Accumulated Dose Data (113811)',
+    'no_dlp_total': 'no CT Dose Length Product Total (113813)',
+    'ct_event_no_ctdivol': ('CT Acquisition %(number)s: no Mean CTDIvol '
+        '(113830)'),
+    'ct_event_no_dlp': 'CT Acquisition %(number)s: no DLP (113838)',
+    'plane_no_dap_total': ('plane %(plane)s: no Dose Area Product Total '
+        '(113722)'),
+    'no_value': '%(item)s: no value',
+    'not_a_dose_value': '%(item)s: "%(value)s" is not a dose value',
+    'no_unit': '%(item)s: no unit',
+    'not_a_count': '%(item)s: %(value)s is not a count',
+    # the items of the warnings above
+    'item_ct_event': 'CT Acquisition %(number)s %(concept)s',
+    'item_plane': 'plane %(plane)s %(concept)s',
+    'item_agd': 'Accumulated Average Glandular Dose (%(side)s)',
+    'item_agd_no_laterality': ('Accumulated Average Glandular Dose (no '
+        'laterality)'),
+    # values that summarize() cannot add up
+    'not_convertible': '%(quantity)s: %(unit)s cannot be converted to '
+        '%(target)s',
+    # values the database refuses (added by the model)
+    'values_not_kept': 'the values cannot be kept: %(error)s',
+    'start_out_of_range': 'Irradiation Start: %(value)s is out of range',
+    'end_out_of_range': 'Irradiation End: %(value)s is out of range',
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """Why a report is not understood, or what it lacks: ``code`` is a key
+    of :data:`PROBLEMS`, ``params`` its values (str, numbers or Problem)"""
+    code: str
+    params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        assert self.code in PROBLEMS, self.code
+
+    def __iter__(self):
+        "Unpack as (code, params)"
+        return iter((self.code, self.params))
+
+    def __str__(self):
+        "The English text (logs and tests); people see the ir.message"
+        return PROBLEMS[self.code] % {
+            k: str(v) for k, v in self.params.items()}
+
+
+def _problem(code: str, **params) -> Problem:
+    return Problem(code, params)
+
+
 class Code(NamedTuple):
     value: str
     scheme: str
@@ -182,7 +257,7 @@ class AccumulatedXRayDose:
 @dataclasses.dataclass
 class DoseReport:
     status: str
-    reason: str | None = None
+    reason: Problem | None = None
     #: CT, PROJECTION or MAMMOGRAPHY when understood
     kind: str | None = None
     #: TID as found in the Content Template Sequence, else as recognised
@@ -208,7 +283,7 @@ class DoseReport:
         default_factory=list)
     event_count: int | None = None
     #: values that were expected but missing or unreadable
-    warnings: list[str] = dataclasses.field(default_factory=list)
+    warnings: list[Problem] = dataclasses.field(default_factory=list)
 
     @property
     def understood(self) -> bool:
@@ -294,13 +369,14 @@ def _number(value) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _quantity(node: _Node | None, name: str, warnings: list[str]
-        ) -> Quantity | None:
+def _quantity(node: _Node | None, item: Problem | str,
+        warnings: list[Problem]) -> Quantity | None:
+    "item names the value in the warnings (a concept name or an item_*)"
     if node is None:
         return None
     measured = _first(node.item, 'MeasuredValueSequence')
     if measured is None:
-        warnings.append('%s: no value' % name)
+        warnings.append(_problem('no_value', item=item))
         return None
     value = _number(measured.get('FloatingPointValue'))
     if value is None:
@@ -309,22 +385,23 @@ def _quantity(node: _Node | None, name: str, warnings: list[str]
             numeric = numeric[0] if numeric else None
         value = _number(numeric)
     if value is None or value < 0:
-        warnings.append('%s: %r is not a dose value'
-            % (name, measured.get('NumericValue')))
+        warnings.append(_problem('not_a_dose_value', item=item,
+                value=_text(measured.get('NumericValue')) or ''))
         return None
     unit = _code(_first(measured, 'MeasurementUnitsCodeSequence'))
     if unit is None:
-        warnings.append('%s: no unit' % name)
+        warnings.append(_problem('no_unit', item=item))
     return Quantity(value, unit.value if unit else None)
 
 
-def _count(quantity: Quantity | None, name: str, warnings: list[str]
+def _count(quantity: Quantity | None, item: str, warnings: list[Problem]
         ) -> int | None:
     "Return quantity as a count that an integer column holds, else None"
     if quantity is None:
         return None
     if not 0 <= quantity.value <= MAX_COUNT:
-        warnings.append('%s: %s is not a count' % (name, quantity.value))
+        warnings.append(_problem('not_a_count', item=item,
+                value=quantity.value))
         return None
     return int(quantity.value)
 
@@ -367,11 +444,11 @@ def _read_ct(root: _Node, report: DoseReport):
     warnings = report.warnings
     accumulated = _find(root, CT_ACCUMULATED_DOSE_DATA)
     if accumulated is None:
-        warnings.append('no CT Accumulated Dose Data (113811)')
+        warnings.append(_problem('no_ct_accumulated'))
     else:
         total = _child(accumulated, CT_DOSE_LENGTH_PRODUCT_TOTAL)
         if total is None:
-            warnings.append('no CT Dose Length Product Total (113813)')
+            warnings.append(_problem('no_dlp_total'))
         report.ct_dlp_total = _quantity(
             total, 'CT Dose Length Product Total', warnings)
         report.ct_effective_dose_total = _quantity(
@@ -383,20 +460,21 @@ def _read_ct(root: _Node, report: DoseReport):
         report.ct_event_count = _count(
             count, 'Total Number of Irradiation Events', warnings)
     for number, event in enumerate(_find_all(root, CT_ACQUISITION), 1):
-        report.ct_events.append(_read_ct_event(
-                event, 'CT Acquisition %d' % number, warnings))
+        report.ct_events.append(_read_ct_event(event, number, warnings))
     report.started = _datetime_value(_child(root, START_OF_IRRADIATION))
     report.ended = _datetime_value(_child(root, END_OF_IRRADIATION))
 
 
-def _read_ct_event(event: _Node, name: str, warnings: list[str]
+def _read_ct_event(event: _Node, number: int, warnings: list[Problem]
         ) -> CTEvent:
     items = {field: _find(event, concept) for field, concept in [
             ('ctdivol', MEAN_CTDIVOL), ('dlp', DLP)]}
-    for field, label in [('ctdivol', 'Mean CTDIvol (113830)'),
-            ('dlp', 'DLP (113838)')]:
+    for field in items:
         if items[field] is None:
-            warnings.append('%s: no %s' % (name, label))
+            warnings.append(_problem('ct_event_no_' + field, number=number))
+
+    def item(concept):
+        return _problem('item_ct_event', number=number, concept=concept)
     phantom = _code_value(_find(event, CTDIW_PHANTOM_TYPE))
     return CTEvent(
         protocol=_text_value(_find(event, ACQUISITION_PROTOCOL)),
@@ -404,9 +482,8 @@ def _read_ct_event(event: _Node, name: str, warnings: list[str]
         acquisition_type=_code_value(_find(event, CT_ACQUISITION_TYPE)),
         irradiation_event_uid=_item_value(
             _find(event, IRRADIATION_EVENT_UID), 'UID'),
-        ctdivol=_quantity(items['ctdivol'], name + ' Mean CTDIvol',
-            warnings),
-        dlp=_quantity(items['dlp'], name + ' DLP', warnings),
+        ctdivol=_quantity(items['ctdivol'], item('Mean CTDIvol'), warnings),
+        dlp=_quantity(items['dlp'], item('DLP'), warnings),
         phantom=phantom,
         phantom_type=(PHANTOMS.get(phantom[:2], 'other')
             if phantom else None))
@@ -425,9 +502,8 @@ def _read_projection(root: _Node, report: DoseReport):
         report.kind = PROJECTION
         for accumulated in report.accumulated:
             if accumulated.dose_area_product_total is None:
-                report.warnings.append(
-                    'plane %s: no Dose Area Product Total (113722)'
-                    % (accumulated.plane or '?'))
+                report.warnings.append(_problem('plane_no_dap_total',
+                        plane=accumulated.plane or '?'))
     events = list(_find_all(root, IRRADIATION_EVENT_XRAY_DATA))
     report.event_count = len(events)
     starts = [d for d in (_datetime_value(_find(e, DATETIME_STARTED))
@@ -436,24 +512,25 @@ def _read_projection(root: _Node, report: DoseReport):
         report.started, report.ended = min(starts), max(starts)
 
 
-def _read_accumulated(container: _Node, warnings: list[str]
+def _read_accumulated(container: _Node, warnings: list[Problem]
         ) -> AccumulatedXRayDose:
     plane = _code_value(_child(container, ACQUISITION_PLANE))
     result = AccumulatedXRayDose(
         plane=PLANES.get(plane[:2], plane.meaning) if plane else None,
         reference_point=_text_value(
             _find(container, REFERENCE_POINT_DEFINITION)))
-    name = 'plane %s' % (result.plane or '?')
     for field, concept in PROJECTION_TOTALS.items():
         item = _find(container, concept)
         if item is not None:
-            label = '%s %s' % (name, _concept(item).meaning or field)
+            label = _problem('item_plane', plane=result.plane or '?',
+                concept=_concept(item).meaning or field)
             setattr(result, field, _quantity(item, label, warnings))
     for item in _find_all(container, ACCUMULATED_AVERAGE_GLANDULAR_DOSE):
         side = _code_value(_child(item, LATERALITY))
         side = SIDES.get(side[:2], side.meaning) if side else None
-        dose = _quantity(item, 'Accumulated Average Glandular Dose (%s)'
-            % (side or 'no laterality'), warnings)
+        label = (_problem('item_agd', side=side) if side
+            else _problem('item_agd_no_laterality'))
+        dose = _quantity(item, label, warnings)
         if dose is not None:
             result.average_glandular_dose[side or 'unknown'] = dose
     return result
@@ -476,9 +553,9 @@ def parse_dose_report(data: bytes | Dataset) -> DoseReport:
             ds = pydicom.dcmread(io.BytesIO(data))
         return _parse_dataset(ds)
     except Exception as exception:
-        return DoseReport(NOT_UNDERSTOOD,
-            'the file cannot be read: %s' % (str(exception)[:200]
-                or exception.__class__.__name__))
+        return DoseReport(NOT_UNDERSTOOD, _problem('unreadable',
+                error=(str(exception)[:200]
+                    or exception.__class__.__name__)))
 
 
 def _parse_dataset(ds: Dataset) -> DoseReport:
@@ -493,15 +570,14 @@ def _parse_dataset(ds: Dataset) -> DoseReport:
     dose_class = report.sop_class_uid in DOSE_SR_CLASSES
     if not dose_class and report.sop_class_uid not in GENERAL_SR_CLASSES:
         report.status = NOT_DOSE
-        report.reason = 'SOP class %s carries no dose report' % (
-            report.sop_class_uid)
+        report.reason = not_dose_class(report.sop_class_uid)
         return report
     root = _code(_first(ds, 'ConceptNameCodeSequence'))
     if root is None or root[:2] not in XRAY_RADIATION_DOSE_REPORT:
         report.status = NOT_UNDERSTOOD if dose_class else NOT_DOSE
-        report.reason = ('the root concept is %s, not (113701, DCM, '
-            '"X-Ray Radiation Dose Report")' % (
-                _format_code(root) if root else 'missing'))
+        report.reason = (_problem('other_root_concept',
+                concept=_format_code(root)) if root
+            else _problem('no_root_concept'))
         return report
     report.reason = _check_template(ds, report)
     if not report.reason:
@@ -521,16 +597,18 @@ def _read_content(root: _Node, report: DoseReport):
         _read_ct(root, report)
     elif template == '10001' and is_projection:
         _read_projection(root, report)
+    elif template:
+        report.reason = _problem('no_template_content', template=template)
+        return
     else:
-        report.reason = ('neither CT Accumulated Dose Data (113811) nor '
-            'Accumulated X-Ray Dose Data (113702) for template %s'
-            % (template or 'unknown'))
+        report.reason = _problem(
+            'mixed_content' if is_ct else 'no_dose_content')
         return
     report.template = template
     report.status = OK
 
 
-def _check_template(ds: Dataset, report: DoseReport) -> str | None:
+def _check_template(ds: Dataset, report: DoseReport) -> Problem | None:
     "Return why the declared template is not understood, or None"
     template = _first(ds, 'ContentTemplateSequence')
     if template is None:
@@ -538,12 +616,17 @@ def _check_template(ds: Dataset, report: DoseReport) -> str | None:
     resource = _text(template.get('MappingResource'))
     identifier = _text(template.get('TemplateIdentifier'))
     if resource != 'DCMR':
-        return 'private template %s of %s' % (identifier, resource)
+        return _problem('private_template', template=identifier or '',
+            resource=resource or '')
     if identifier not in UNDERSTOOD_TEMPLATES:
-        return 'template TID %s is not a dose template this parser knows' % (
-            identifier)
+        return _problem('unknown_template', template=identifier or '')
     report.template = identifier
     return None
+
+
+def not_dose_class(sop_class: str | None) -> Problem:
+    "The reason of a report whose SOP class holds no dose report"
+    return _problem('not_dose_class', sop_class=sop_class or '')
 
 
 def _format_code(code: Code) -> str:
@@ -699,7 +782,7 @@ DRL_QUANTITIES = ('ctdivol', 'dlp', 'dap', 'agd')
 
 
 def summarize(report: DoseReport) -> tuple[dict[str, float | None],
-        list[str]]:
+        list[Problem]]:
     """Return the values of a study's report in SUMMARY_UNITS, to add up
     and compare, and what could not be converted.
 
@@ -719,8 +802,8 @@ def summarize(report: DoseReport) -> tuple[dict[str, float | None],
         for quantity in filter(None, quantities):
             value = convert(quantity, SUMMARY_UNITS[name])
             if value is None:
-                problems.append('%s: %s cannot be converted to %s' % (
-                        name, quantity.unit, SUMMARY_UNITS[name]))
+                problems.append(_problem('not_convertible', quantity=name,
+                        unit=quantity.unit or '', target=SUMMARY_UNITS[name]))
             else:
                 values.append(value.value)
         summary[name] = round(how(values), 9) if values else None

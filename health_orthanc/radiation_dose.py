@@ -93,6 +93,16 @@ def _storable(text):
     return text.replace('\x00', '') or None if text else None
 
 
+def problem_text(problem):
+    """Return the text of a dose.Problem in the language of the context
+    (the user's, or the company's for the scheduler), as it is stored"""
+    if not isinstance(problem, dose.Problem):
+        return problem
+    params = {k: problem_text(v) for k, v in problem.params.items()}
+    return gettext('health_orthanc.msg_dose_problem_%s' % problem.code,
+        **params)
+
+
 def _summary_values(summary):
     return {name: summary[name] for name in dose.SUMMARY_UNITS}
 
@@ -370,7 +380,8 @@ class RadiationDose(
 
         Return [(instance Orthanc ID, reason)] of the reports whose values
         could not be kept: each is stored Not Understood with its reason,
-        so that one bad report never stops the rest of the page.
+        so that one bad report never stops the rest of the page.  Reasons
+        and warnings are stored translated in the language of the context.
         """
         pool = Pool()
         Study = pool.get('gnuhealth.orthanc.study')
@@ -386,14 +397,14 @@ class RadiationDose(
                 values = cls._report_values(
                     report, studies[study_id], instance_id, zone)
             except Exception as exception:
-                reason = _storable('the values cannot be kept: %s' % (
-                        str(exception)[:200]
-                        or exception.__class__.__name__))
-                report = dose.DoseReport(dose.NOT_UNDERSTOOD, reason,
+                report = dose.DoseReport(dose.NOT_UNDERSTOOD,
+                    dose.Problem('values_not_kept', {
+                            'error': str(exception)[:200]
+                            or exception.__class__.__name__}),
                     sop_instance_uid=report.sop_instance_uid)
                 values = cls._report_values(
                     report, studies[study_id], instance_id, zone)
-                errors.append((instance_id, reason))
+                errors.append((instance_id, values['reason']))
             vlist.append(values)
             kept.append(report)
         with without_check_access():
@@ -410,15 +421,15 @@ class RadiationDose(
     def _report_values(cls, report, study, instance_id, zone):
         summary, problems = dose.summarize(report)
         procedure = report.procedure
-        started = cls._utc(report.started, zone, 'Irradiation Start',
-            problems)
-        ended = cls._utc(report.ended, zone, 'Irradiation End', problems)
+        started = cls._utc(report.started, zone, 'start', problems)
+        ended = cls._utc(report.ended, zone, 'end', problems)
         return dict(_summary_values(summary),
             study=study,
             orthanc_id=instance_id,
             status=report.status,
-            reason=_storable(report.reason),
-            warnings=_storable('\n'.join(report.warnings + problems)),
+            reason=_storable(problem_text(report.reason)),
+            warnings=_storable('\n'.join(
+                    problem_text(p) for p in report.warnings + problems)),
             kind=report.kind,
             template=report.template,
             procedure=(procedure.meaning or procedure.value)
@@ -434,12 +445,14 @@ class RadiationDose(
 
     @staticmethod
     def _utc(value, zone, name, problems):
-        "Return value in UTC, None with a problem when out of range"
+        """Return value in UTC, None with a problem when out of range;
+        name is 'start' or 'end'"""
         try:
             return to_utc(value, zone)
         except (OverflowError, ValueError):
             # As year 1 or 9999 in a zone ahead of or behind UTC
-            problems.append('%s: %s is out of range' % (name, value))
+            problems.append(dose.Problem('%s_out_of_range' % name,
+                    {'value': str(value)}))
             return None
 
 

@@ -438,8 +438,7 @@ class Synchronizer:
             if not dose.is_dose_report_candidate(
                     {'SopClassUid': sop_class, 'Modality': 'SR'}, modalities):
                 return dose.DoseReport(dose.NOT_DOSE,
-                    'SOP class %s carries no dose report' % sop_class,
-                    sop_class_uid=sop_class)
+                    dose.not_dose_class(sop_class), sop_class_uid=sop_class)
             return dose.parse_dose_report(
                 self.client.instance_file(instance_id))
         except OrthancNotFound:

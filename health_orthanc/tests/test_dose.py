@@ -3,18 +3,31 @@
 "Tests of the RDSR parser on documents built after the DICOM templates"
 import copy
 import datetime as dt
+import os
+import re
+from xml.etree import ElementTree
 
 import pytest
 from pydicom.sequence import Sequence
 
+from trytond.modules.health_orthanc import dose
 from trytond.modules.health_orthanc.dose import (
-    CT, MAMMOGRAPHY, NOT_DOSE, NOT_UNDERSTOOD, OK, PROJECTION, DoseValue,
-    Quantity, convert, display_unit, exceeded_levels, format_quantity,
-    is_dose_report_candidate, parse_dose_report, report_values, summarize)
+    CT, MAMMOGRAPHY, NOT_DOSE, NOT_UNDERSTOOD, OK, PROBLEMS, PROJECTION,
+    DoseValue, Problem, Quantity, convert, display_unit, exceeded_levels,
+    format_quantity, is_dose_report_candidate, parse_dose_report,
+    report_values, summarize)
 
 from . import rdsr_samples as samples
 
 Q = Quantity
+
+
+def P(code, **params):
+    return Problem(code, params)
+
+
+def item_ct_event(number, concept):
+    return P('item_ct_event', number=number, concept=concept)
 
 
 def summary(report):
@@ -105,9 +118,9 @@ CASES = {
             ('Chest', None, Q(120.0, 'mGy.cm'), 'body'),
             (None, Q(4.2, 'mGy'), None, None),
             ], warnings=[
-            'no CT Dose Length Product Total (113813)',
-            'CT Acquisition 1 Mean CTDIvol: no value',
-            'CT Acquisition 2 DLP: no value',
+            P('no_dlp_total'),
+            P('no_value', item=item_ct_event(1, 'Mean CTDIvol')),
+            P('no_value', item=item_ct_event(2, 'DLP')),
             ]),
     'not_a_dose_report': expected(NOT_DOSE),
     }
@@ -124,19 +137,50 @@ def test_parse_samples(name, values):
 
 
 @pytest.mark.parametrize('name, reason', [
-    ('private_template', 'the root concept is (DR-01, 99ACME, '
-        '"ACME Dose Summary"), not (113701, DCM, '
-        '"X-Ray Radiation Dose Report")'),
-    ('unknown_dcmr_template',
-        'template TID 10021 is not a dose template this parser knows'),
-    ('not_a_dose_report', 'the root concept is (18748-4, LN, '
-        '"Diagnostic Imaging Report"), not (113701, DCM, '
-        '"X-Ray Radiation Dose Report")'),
+    ('private_template', P('other_root_concept',
+            concept='(DR-01, 99ACME, "ACME Dose Summary")')),
+    ('unknown_dcmr_template', P('unknown_template', template='10021')),
+    ('not_a_dose_report', P('other_root_concept',
+            concept='(18748-4, LN, "Diagnostic Imaging Report")')),
     ])
 def test_reason(name, reason):
     report = parse_dose_report(samples.SAMPLES[name]())
     assert report.reason == reason
     assert not report.understood
+
+
+def test_problem_text():
+    "The English text, for logs: the model shows the ir.message"
+    assert str(P('other_root_concept', concept='(DR-01, 99ACME, "X")')) == (
+        'the root concept is (DR-01, 99ACME, "X"), not (113701, DCM, '
+        '"X-Ray Radiation Dose Report")')
+    assert str(P('no_value', item=item_ct_event(2, 'DLP'))) == (
+        'CT Acquisition 2 DLP: no value')
+    code, params = P('not_a_count', item='X', value=1e20)
+    assert (code, params) == ('not_a_count', {'item': 'X', 'value': 1e20})
+
+
+def test_problem_codes_have_messages():
+    """Every code has an ir.message msg_dose_problem_<code> with the same
+    text, and every such message a code"""
+    path = os.path.join(os.path.dirname(dose.__file__), 'message.xml')
+    messages = {
+        record.get('id')[len('msg_dose_problem_'):]: record.find(
+            'field').text
+        for record in ElementTree.parse(path).iter('record')
+        if record.get('id').startswith('msg_dose_problem_')}
+    assert {'not_a_count', 'start_out_of_range', 'values_not_kept',
+        'not_dose_class'} <= set(PROBLEMS)
+    assert messages == PROBLEMS
+
+
+@pytest.mark.parametrize('code', PROBLEMS)
+def test_problem_params(code):
+    "The parser and the model give the parameters each text uses"
+    assert set(re.findall(r'%\((\w+)\)s', PROBLEMS[code])) <= {
+        'error', 'sop_class', 'concept', 'template', 'resource', 'number',
+        'plane', 'item', 'value', 'side', 'quantity', 'unit', 'target'}
+    assert '%' not in re.sub(r'%\(\w+\)s', '', PROBLEMS[code])
 
 
 def test_ct_details():
@@ -194,7 +238,8 @@ def test_private_template_under_standard_root():
     report = parse_dose_report(samples.ct_three_events(
             template=('99ACME', '4711')))
     assert report.status == NOT_UNDERSTOOD
-    assert report.reason == 'private template 4711 of 99ACME'
+    assert report.reason == P('private_template', template='4711',
+        resource='99ACME')
 
 
 def test_missing_root_concept():
@@ -202,15 +247,14 @@ def test_missing_root_concept():
     del ds.ConceptNameCodeSequence
     report = parse_dose_report(ds)
     assert report.status == NOT_UNDERSTOOD
-    assert report.reason.startswith('the root concept is missing')
+    assert report.reason == P('no_root_concept')
 
 
 def test_template_without_its_content():
     ds = samples.projection_radiography(template=('DCMR', '10011'))
     report = parse_dose_report(ds)
     assert report.status == NOT_UNDERSTOOD
-    assert report.reason == ('neither CT Accumulated Dose Data (113811) '
-        'nor Accumulated X-Ray Dose Data (113702) for template 10011')
+    assert report.reason == P('no_template_content', template='10011')
 
 
 def test_no_template_is_recognised_from_content():
@@ -221,12 +265,13 @@ def test_no_template_is_recognised_from_content():
 @pytest.mark.parametrize('numeric, value, warning', [
     ('12.5', 12.5, None),
     ('1.2E-5', 0.000012, None),
-    ('-3', None, "CT Dose Length Product Total: '-3' is not a dose value"),
+    ('-3', None, P('not_a_dose_value', item='CT Dose Length Product Total',
+            value='-3')),
     ])
 def test_numeric_values(numeric, value, warning):
     report = parse_dose_report(samples.ct_report([], dlp_total=numeric))
     assert report.ct_dlp_total == (Q(value, 'mGy.cm') if value else None)
-    assert ([w for w in report.warnings if 'Total:' in w]
+    assert ([w for w in report.warnings if w.code == 'not_a_dose_value']
         == ([warning] if warning else []))
 
 
@@ -264,8 +309,10 @@ def test_event_count_fits_an_integer_column(numeric, count):
     report = parse_dose_report(ds)
     assert report.status == OK
     assert report.ct_event_count == count
-    assert any(w.startswith('Total Number of Irradiation Events:')
-        for w in report.warnings) == (count is None)
+    assert [w for w in report.warnings if w.code == 'not_a_count'] == (
+        [] if count is not None else [P('not_a_count',
+                item='Total Number of Irradiation Events',
+                value=float(numeric))])
 
 
 def test_control_characters_left_out_of_codes():
@@ -285,25 +332,26 @@ def test_control_characters_left_out_of_codes():
 
 
 @pytest.mark.parametrize('data, reason', [
-    (b'', 'the file cannot be read'),
-    (b'not a DICOM file', 'the file cannot be read'),
-    (None, 'the file cannot be read'),
+    (b'', 'unreadable'),
+    (b'not a DICOM file', 'unreadable'),
+    (None, 'unreadable'),
     # cut before the content tree (pydicom reads a truncated file silently:
     # the HTTP client must check the length, as urllib3 does)
-    (samples.to_bytes(samples.ct_three_events())[:700],
-        'the root concept is missing'),
+    (samples.to_bytes(samples.ct_three_events())[:700], 'no_root_concept'),
     ])
 def test_unreadable_never_raises(data, reason):
     report = parse_dose_report(data)
     assert report.status == NOT_UNDERSTOOD
-    assert report.reason.startswith(reason)
+    assert report.reason.code == reason
+    if reason == 'unreadable':
+        assert report.reason.params['error']
 
 
 def test_image_is_not_dose():
     report = parse_dose_report(samples.make_image('1.2.3'))
     assert report.status == NOT_DOSE
-    assert report.reason == (
-        'SOP class 1.2.840.10008.5.1.4.1.1.2 carries no dose report')
+    assert report.reason == P('not_dose_class',
+        sop_class='1.2.840.10008.5.1.4.1.1.2')
 
 
 @pytest.mark.parametrize('tags, modalities, candidate', [
@@ -423,7 +471,7 @@ def test_summarize_unconvertible_unit():
                 samples.ct_event('Chest', '5', '100', ctdivol_unit='R')],
             dlp_total='100'))
     assert summarize(report) == (totals(dlp=100.0),
-        ['ctdivol: R cannot be converted to mGy'])
+        [P('not_convertible', quantity='ctdivol', unit='R', target='mGy')])
 
 
 @pytest.mark.parametrize('name, values', [
@@ -479,3 +527,40 @@ def test_report_values_biplane():
     ])
 def test_exceeded_levels(summary, levels, exceeded):
     assert exceeded_levels(summary, levels) == exceeded
+
+
+def recode(ds, code, new_code):
+    "Give the content items of concept code another concept"
+    for item in concept_items(ds, code):
+        item.ConceptNameCodeSequence[0].CodeValue = new_code
+
+
+@pytest.mark.parametrize('name, code, new_code, reason', [
+    # no template and no dose data
+    ('fluoroscopy_biplane', '113702', 'X-2', P('no_dose_content')),
+    # no template and both: which to read?
+    ('ct_three_events', '113819', '113702', P('mixed_content')),
+    ])
+def test_content_without_template(name, code, new_code, reason):
+    ds = samples.SAMPLES[name](template=None)
+    recode(ds, code, new_code)
+    report = parse_dose_report(ds)
+    assert (report.status, report.reason) == (NOT_UNDERSTOOD, reason)
+
+
+def test_projection_warnings():
+    "The items of the warnings name the plane and the breast"
+    ds = samples.fluoroscopy_biplane()
+    for item in concept_items(ds, '113722'):
+        del item.MeasuredValueSequence[0].MeasurementUnitsCodeSequence
+    report = parse_dose_report(ds)
+    assert report.warnings == [
+        P('no_unit', item=P('item_plane', plane=plane,
+                concept='Dose Area Product Total'))
+        for plane in ['a', 'b']]
+    ds = samples.mammography_legacy()
+    item, = concept_items(ds, '111637')
+    del item.MeasuredValueSequence
+    item.ContentSequence = Sequence()
+    report = parse_dose_report(ds)
+    assert report.warnings == [P('no_value', item=P('item_agd_no_laterality'))]

@@ -220,6 +220,54 @@ class RadiationDoseTestCase(RealOrthancCase):
         self.assertEqual((year1.status, year1.started), ('ok', None))
         self.assertIn('Irradiation Start', year1.warnings)
 
+    def translate(self, language, texts):
+        "Give the dose problem messages these texts in language"
+        pool = Pool()
+        Lang = pool.get('ir.lang')
+        Message = pool.get('ir.message')
+        ModelData = pool.get('ir.model.data')
+        lang, = Lang.search([('code', '=', language)])
+        Lang.write([lang], {'translatable': True})
+        # As root: the messages are XML records
+        with Transaction().set_user(0), \
+                Transaction().set_context(language=language):
+            for code, text in texts.items():
+                message = Message(ModelData.get_id(
+                        'health_orthanc', 'msg_dose_problem_' + code))
+                Message.write([message], {'text': text})
+
+    @with_transaction()
+    def test_problems_stored_in_the_language(self):
+        """Reasons and warnings are stored in the language of the sync's
+        context, their items too"""
+        self.translate('fr', {
+                'not_a_count': "%(item)s : %(value)s n'est pas un nombre",
+                'no_value': '%(item)s : aucune valeur',
+                'item_ct_event': 'Acquisition CT %(number)s, %(concept)s',
+                'other_root_concept': (
+                    "le concept racine est %(concept)s, pas (113701, DCM, "
+                    "\"X-Ray Radiation Dose Report\")"),
+                })
+        server = self.create_server()
+        self.upload('DOSE-PRIVATE', ['private_template'])
+        self.upload('DOSE-MISSING', ['missing_values'])
+        self.upload_tampered('DOSE-COUNT', lambda ds: self.set_item(
+                ds, '113812', NumericValue='1E20'))
+        with Transaction().set_context(language='fr'):
+            result = self.sync(server)
+        self.assertEqual(result.errors, [])
+        self.assertEqual(self.dose_of('DOSE-PRIVATE').reason,
+            'le concept racine est (DR-01, 99ACME, "ACME Dose Summary"), '
+            'pas (113701, DCM, "X-Ray Radiation Dose Report")')
+        self.assertEqual(self.dose_of('DOSE-MISSING').warnings.split('\n'), [
+                # not translated: the English text
+                'no CT Dose Length Product Total (113813)',
+                'Acquisition CT 1, Mean CTDIvol : aucune valeur',
+                'Acquisition CT 2, DLP : aucune valeur',
+                ])
+        self.assertEqual(self.dose_of('DOSE-COUNT').warnings,
+            "Total Number of Irradiation Events : 1e+20 n'est pas un nombre")
+
     @with_transaction()
     def test_report_that_cannot_be_kept(self):
         "A report whose values fail is kept Not Understood and reported"
