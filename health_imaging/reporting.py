@@ -187,6 +187,18 @@ def _interpolated(ranked, name, numerator, denominator):
             ((value != Null) & (rank == low + 1), value * fraction)))
 
 
+def _context_date(value):
+    "The date a client gave in the context, None for anything else"
+    if isinstance(value, datetime.date) and not isinstance(
+            value, datetime.datetime):
+        return value
+
+
+def _context_id(value):
+    "Whether a value of the context is a record id"
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 class ReportingContext(ModelView):
     "Imaging Reporting Context"
     __name__ = 'gnuhealth.imaging.reporting.context'
@@ -228,14 +240,14 @@ class ReportingContext(ModelView):
     def default_from_date(cls):
         Date = Pool().get('ir.date')
         context = Transaction().context
-        if 'from_date' in context:
-            return context['from_date']
-        return Date.today() - relativedelta(months=3)
+        return (_context_date(context.get('from_date'))
+            or Date.today() - relativedelta(months=3))
 
     @classmethod
     def default_to_date(cls):
         Date = Pool().get('ir.date')
-        return Transaction().context.get('to_date', Date.today())
+        return (_context_date(Transaction().context.get('to_date'))
+            or Date.today())
 
     @classmethod
     def default_period(cls):
@@ -321,16 +333,19 @@ class Reporting(ModelSQL):
     @classmethod
     def _grain(cls):
         grain = Transaction().context.get('period')
-        return grain if grain in STEPS else 'week'
+        return grain if isinstance(grain, str) and grain in STEPS else 'week'
 
     @classmethod
     def _dates(cls):
-        "Return the first and the last day of the reporting period"
+        """Return the first and the last day of the reporting period (the
+        defaults for what a client gives that is not a date)"""
         Context = Pool().get('gnuhealth.imaging.reporting.context')
         context = Transaction().context
         return (
-            context.get('from_date') or Context.default_from_date(),
-            context.get('to_date') or Context.default_to_date())
+            _context_date(context.get('from_date'))
+            or Context.default_from_date(),
+            _context_date(context.get('to_date'))
+            or Context.default_to_date())
 
     @classmethod
     def _in_dates(cls, column):
@@ -363,10 +378,14 @@ class Reporting(ModelSQL):
     def _test_where(cls, test):
         context = Transaction().context
         where = Literal(True)
-        if context.get('test_type'):
-            where &= test.test_type == context['test_type']
-        if context.get('test'):
-            where &= test.id == context['test']
+        for name, column in [('test_type', test.test_type), ('test', test.id)]:
+            value = context.get(name)
+            if value is None:
+                continue
+            if not _context_id(value):
+                # Not an id: it selects nothing, as an unknown id does
+                return Literal(False)
+            where &= column == value
         return where
 
     @classmethod
@@ -378,6 +397,8 @@ class Reporting(ModelSQL):
         Result = pool.get('gnuhealth.imaging.test.result')
         Test = pool.get('gnuhealth.imaging.test')
         urgency = Transaction().context.get('urgency')
+        if not isinstance(urgency, str) or urgency not in dict(URGENCIES):
+            urgency = None
 
         request = Request.__table__()
         result = Result.__table__()
@@ -925,7 +946,19 @@ class OpenBacklog(Wizard):
     results = StateAction('health_imaging.act_reporting_backlog_results')
 
     def transition_start(self):
-        return 'requests' if self.record.stage == 'perform' else 'results'
+        pool = Pool()
+        ModelAccess = pool.get('ir.model.access')
+        state = 'requests' if self.record.stage == 'perform' else 'results'
+        model = {
+            'requests': 'gnuhealth.imaging.test.request',
+            'results': 'gnuhealth.imaging.test.result',
+            }[state]
+        # The numbers are for the reporting group, the patients' records
+        # behind them for those who read them
+        if not ModelAccess.check(model, 'read', raise_exception=False):
+            raise ImagingReportingError(gettext(
+                    'health_imaging.msg_reporting_backlog_records'))
+        return state
 
     def _open(self, action):
         rows = [r for r in self.records if r.stage == self.record.stage]

@@ -18,7 +18,7 @@ from trytond.tools import grouped_slice
 from trytond.transaction import Transaction, without_check_access
 
 from trytond.modules.health_imaging.access import (
-    DomainAccessMixin, ReadonlyFieldsMixin)
+    DomainAccessMixin, ReadonlyFieldsMixin, check_field_search)
 
 from . import dose
 from .worklist_publish import company_zone, to_utc
@@ -640,6 +640,8 @@ class ImagingTestResult(metaclass=PoolMeta):
 
     @classmethod
     def search_dose_above_reference(cls, name, clause):
+        # Field access is not checked in nested domains (see access.py)
+        check_field_search(cls, name)
         pool = Pool()
         Dose = pool.get('gnuhealth.orthanc.dose')
         ResultStudy = pool.get(

@@ -36,6 +36,7 @@ USERS = {
     'imaging': ['health_imaging.group_health_imaging'],
     'healthadmin': ['health.group_health_admin'],
     'nurse': ['health.group_health_nursing'],
+    'reporting': ['health_imaging.group_health_imaging_reporting'],
     'nogroup': [],
     }
 READERS = ['physicist', 'doctor', 'imaging', 'healthadmin']
@@ -159,6 +160,34 @@ class DoseRPCTestCase(unittest.TestCase):
         view = nurse.model(PATIENT, 'fields_view_get', None, 'form')
         self.assertNotIn('dose_dlp_total', view['fields'])
         self.assertNotIn('radiation_doses', view['fields'])
+
+    def test_result_doses_for_dose_readers(self):
+        """The doses of a result are read by those who read doses: no
+        other group learns which results are above the reference, by a
+        read, a search or a nested where"""
+        for login in READERS:
+            record, = self.sessions[login].read(RESULT, [self.result],
+                ['doses', 'dose_above_reference'])
+            self.assertTrue(record['doses'])
+        healthadmin = self.sessions['healthadmin']
+        self.assertEqual(healthadmin.search(RESULT,
+                [('dose_above_reference', '=', True)]), [self.result])
+        # The nurse reads results in GNU Health; the reporting group reads
+        # none (its numbers only)
+        for login in ['nurse', 'reporting', 'nogroup']:
+            session = self.sessions[login]
+            for call in [
+                    lambda: session.read(RESULT, [self.result], ['doses']),
+                    lambda: session.read(RESULT, [self.result],
+                        ['dose_above_reference']),
+                    lambda: session.search(RESULT,
+                        [('dose_above_reference', '=', True)]),
+                    lambda: session.search('gnuhealth.imaging.test.request',
+                        [('results', 'where', [
+                                    ('dose_above_reference', '=', True)])]),
+                    ]:
+                with self.subTest(user=login), self.assertRaises(RPCError):
+                    call()
 
     def test_nobody_changes_doses(self):
         "Made by the sync and the queue only: nobody writes them"

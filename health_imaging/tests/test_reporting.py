@@ -812,13 +812,46 @@ class ReportingTestCase(unittest.TestCase):
             self.assertEqual(len(Activity.search([])), 193)
 
     @with_transaction()
+    def test_context_values_checked(self):
+        """What a client sets in the context that is not a date, an id or
+        a choice is ignored, never a server error"""
+        pool = Pool()
+        create_test(
+            create_patient(), 'IMG-DX-CHEST', MONDAY, requested=MONDAY)
+        models = [pool.get('gnuhealth.imaging.reporting.%s' % name)
+            for name in ['activity', 'activity.modality', 'turnaround',
+                'turnaround.time_series', 'backlog', 'reader']]
+        for context in [
+                {'test_type': [1, 2]}, {'test': {'a': 1}}, {'test': True},
+                {'test_type': '1) OR (1=1'},
+                {'from_date': 'x'}, {'to_date': MONDAY},
+                {'period': ['week']}, {'period': 'year'},
+                {'urgency': ['urgent']}, {'urgency': 'soon'},
+                ]:
+            for Model in models:
+                with self.subTest(context=context, model=Model.__name__), \
+                        Transaction().set_context(**context):
+                    Model.read([r.id for r in Model.search([])], ['id'])
+            if set(context) <= {'test', 'test_type'}:
+                # Not an id: nothing, as an unknown id
+                with Transaction().set_context(**context, **JANUARY):
+                    self.assertEqual(
+                        sum(r.requests for r in models[0].search([])), 0)
+        with Transaction().set_context(**JANUARY):
+            self.assertEqual(
+                sum(r.requests for r in models[0].search([])), 1)
+
+    @with_transaction()
     def test_access(self):
         """Imaging administrators and the reporting group read the
-        reporting and the records behind it; clinicians do not"""
+        reporting, clinicians do not; the records behind the backlog are
+        for those who read patients' records"""
         pool = Pool()
         Activity = pool.get('gnuhealth.imaging.reporting.activity')
         Backlog = pool.get('gnuhealth.imaging.reporting.backlog')
         Request = pool.get('gnuhealth.imaging.test.request')
+        OpenBacklog = pool.get(
+            'gnuhealth.imaging.reporting.backlog.open', type='wizard')
         Menu = pool.get('ir.ui.menu')
         ModelData = pool.get('ir.model.data')
         menu = ModelData.get_id('health_imaging', 'menu_reporting_backlog')
@@ -845,14 +878,19 @@ class ReportingTestCase(unittest.TestCase):
                         [a.id for a in Activity.search([])], ['requests'])
                     backlog, = Backlog.search([])
                     self.assertEqual(backlog.number, 1)
-                    Request.read(Backlog.records([backlog]), ['patient'])
+                    records = Backlog.records([backlog])
+                    if user.login == 'reporting':
+                        with self.assertRaises(AccessError):
+                            Request.read(records, ['patient'])
+                        session_id, _, _ = OpenBacklog.create()
+                        with Transaction().set_context(
+                                active_model=Backlog.__name__,
+                                active_id=backlog.id,
+                                active_ids=[backlog.id]), \
+                                self.assertRaises(UserError):
+                            OpenBacklog.execute(session_id, {}, 'start')
+                    else:
+                        Request.read(records, ['patient'])
                 else:
                     with self.assertRaises(AccessError):
                         Activity.search([])
-        # The reporting group only reads the requests
-        reporting, _ = users[0]
-        with Transaction().set_user(reporting.id), \
-                Transaction().set_context(_check_access=True):
-            request, = Request.search([])
-            with self.assertRaises(AccessError):
-                Request.write([request], {'comment': "Changed"})
