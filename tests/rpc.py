@@ -22,10 +22,13 @@ import decimal
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+import unittest
 
 import requests
 from trytond import backend
@@ -33,7 +36,8 @@ from trytond.config import config
 from trytond.pool import Pool
 from trytond.transaction import Transaction
 
-from trytond.modules.health_orthanc.tests.orthanc_server import free_port
+from trytond.modules.health_orthanc.tests.orthanc_server import (
+    OrthancServer, free_port)
 
 BIN = os.path.dirname(sys.executable)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -313,3 +317,40 @@ class TrytondServer:
                                     for g in groups])],
                         }])
             return user.id
+
+
+def database_name(suffix):
+    "The name of a database beside the tests' one, named after it"
+    return '%s_%s' % (
+        re.sub(r'\W', '', os.environ.get('DB_NAME', '')) or 'test_imaging',
+        suffix)
+
+
+class RPCTestCase(unittest.TestCase):
+    """Tests as users over JSON-RPC: a real Orthanc and trytond started once
+    for the class, a session of each user of USERS"""
+    #: The login and the groups (module.xml_id) of each user
+    USERS = {}
+    #: The suffix of the database's name (see database_name)
+    DATABASE = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.workdir = tempfile.mkdtemp(prefix='%s-' % cls.__name__.lower())
+        cls.addClassCleanup(shutil.rmtree, cls.workdir, ignore_errors=True)
+        cls.orthanc = OrthancServer(os.path.join(cls.workdir, 'orthanc'))
+        cls.addClassCleanup(cls.orthanc.stop)
+        cls.orthanc.start()
+        cls.trytond = TrytondServer(cls.workdir, database=(
+                database_name(cls.DATABASE) if cls.DATABASE else None))
+        cls.addClassCleanup(cls.trytond.stop)
+        cls.trytond.start()
+        cls.users = {login: cls.trytond.create_user(login, *groups)
+            for login, groups in cls.USERS.items()}
+        cls.sessions = {login: cls.trytond.session(login)
+            for login in cls.USERS}
+        cls.setUpData()
+
+    @classmethod
+    def setUpData(cls):
+        "Prepare the records of the tests (in cls.trytond.transaction())"

@@ -8,18 +8,12 @@ health professional is recorded as one, and one who is not is recorded
 without raising (``get_health_professional`` raises when required).
 """
 import datetime
-import os
-import re
-import shutil
-import tempfile
-import unittest
 
 from trytond.pool import Pool
 
 from trytond.modules.health_orthanc.tests.dicom_samples import make_study
-from trytond.modules.health_orthanc.tests.orthanc_server import OrthancServer
 
-from .rpc import RPCError, TrytondServer
+from .rpc import RPCError, RPCTestCase
 
 AUDIT = 'gnuhealth.orthanc.audit'
 CONFIG = 'gnuhealth.orthanc.config'
@@ -36,28 +30,12 @@ USERS = {
         'health_imaging.group_health_imaging_admin'],
     'nogroup': [],
     }
-#: Beside the tests' database, named after it
-DATABASE = '%s_audit_rpc' % (
-    re.sub(r'\W', '', os.environ.get('DB_NAME', '')) or 'test_imaging')
 
 
-class AuditRPCTestCase(unittest.TestCase):
+class AuditRPCTestCase(RPCTestCase):
     "Who did what, recorded whoever calls and however"
-
-    @classmethod
-    def setUpClass(cls):
-        cls.workdir = tempfile.mkdtemp(prefix='audit-rpc-test-')
-        cls.addClassCleanup(shutil.rmtree, cls.workdir, ignore_errors=True)
-        cls.orthanc = OrthancServer(os.path.join(cls.workdir, 'orthanc'))
-        cls.addClassCleanup(cls.orthanc.stop)
-        cls.orthanc.start()
-        cls.trytond = TrytondServer(cls.workdir, database=DATABASE)
-        cls.addClassCleanup(cls.trytond.stop)
-        cls.trytond.start()
-        cls.users = {login: cls.trytond.create_user(login, *groups)
-            for login, groups in USERS.items()}
-        cls.sessions = {login: cls.trytond.session(login) for login in USERS}
-        cls.setUpData()
+    USERS = USERS
+    DATABASE = 'audit_rpc'
 
     @classmethod
     def setUpData(cls):

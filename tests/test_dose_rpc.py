@@ -9,18 +9,12 @@ each call's commit (no worker), as they would for a user of the web
 client.
 """
 import datetime
-import os
-import re
-import shutil
-import tempfile
-import unittest
 
 from trytond.pool import Pool
 
 from trytond.modules.health_orthanc.tests import rdsr_samples as samples
-from trytond.modules.health_orthanc.tests.orthanc_server import OrthancServer
 
-from .rpc import RPCError, TrytondServer
+from .rpc import RPCError, RPCTestCase
 
 CONFIG = 'gnuhealth.orthanc.config'
 STUDY = 'gnuhealth.orthanc.study'
@@ -40,28 +34,12 @@ USERS = {
     'nogroup': [],
     }
 READERS = ['physicist', 'doctor', 'imaging', 'healthadmin']
-#: Beside the tests' database, named after it
-DATABASE = '%s_dose_rpc' % (
-    re.sub(r'\W', '', os.environ.get('DB_NAME', '')) or 'test_imaging')
 
 
-class DoseRPCTestCase(unittest.TestCase):
+class DoseRPCTestCase(RPCTestCase):
     "Who reads and changes doses and reports, over RPC"
-
-    @classmethod
-    def setUpClass(cls):
-        cls.workdir = tempfile.mkdtemp(prefix='dose-rpc-test-')
-        cls.addClassCleanup(shutil.rmtree, cls.workdir, ignore_errors=True)
-        cls.orthanc = OrthancServer(os.path.join(cls.workdir, 'orthanc'))
-        cls.addClassCleanup(cls.orthanc.stop)
-        cls.orthanc.start()
-        cls.trytond = TrytondServer(cls.workdir, database=DATABASE)
-        cls.addClassCleanup(cls.trytond.stop)
-        cls.trytond.start()
-        cls.users = {login: cls.trytond.create_user(login, *groups)
-            for login, groups in USERS.items()}
-        cls.sessions = {login: cls.trytond.session(login) for login in USERS}
-        cls.setUpData()
+    USERS = USERS
+    DATABASE = 'dose_rpc'
 
     @classmethod
     def setUpData(cls):
