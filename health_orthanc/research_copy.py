@@ -126,7 +126,23 @@ class ResearchCopy(DomainAccessMixin, ReadonlyFieldsMixin, ModelSQL,
 
     @classmethod
     def search_pseudonym(cls, name, clause):
-        return [('subject' + clause[0][len(name):],) + tuple(clause[1:])]
+        """Search the pseudonyms, never the subjects: the subject's patient
+        and date shift must not answer a researcher's domain"""
+        Pseudonym = Pool().get('gnuhealth.imaging.research.pseudonym')
+        _, operator, value = clause[:3]
+        _, _, rest = clause[0].partition('.')
+        if rest:
+            return [('subject', 'in', Pseudonym.search(
+                        [(rest,) + tuple(clause[1:])], order=[],
+                        query=True))]
+        if operator in {'where', 'not where'}:
+            return [('subject', 'in' if operator == 'where' else 'not in',
+                    Pseudonym.search(value, order=[], query=True))]
+        if isinstance(value, str):
+            return [('subject', 'in', Pseudonym.search(
+                        [('rec_name',) + tuple(clause[1:])], order=[],
+                        query=True))]
+        return [('subject',) + tuple(clause[1:])]
 
     def get_patient(self, name):
         return self.subject.patient.id

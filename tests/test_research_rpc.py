@@ -271,6 +271,19 @@ class ResearchRPCTestCase(unittest.TestCase):
             (COPY, lambda p: [('study', 'where', [('patient', '=', p)])]),
             (COPY, lambda p: [('source_copy', 'where', [
                             ('patient', '=', p)])]),
+            # The pseudonym's searcher: the clause is the pseudonym's,
+            # never the subject's
+            (COPY, lambda p: [('pseudonym.patient', '=', p)]),
+            (COPY, lambda p: [('pseudonym', 'where', [('patient', '=', p)])]),
+            (COPY, lambda p: [('pseudonym', 'not where', [
+                            ('patient', '!=', p)])]),
+            (COPY, lambda p: [('pseudonym', 'where', [
+                            ('patient.party.ref', '=',
+                                'PUID-ANA' if p == self.other
+                                else PATIENT.puid)])]),
+            (COPY, lambda p: [('pseudonym', 'where', [
+                            ('copies', 'where', [
+                                    ('subject.patient', '=', p)])])]),
             (PSEUDONYM, lambda p: [('copies.patient', '=', p)]),
             (PSEUDONYM, lambda p: [('copies', 'where', [
                             ('subject', 'where', [('patient', '=', p)])])]),
@@ -288,6 +301,7 @@ class ResearchRPCTestCase(unittest.TestCase):
                     answers = [self.answer(session, model, make(p))
                         for p in [self.patient, self.other]]
                     self.assertEqual(answers[0], answers[1])
+            self.assertShiftNotSearchable(login)
             for model, order in [
                     (COPY, [('subject.patient', 'ASC')]),
                     (COPY, [('patient', 'ASC')]),
@@ -297,6 +311,38 @@ class ResearchRPCTestCase(unittest.TestCase):
                 with self.subTest(user=login, model=model, order=order), \
                         self.assertRaises(RPCError):
                     session.search(model, [], order=order)
+
+    def assertShiftNotSearchable(self, login):
+        "No domain tells the date shift of the pseudonym"
+        session = self.sessions[login]
+        for make in [
+                lambda d: [('pseudonym', 'where', [('date_shift', '=', d)])],
+                lambda d: [('pseudonym.date_shift', '=', d)],
+                lambda d: [('pseudonym', 'where', [
+                            ('subject.date_shift', '=', d)])],
+                ]:
+            with self.subTest(user=login, domain=make('?')):
+                answers = [self.answer(session, COPY, make(d))
+                    for d in [self.date_shift, self.date_shift + 1]]
+                self.assertEqual(answers[0], answers[1])
+
+    def test_pseudonym_searchable(self):
+        "What researchers read of the pseudonym, they search"
+        for login in RESEARCHERS:
+            session = self.sessions[login]
+            for domain in [
+                    [('pseudonym', '=', self.subject)],
+                    [('pseudonym', 'ilike', 'TRIAL-%')],
+                    [('pseudonym.pseudonym', '=', self.pseudonym)],
+                    [('pseudonym', 'where', [('state', '=', 'enrolled')])],
+                    [('pseudonym', 'where', [
+                                ('project.code', '=', 'TRIAL')])],
+                    ]:
+                with self.subTest(user=login, domain=domain):
+                    self.assertIn(self.copy, session.search(COPY, domain))
+            self.assertNotIn(self.copy, session.search(COPY, [
+                        ('pseudonym', 'not where', [
+                                ('state', '=', 'enrolled')])]))
 
     def answer(self, session, model, domain):
         try:
