@@ -21,7 +21,7 @@ from trytond.transaction import Transaction, without_check_access
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
 from trytond.modules.health_imaging.access import (
-    DomainAccessMixin, ReadonlyFieldsMixin)
+    DomainAccessMixin, ReadonlyFieldsMixin, server_queue)
 
 from . import deid_copy
 from . import orthanc_client as oc
@@ -204,7 +204,8 @@ class ResearchCopy(DomainAccessMixin, ReadonlyFieldsMixin, ModelSQL,
                         'research_server': project.research_server.id})
         copies += again
         if copies:
-            cls.__queue__.run_copies(copies)
+            with server_queue():
+                cls.__queue__.run_copies(copies)
         return copies, refusals
 
     @classmethod
