@@ -32,10 +32,13 @@ def _collect(Model, domain, to_check):
     if is_leaf(domain):
         name, operator, value = domain[:3]
         local, _, relate = name.partition('.')
-        to_check[Model.__name__].add(local)
         field = Model._fields.get(local)
         if field is None:
-            return
+            # A Function field's searcher may hand the clause to another
+            # model than its target, where the name exists unchecked
+            raise AccessError(gettext('ir.msg_access_rule_field_error',
+                    model=Model.__names__()['model'], field=local))
+        to_check[Model.__name__].add(local)
         target = None
         if field._type == 'reference':
             if len(domain) >= 4 and isinstance(domain[3], str):

@@ -16,6 +16,10 @@ copy), never anywhere else:
 4. read the copy's tags and check every value of every instance: the PHI
    scanner, the dates against the original, the pseudonym, no original
    UID; a copy that fails is deleted and :class:`CopyLeak` raised.
+   Orthanc's tags show a value longer than 256 characters, or binary
+   (UN, OB...), as null: those of the copy are read from its file
+   (``/instances/{id}/file``), and one that is not text is refused as
+   not checkable.
 
 Then :func:`send_copy` sends it to the research Orthanc, a peer of the
 source (``POST /peers/{name}/store``, as a job), and
@@ -27,12 +31,18 @@ them.
 """
 import collections
 import dataclasses
+import io
 import json
+import re
 import time
 from collections.abc import Callable, Mapping
 from urllib.parse import quote
 
+import pydicom
 from pydicom.datadict import keyword_for_tag
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.tag import Tag
 
 from .deidentify import (
     Profile, Subject, check_dates, correction_body, normalize_tags,
@@ -59,6 +69,13 @@ IDENTIFYING = {
         'PhysiciansOfRecord', 'NameOfPhysiciansReadingStudy',
         'OperatorsName', 'RequestingPhysician'),
     }
+#: Image data, never text, that Orthanc's tags show as null: pixel,
+#: overlay, LUT and palette data, waveforms
+IMAGE_DATA = re.compile(r'^(7fe0,00(08|09|10)|60[0-9a-f]{2},3000'
+    r'|0028,(3006|120[1-3]|122[1-3])|5400,1010)$')
+#: The kind of problem of a value Orthanc does not show and that is no text
+NOT_CHECKABLE = 'value not checkable'
+_SEGMENT = re.compile(r'^([0-9a-f]{4},[0-9a-f]{4})(?:\[(\d+)\])?$')
 
 
 class CopyError(Exception):
@@ -152,6 +169,99 @@ def study_tags(client: OrthancClient, study_id: str) -> dict:
         raise CopyError('Orthanc did not list the tags of study %s'
             % study_id)
     return tags
+
+
+def _unshown(tags, path=''):
+    "Yield the path of each value the short form shows as null"
+    for key, value in tags.items():
+        where = '%s.%s' % (path, key) if path else key
+        if value is None:
+            if not IMAGE_DATA.match(key.lower()):
+                yield where
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                if isinstance(item, Mapping):
+                    yield from _unshown(item, '%s[%d]' % (where, index))
+
+
+def _segments(path):
+    "``0008,1110[0].0008,1150`` -> [('0008,1110', 0), ('0008,1150', None)]"
+    result = []
+    for part in path.split('.'):
+        match = _SEGMENT.match(part.lower())
+        if not match:
+            return None
+        key, index = match.groups()
+        result.append((key, int(index) if index is not None else None))
+    return result
+
+
+def _as_text(value):
+    "The text of a DICOM value, None when it is no text (binary data)"
+    if value is None:
+        return ''
+    if isinstance(value, bytes):
+        value = value.rstrip(b'\0 ')
+        try:
+            text = value.decode('utf-8')
+        except UnicodeDecodeError:
+            text = value.decode('latin-1')
+        if all(c.isprintable() or c in '\r\n\t' for c in text):
+            return text
+        return None
+    if isinstance(value, (list, tuple, MultiValue)):
+        texts = [_as_text(v) for v in value]
+        return None if None in texts else '\\'.join(texts)
+    if isinstance(value, Dataset):
+        return None
+    return str(value)
+
+
+def _text_at(dataset, segments):
+    "The text of the element at segments of dataset, None if none"
+    element = None
+    for key, index in segments:
+        group, number = key.split(',')
+        element = dataset.get(Tag(int(group, 16), int(number, 16)))
+        if element is None:
+            return None
+        if index is not None:
+            try:
+                dataset = element.value[index]
+            except (IndexError, TypeError):
+                return None
+    if element is None or element.VR == 'SQ':
+        return None
+    return _as_text(element.value)
+
+
+def _set_value(tags, segments, text):
+    for key, index in segments[:-1]:
+        tags = tags[key][index]
+    tags[segments[-1][0]] = text
+
+
+def reveal_unshown(client: OrthancClient, instances: Mapping) -> list:
+    """Put in the short-form tags of instances the values Orthanc shows
+    as null (too long, binary), read from the instance's file; return the
+    problems ``[(path, NOT_CHECKABLE, instances)]`` of those that are no
+    text.  Only the files of instances with such values are read."""
+    counts = collections.Counter()
+    for instance, tags in instances.items():
+        paths = list(_unshown(tags))
+        if not paths:
+            continue
+        data = client.request(
+            'GET', _path('instances', instance, 'file')).content
+        dataset = pydicom.dcmread(io.BytesIO(data), force=True)
+        for path in paths:
+            segments = _segments(path)
+            text = _text_at(dataset, segments) if segments else None
+            if text is None:
+                counts[path] += 1
+            else:
+                _set_value(tags, segments, text)
+    return [(path, NOT_CHECKABLE, n) for path, n in sorted(counts.items())]
 
 
 def run_job(client: OrthancClient, path: str, body: dict,
@@ -259,7 +369,9 @@ def make_copy(client: OrthancClient, job: CopyJob,
         sources = _copy_sources(client, copy_id)
         _apply_corrections(client, plan.corrections, sources)
         copies = study_tags(client, copy_id)
+        unchecked = reveal_unshown(client, copies)
         problems, checked = check_copy(job, originals, copies, sources)
+        problems = sorted(problems + unchecked)
         if problems:
             raise CopyLeak(problems)
         study = client.get_study(copy_id)

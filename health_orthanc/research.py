@@ -14,7 +14,7 @@ from trytond.pyson import Eval
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
 from trytond.modules.health_imaging.access import (
-    DomainAccessMixin, ReadonlyFieldsMixin)
+    DomainAccessMixin, ReadonlyFieldsMixin, server_queue)
 
 from .audit import AuditMixin
 from .exceptions import ResearchError, ResearchValidationError
@@ -321,7 +321,8 @@ class ResearchSubject(AuditMixin, DomainAccessMixin, ReadonlyFieldsMixin,
         cls._audit(subjects, 'research_withdraw',
             'msg_audit_research_withdraw', deleting=len(to_delete))
         if to_delete:
-            Copy.__queue__.delete_from_research(to_delete)
+            with server_queue():
+                Copy.__queue__.delete_from_research(to_delete)
         return to_delete
 
     @classmethod

@@ -21,7 +21,7 @@ from trytond.transaction import Transaction, without_check_access
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
 from trytond.modules.health_imaging.access import (
-    DomainAccessMixin, ReadonlyFieldsMixin)
+    DomainAccessMixin, ReadonlyFieldsMixin, server_queue)
 
 from . import deid_copy
 from . import orthanc_client as oc
@@ -126,7 +126,23 @@ class ResearchCopy(DomainAccessMixin, ReadonlyFieldsMixin, ModelSQL,
 
     @classmethod
     def search_pseudonym(cls, name, clause):
-        return [('subject' + clause[0][len(name):],) + tuple(clause[1:])]
+        """Search the pseudonyms, never the subjects: the subject's patient
+        and date shift must not answer a researcher's domain"""
+        Pseudonym = Pool().get('gnuhealth.imaging.research.pseudonym')
+        _, operator, value = clause[:3]
+        _, _, rest = clause[0].partition('.')
+        if rest:
+            return [('subject', 'in', Pseudonym.search(
+                        [(rest,) + tuple(clause[1:])], order=[],
+                        query=True))]
+        if operator in {'where', 'not where'}:
+            return [('subject', 'in' if operator == 'where' else 'not in',
+                    Pseudonym.search(value, order=[], query=True))]
+        if isinstance(value, str):
+            return [('subject', 'in', Pseudonym.search(
+                        [('rec_name',) + tuple(clause[1:])], order=[],
+                        query=True))]
+        return [('subject',) + tuple(clause[1:])]
 
     def get_patient(self, name):
         return self.subject.patient.id
@@ -188,7 +204,8 @@ class ResearchCopy(DomainAccessMixin, ReadonlyFieldsMixin, ModelSQL,
                         'research_server': project.research_server.id})
         copies += again
         if copies:
-            cls.__queue__.run_copies(copies)
+            with server_queue():
+                cls.__queue__.run_copies(copies)
         return copies, refusals
 
     @classmethod
@@ -250,8 +267,9 @@ class ResearchCopy(DomainAccessMixin, ReadonlyFieldsMixin, ModelSQL,
             except Exception as exception:
                 logger.exception("Research copy %s failed", copy.id)
                 _rollback()
-                copy._failed(gettext(
-                        'health_orthanc.msg_research_copy_error',
+                copy._failed(
+                    gettext('health_orthanc.msg_research_copy_failed'),
+                    detail=gettext('health_orthanc.msg_research_copy_error',
                         error=str(exception) or type(exception).__name__))
             _commit()
 
@@ -262,9 +280,14 @@ class ResearchCopy(DomainAccessMixin, ReadonlyFieldsMixin, ModelSQL,
             registry_copy=self.source_copy.state if self.source_copy
             else None, from_registry=bool(self.source_copy))
         if decision.action == REFUSE:
-            self._failed(self._refusal(decision.reason, self.project,
+            # The study's name holds its date and PatientID: for the audit
+            registry = self.source_copy.project if self.source_copy else None
+            self._failed(
+                self._refusal(decision.reason, self.project,
+                    '%s #%s' % (self.subject.pseudonym, self.id), registry),
+                detail=self._refusal(decision.reason, self.project,
                     self.study.rec_name if self.study else self.source_uid,
-                    self.source_copy.project if self.source_copy else None))
+                    registry))
             return
         source, study_id = self._source()
         target = self.research_server
@@ -289,7 +312,7 @@ class ResearchCopy(DomainAccessMixin, ReadonlyFieldsMixin, ModelSQL,
                 if self.copy_orthanc_id:
                     for orthanc in {client, target_client}:
                         deid_copy.discard_copy(orthanc, self.copy_orthanc_id)
-                self._failed(self._error_text(exception, source, target))
+                self._failed(*self._error_texts(exception, source, target))
                 return
         self._done(outcome)
 
@@ -363,13 +386,22 @@ class ResearchCopy(DomainAccessMixin, ReadonlyFieldsMixin, ModelSQL,
                     received=received, instances=outcome.instances))
         deid_copy.discard_copy(client, outcome.copy_id)
 
-    def _error_text(self, exception, source, target):
+    def _error_texts(self, exception, source, target):
+        """The reason of a failed copy, read by the researchers, and the
+        detail for the audit: the errors name the clinical study (its
+        Orthanc ID, its URL), the reason never does"""
         if isinstance(exception, oc.OrthancError):
             url = exception.url or ''
             server = target if url.startswith(target.domain) else source
-            return server.log_error(exception)
-        return gettext('health_orthanc.msg_research_copy_error',
+            return (gettext('health_orthanc.msg_research_copy_failed_orthanc',
+                    server=server.rec_name), server.log_error(exception))
+        logger.warning("Research copy %s failed: %s", self.id, exception)
+        detail = gettext('health_orthanc.msg_research_copy_error',
             error=str(exception))
+        if isinstance(exception, ProfileError):
+            return (gettext('health_orthanc.msg_research_copy_failed_profile',
+                    profile=self.project.profile.rec_name), detail)
+        return gettext('health_orthanc.msg_research_copy_failed'), detail
 
     def _done(self, outcome):
         with without_check_access():
@@ -385,7 +417,9 @@ class ResearchCopy(DomainAccessMixin, ReadonlyFieldsMixin, ModelSQL,
         self._audit([self], 'research_copy', 'msg_audit_research_copy',
             values=outcome.values)
 
-    def _failed(self, reason):
+    def _failed(self, reason, detail=None):
+        """Record the failure: reason, read by the researchers, names no
+        one; detail, which may, goes to the audit (the managers)"""
         with without_check_access():
             self.write([self], {
                     'state': 'failed',
@@ -393,7 +427,7 @@ class ResearchCopy(DomainAccessMixin, ReadonlyFieldsMixin, ModelSQL,
                     'copy_orthanc_id': None,
                     })
         self._audit([self], 'research_copy_failed',
-            'msg_audit_research_copy_failed', reason=reason)
+            'msg_audit_research_copy_failed', reason=detail or reason)
 
     # -- deletion -----------------------------------------------------------
     @classmethod

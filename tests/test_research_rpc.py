@@ -18,6 +18,7 @@ import tempfile
 import unittest
 
 from trytond.pool import Pool
+from trytond.transaction import Transaction
 
 from trytond.modules.health_orthanc.tests.orthanc_server import OrthancServer
 from trytond.modules.health_orthanc.tests.phi_samples import (
@@ -271,6 +272,19 @@ class ResearchRPCTestCase(unittest.TestCase):
             (COPY, lambda p: [('study', 'where', [('patient', '=', p)])]),
             (COPY, lambda p: [('source_copy', 'where', [
                             ('patient', '=', p)])]),
+            # The pseudonym's searcher: the clause is the pseudonym's,
+            # never the subject's
+            (COPY, lambda p: [('pseudonym.patient', '=', p)]),
+            (COPY, lambda p: [('pseudonym', 'where', [('patient', '=', p)])]),
+            (COPY, lambda p: [('pseudonym', 'not where', [
+                            ('patient', '!=', p)])]),
+            (COPY, lambda p: [('pseudonym', 'where', [
+                            ('patient.party.ref', '=',
+                                'PUID-ANA' if p == self.other
+                                else PATIENT.puid)])]),
+            (COPY, lambda p: [('pseudonym', 'where', [
+                            ('copies', 'where', [
+                                    ('subject.patient', '=', p)])])]),
             (PSEUDONYM, lambda p: [('copies.patient', '=', p)]),
             (PSEUDONYM, lambda p: [('copies', 'where', [
                             ('subject', 'where', [('patient', '=', p)])])]),
@@ -288,6 +302,7 @@ class ResearchRPCTestCase(unittest.TestCase):
                     answers = [self.answer(session, model, make(p))
                         for p in [self.patient, self.other]]
                     self.assertEqual(answers[0], answers[1])
+            self.assertShiftNotSearchable(login)
             for model, order in [
                     (COPY, [('subject.patient', 'ASC')]),
                     (COPY, [('patient', 'ASC')]),
@@ -297,6 +312,38 @@ class ResearchRPCTestCase(unittest.TestCase):
                 with self.subTest(user=login, model=model, order=order), \
                         self.assertRaises(RPCError):
                     session.search(model, [], order=order)
+
+    def assertShiftNotSearchable(self, login):
+        "No domain tells the date shift of the pseudonym"
+        session = self.sessions[login]
+        for make in [
+                lambda d: [('pseudonym', 'where', [('date_shift', '=', d)])],
+                lambda d: [('pseudonym.date_shift', '=', d)],
+                lambda d: [('pseudonym', 'where', [
+                            ('subject.date_shift', '=', d)])],
+                ]:
+            with self.subTest(user=login, domain=make('?')):
+                answers = [self.answer(session, COPY, make(d))
+                    for d in [self.date_shift, self.date_shift + 1]]
+                self.assertEqual(answers[0], answers[1])
+
+    def test_pseudonym_searchable(self):
+        "What researchers read of the pseudonym, they search"
+        for login in RESEARCHERS:
+            session = self.sessions[login]
+            for domain in [
+                    [('pseudonym', '=', self.subject)],
+                    [('pseudonym', 'ilike', 'TRIAL-%')],
+                    [('pseudonym.pseudonym', '=', self.pseudonym)],
+                    [('pseudonym', 'where', [('state', '=', 'enrolled')])],
+                    [('pseudonym', 'where', [
+                                ('project.code', '=', 'TRIAL')])],
+                    ]:
+                with self.subTest(user=login, domain=domain):
+                    self.assertIn(self.copy, session.search(COPY, domain))
+            self.assertNotIn(self.copy, session.search(COPY, [
+                        ('pseudonym', 'not where', [
+                                ('state', '=', 'enrolled')])]))
 
     def answer(self, session, model, domain):
         try:
@@ -387,3 +434,118 @@ class ResearchRPCTestCase(unittest.TestCase):
                 ]:
             with self.subTest(), self.assertRaises(RPCError):
                 call()
+
+
+CENTURY = {'__class__': 'timedelta', 'seconds': 100 * 365 * 86400}
+
+
+class ResearchQueueRPCTestCase(ResearchRPCTestCase):
+    """The queued copies and deletions where trytond-workers run them: the
+    tasks stay in ir.queue, as in production"""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.workdir = tempfile.mkdtemp(prefix='research-queue-test-')
+        cls.addClassCleanup(shutil.rmtree, cls.workdir, ignore_errors=True)
+        cls.clinical = OrthancServer(os.path.join(cls.workdir, 'clinical'))
+        cls.research = OrthancServer(os.path.join(cls.workdir, 'research'))
+        for orthanc in [cls.clinical, cls.research]:
+            cls.addClassCleanup(orthanc.stop)
+            orthanc.start()
+        cls.trytond = TrytondServer(cls.workdir, database=DATABASE + '_queue')
+        cls.addClassCleanup(cls.trytond.stop)
+        cls.trytond.start('\n[queue]\nworker = True\n')
+        cls.users = {login: cls.trytond.create_user(login, *groups)
+            for login, groups in USERS.items()}
+        cls.sessions = {login: cls.trytond.session(login) for login in USERS}
+        cls.setUpData()
+
+    def tasks(self, method):
+        "(queue name, scheduled at) of the tasks of method"
+        with self.trytond.transaction():
+            Queue = Pool().get('ir.queue')
+            return [(t.name, t.scheduled_at) for t in Queue.search([])
+                if t.data['method'] == method]
+
+    def assertNotDelayed(self, tasks):
+        self.assertTrue(tasks)
+        late = [t for t in tasks if t[0] != 'default' or (t[1] and t[1]
+                > datetime.datetime.now() + datetime.timedelta(days=1))]
+        self.assertFalse(late, tasks)
+
+    def new_project(self, code):
+        manager = self.sessions['manager']
+        project, = manager.model(PROJECT, 'create', [{
+                    'code': code, 'name': code, 'pseudonym_prefix': code,
+                    'research_server': self.research_server,
+                    'profile': self.basic}])
+        subject, = manager.model(SUBJECT, 'create', [{
+                    'project': project, 'patient': self.patient,
+                    'consent_date': datetime.date.today()}])
+        return project, subject
+
+    def run_copies(self, project, end_project=False):
+        "Run the copy task of the study to project, as a worker does"
+        # The task queued here is run below: the next tests' must not
+        tasks = Transaction().tasks
+        self.addCleanup(tasks.__setitem__, slice(None), list(tasks))
+        with self.trytond.transaction(
+                context={'_orthanc_page_commit': False}):
+            pool = Pool()
+            Copy = pool.get(COPY)
+            Project = pool.get(PROJECT)
+            copies, _ = Copy.request_copies(
+                Project(project), [pool.get(STUDY)(self.study)])
+            if end_project:
+                yesterday = datetime.date.today() - datetime.timedelta(1)
+                Project.write([Project(project)], {
+                        'start_date': yesterday, 'end_date': yesterday})
+            Copy.run_copies(copies)
+            return copies[0].id
+
+    def test_client_cannot_delay_copies(self):
+        "The queue context keys of the manager's client are not the task's"
+        project, _ = self.new_project('QDELAY')
+        self.sessions['manager'].wizard(COPY_WIZARD, [
+                ('request', {'start': {'project': project,
+                            'studies': [self.study]}})],
+            active=(STUDY, [self.study]),
+            context={'queue_scheduled_at': CENTURY, 'queue_name': 'nowhere'})
+        self.assertNotDelayed(self.tasks('run_copies'))
+
+    def test_client_cannot_delay_deletions(self):
+        "Nor the deletion of the copies of a withdrawn subject"
+        project, subject = self.new_project('WDELAY')
+        copy = self.run_copies(project)
+        state, = self.sessions['manager'].read(COPY, [copy], ['state'])
+        self.assertEqual(state['state'], 'done')
+        self.sessions['manager'].wizard('gnuhealth.imaging.research.withdraw',
+            [('withdraw', {'start': {'date': datetime.date.today(),
+                            'delete_copies': True}})],
+            active=(SUBJECT, [subject]),
+            context={'queue_scheduled_at': CENTURY, 'queue_name': 'nowhere'})
+        self.assertNotDelayed(self.tasks('delete_from_research'))
+
+    def test_refusal_names_no_patient(self):
+        """A copy refused when its task runs (the project ended while it
+        was queued): the reason the researchers read has neither the
+        study's date nor its PatientID"""
+        project, _ = self.new_project('REASON')
+        copy = self.run_copies(project, end_project=True)
+        study, = self.sessions['manager'].read(STUDY, [self.study],
+            ['rec_name', 'patient_id'])
+        for login in RESEARCHERS:
+            values, = self.sessions[login].read(COPY, [copy],
+                ['reason', 'state'])
+            self.assertEqual(values['state'], 'failed')
+            self.assertIn('is not active today', values['reason'])
+            # rec_name: 'date description (PatientID)'
+            for secret in self.secrets() + [
+                    study['rec_name'], study['rec_name'].split()[0]]:
+                self.assertNotIn(secret, values['reason'], login)
+
+
+for _name in dir(ResearchRPCTestCase):
+    if _name.startswith('test_'):
+        setattr(ResearchQueueRPCTestCase, _name, None)
+del _name

@@ -2,9 +2,11 @@
 # this repository contains the full copyright notices and license terms.
 """The steps of a research copy on real Orthancs (no database): make and
 check the copy where the study is, send it to a peer, discard it."""
+import io
 import shutil
 import tempfile
 
+import pydicom
 import pytest
 
 from trytond.modules.health_orthanc import deid_copy
@@ -173,3 +175,64 @@ def test_unknown_study(orthancs):
     ])
 def test_describe_path(path, text):
     assert describe_path(path) == text
+
+
+def _with_private(data, vr, value):
+    "The instance with a private element of vr (as stored: no dictionary)"
+    dataset = pydicom.dcmread(io.BytesIO(data))
+    dataset.add_new(0x00910010, 'LO', 'SITE PRIVATE')
+    dataset.add_new(0x00911001, vr, value)
+    out = io.BytesIO()
+    dataset.save_as(out)
+    return out.getvalue()
+
+
+def test_long_description_is_checked(orthancs):
+    """Orthanc shows a value of more than 256 characters as null: a kept
+    description that long naming the patient is read from the file"""
+    clinical, _ = orthancs
+    long = 'CT thorax ' + 'x' * 260 + ' of %s' % PATIENT.puid
+    study_id = upload(clinical, n_series=1, n_instances=2,
+        extra={'StudyDescription': long})
+    assert study_tags(client(clinical), study_id).popitem()[1][
+        '0008,1030'] is None
+    with pytest.raises(CopyLeak) as info:
+        make_copy(client(clinical), CopyJob(study_id,
+                PROFILES['basic_dates_shifted'], SUBJECT,
+                Identity(identifiers=[PATIENT.puid])))
+    assert ('0008,1030', 'patient identifier', 2) in info.value.problems
+    assert clinical.request('GET', '/studies').json() == [study_id]
+
+
+@pytest.mark.parametrize('value, kind', [
+        (b'Patient PUID-8472-KX ', 'patient identifier'),
+        (b'\x00\x01\x02\xff\xfe\x03', 'value not checkable'),
+        ])
+def test_private_unknown_value_is_checked(orthancs, value, kind):
+    """A private tag kept (UN: Orthanc shows it as null) is read from the
+    file; one that is not text cannot be checked: refused"""
+    clinical, _ = orthancs
+    assert PATIENT.puid == 'PUID-8472-KX'
+    data = _with_private(make_phi_study(n_series=1, n_instances=1,
+            extra=CLEAN)[0], 'UN', value)
+    study_id = clinical.upload_many([data])[0]['ParentStudy']
+    private = Profile('private', 'Private kept', keep_private_tags=True)
+    with pytest.raises(CopyLeak) as info:
+        make_copy(client(clinical), CopyJob(study_id, private, SUBJECT,
+                Identity(identifiers=[PATIENT.puid])))
+    assert ('0091,1001', kind, 1) in info.value.problems
+
+
+def test_clean_copy_reads_no_file(orthancs, monkeypatch):
+    "Only the instances with values Orthanc does not show are read"
+    clinical, _ = orthancs
+    study_id = upload(clinical, n_series=1, n_instances=2, extra=CLEAN)
+    read = []
+    request = OrthancClient.request
+
+    def spy(self, method, path, *args, **kwargs):
+        read.append(path)
+        return request(self, method, path, *args, **kwargs)
+    monkeypatch.setattr(OrthancClient, 'request', spy)
+    make_copy(client(clinical), job(clinical, study_id, BASIC))
+    assert not [p for p in read if p.endswith('/file')], read

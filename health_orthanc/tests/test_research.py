@@ -409,6 +409,37 @@ class ResearchTestCase(unittest.TestCase):
         self.assertEqual(copy.state, 'failed')
         self.assertIn('withdrew their consent', copy.reason)
         self.assertEqual(self.research.request('GET', '/studies').json(), [])
+        # The researchers read the reason: the study's name has its date
+        # and PatientID, the audit (the managers) has it
+        self.assertIn(subject.pseudonym, copy.reason)
+        for secret in [study.rec_name, study.patient_id,
+                study.study_date.isoformat()]:
+            self.assertNotIn(secret, copy.reason)
+        failed, = self.entries('research_copy_failed')
+        self.assertIn('Study %s not copied' % study.rec_name,
+            failed.description)
+
+    @with_transaction(context=NO_COMMIT)
+    def test_failure_reason_names_no_study(self):
+        """The study gone from the clinical Orthanc while its copy was
+        queued: Orthanc's error names the study's Orthanc ID, which the
+        reason read by researchers does not; the audit does"""
+        Copy = Pool().get('gnuhealth.imaging.research.copy')
+        self.setup_site()
+        study = self.upload()
+        project = self.project('TRIAL')
+        self.enrol(project)
+        (copy,), _ = Copy.request_copies(project, [study])
+        self.clinical.request('DELETE', '/studies/%s' % study.orthanc_id)
+        run_queue()
+        self.assertEqual(copy.state, 'failed')
+        self.assertIn('audit', copy.reason)
+        self.assertIn(study.server.rec_name, copy.reason)
+        for secret in [study.orthanc_id, study.rec_name, study.patient_id,
+                study.study_instance_uid, self.clinical.url]:
+            self.assertNotIn(secret, copy.reason)
+        failed, = self.entries('research_copy_failed')
+        self.assertIn(self.clinical.url, failed.description)
 
     @with_transaction(context=NO_COMMIT)
     def test_withdrawal_deletes_the_copies(self):
