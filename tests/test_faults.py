@@ -62,11 +62,12 @@ class OrthancFaultsTestCase(RealOrthancCase):
         saves = []
 
         def side_effect(store, *args, **kwargs):
-            save(store, *args, **kwargs)
+            errors = save(store, *args, **kwargs)
             saves.append(kwargs)
             if len(saves) == count:
                 orthanc.process.kill()
                 orthanc.stop()
+            return errors
         patcher = mock.patch.object(
             ServerStore, 'save', autospec=True, side_effect=side_effect)
         patcher.start()
