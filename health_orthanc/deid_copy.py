@@ -7,7 +7,9 @@ copy is made and checked in the Orthanc that holds the study (the
 clinical Orthanc, or the registry's research Orthanc for a two-stage
 copy), never anywhere else:
 
-1. read the tags of every instance (``/studies/{id}/instances-tags``);
+1. read the tags of every instance (``/studies/{id}/instances-tags``),
+   leaving out the reports GNU Health stored in the study (a PDF that
+   names the patient): their instances are deleted from the copy;
 2. plan (:func:`~.deidentify.plan_anonymization`) and anonymize the study
    (``POST /studies/{id}/anonymize``, as a job);
 3. rewrite the instances whose own dates differ from the study-wide
@@ -49,6 +51,7 @@ from .deidentify import (
     plan_anonymization)
 from .orthanc_client import OrthancClient, OrthancError, OrthancNotFound
 from .phi_scan import Identity, PhiScanner, iter_values
+from .report_dicom import is_report_series
 
 __all__ = ['CopyJob', 'CopyOutcome', 'CopyError', 'CopyLeak',
     'identity_from_tags', 'study_tags', 'run_job', 'make_copy',
@@ -289,6 +292,27 @@ def run_job(client: OrthancClient, path: str, body: dict,
         pause = min(pause * 2, 0.25)
 
 
+def is_report_instance(tags: Mapping) -> bool:
+    """Tell whether an instance (short tags) is of a report GNU Health
+    stored in the study: its PDF names the patient, it is never copied"""
+    return is_report_series({
+            'Modality': tags.get('0008,0060'),
+            'Manufacturer': tags.get('0008,0070'),
+            })
+
+
+def _drop_reports(client, reports, sources):
+    """Delete from the copy the instances made from the reports; return
+    the sources of the others"""
+    kept = {}
+    for copy, original in sources.items():
+        if original in reports:
+            client.request('DELETE', _path('instances', copy))
+        else:
+            kept[copy] = original
+    return kept
+
+
 def _copy_sources(client, copy_id):
     "{copy instance ID: original instance ID}"
     instances = client.get_json(_path('studies', copy_id, 'instances'))
@@ -354,6 +378,10 @@ def make_copy(client: OrthancClient, job: CopyJob,
     A copy that fails a check, or a step, is deleted before raising
     :class:`CopyLeak` or :class:`CopyError` (or the OrthancError)."""
     originals = study_tags(client, job.study_id)
+    # GNU Health's own reports (a PDF naming the patient) are left out
+    reports = {i for i, tags in originals.items() if is_report_instance(tags)}
+    originals = {i: tags for i, tags in originals.items()
+        if i not in reports}
     if not originals:
         raise CopyError('study %s has no instance' % job.study_id)
     if job.identify_source:
@@ -366,7 +394,8 @@ def make_copy(client: OrthancClient, job: CopyJob,
     try:
         if made:
             made(copy_id)
-        sources = _copy_sources(client, copy_id)
+        sources = _drop_reports(
+            client, reports, _copy_sources(client, copy_id))
         _apply_corrections(client, plan.corrections, sources)
         copies = study_tags(client, copy_id)
         unchecked = reveal_unshown(client, copies)

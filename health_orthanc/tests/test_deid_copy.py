@@ -2,6 +2,7 @@
 # this repository contains the full copyright notices and license terms.
 """The steps of a research copy on real Orthancs (no database): make and
 check the copy where the study is, send it to a peer, discard it."""
+import datetime
 import io
 import shutil
 import tempfile
@@ -18,6 +19,8 @@ from trytond.modules.health_orthanc.deidentify import (
 from trytond.modules.health_orthanc.orthanc_client import (
     OrthancClient, OrthancNotFound)
 from trytond.modules.health_orthanc.phi_scan import Identity
+from trytond.modules.health_orthanc.report_dicom import (
+    create_dicom_body, is_report_series)
 
 from .orthanc_server import OrthancServer
 from .phi_samples import PATIENT, make_phi_study
@@ -236,3 +239,29 @@ def test_clean_copy_reads_no_file(orthancs, monkeypatch):
     monkeypatch.setattr(OrthancClient, 'request', spy)
     make_copy(client(clinical), job(clinical, study_id, BASIC))
     assert not [p for p in read if p.endswith('/file')], read
+
+
+def test_gnuhealth_report_left_out(orthancs):
+    """The report GNU Health stored in the study (a PDF naming the
+    patient, which no check can read) is left out of the copy"""
+    clinical, _ = orthancs
+    study_id = upload(clinical, n_series=1, n_instances=2, extra=CLEAN)
+    study = clinical.request('GET', '/studies/%s' % study_id).json()
+    pdf = b'%PDF-1.4\n% Report of ' + PATIENT.name.encode() + b'\n%%EOF\n'
+    clinical.request('POST', '/tools/create-dicom', json=create_dicom_body(
+            pdf, study_id, study['MainDicomTags']['StudyInstanceUID'],
+            'result-1', 1, 'IMG2026/00001',
+            datetime.datetime(2026, 3, 2, 10, 30))).raise_for_status()
+    assert len(clinical.request(
+            'GET', '/studies/%s/instances' % study_id).json()) == 3
+
+    outcome = make_copy(client(clinical),
+        job(clinical, study_id, PROFILES['basic']))
+    assert (outcome.series, outcome.instances) == (1, 2)
+    series = clinical.request(
+        'GET', '/studies/%s/series' % outcome.copy_id).json()
+    assert [s['MainDicomTags'].get('Modality') for s in series] != ['DOC']
+    assert all(not is_report_series(s['MainDicomTags']) for s in series)
+    # The original keeps its report
+    assert len(clinical.request(
+            'GET', '/studies/%s/instances' % study_id).json()) == 3
