@@ -1633,6 +1633,21 @@ class OrthancClient:
                 operation='move', details=job.error_details))
         return replace(job, error=error)
 
+    def cancel_job(self, job_id: str) -> bool:
+        """Cancel a job (``POST /jobs/{id}/cancel``); return whether Orthanc
+        took the request: False for a job it does not know (Orthanc 1.10
+        answers 400).  A job that already ended keeps its state."""
+        try:
+            self.request('POST', _dicom_path('jobs', job_id, 'cancel'),
+                data='{}')
+        except OrthancNotFound:
+            return False
+        except OrthancError as exception:
+            if exception.status == 400:
+                return False
+            raise
+        return True
+
     def find_local_studies(self, study_uids) -> dict[str, str]:
         """Return the Orthanc IDs of those of ``study_uids`` our Orthanc
         has.

@@ -400,6 +400,13 @@ class Retrieval(DomainAccessMixin, ReadonlyFieldsMixin, ModelSQL, ModelView):
                 break
             if time.monotonic() > deadline:
                 given_up = True
+                # It would go on moving studies nobody waits for
+                try:
+                    client.cancel_job(job_id)
+                except oc.OrthancError as exception:
+                    logger.warning("%s: the retrieve job %s given up could "
+                        "not be cancelled: %s", self.rec_name, job_id,
+                        exception)
                 break
             current = self._progress(len(studies) * job.progress / 100)
             now = datetime.datetime.now()

@@ -422,3 +422,14 @@ def test_pacs_dies_during_retrieve(client, workdir, ours, empty_ours):
     assert job.moved_count <= len(here) < len(uids)
     with pytest.raises(oc.NodeUnreachable):
         client.echo('DYING')
+
+
+def test_cancel_job(client, empty_ours):
+    """A job that ended keeps its state; one that Orthanc does not know is
+    not cancelled, without an error"""
+    query_id = client.start_query('PACS', {'AccessionNumber': 'ACC-1004'})
+    job = client.retrieve_query(query_id)
+    wait_job(client, job)
+    client.cancel_job(job)
+    assert client.job_status(job).state == 'Success'
+    assert client.cancel_job('no-such-job') is False

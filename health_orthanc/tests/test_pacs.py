@@ -644,8 +644,12 @@ class PacsTestCase(unittest.TestCase):
                 mock.patch.object(OrthancClient, 'retrieve_query',
                     return_value='stuck'), \
                 mock.patch.object(OrthancClient, 'job_status',
-                    return_value=paused):
+                    return_value=paused), \
+                mock.patch.object(OrthancClient, 'cancel_job',
+                    return_value=True) as cancel_job:
             run_queue()
+        # Orthanc is told to stop it
+        cancel_job.assert_called_once_with('stuck')
         self.assertEqual(retrieval.state, 'failed')
         study, = retrieval.studies
         self.assertIn('did not end within 0 hours and was given up',
