@@ -180,6 +180,11 @@ class ScheduledQuery(
         lines = [gettext('health_orthanc.msg_scheduled_query_found',
                 node=node.name, found=len(answers), here=len(here),
                 asked=len(asked - here), new=len(new))]
+        if bad:
+            lines.append(gettext(
+                    'health_orthanc.msg_scheduled_query_bad_uids',
+                    node=node.name, count=len(bad),
+                    uids=', '.join(a.study_uid[:80] for a in bad[:5])))
         lines.extend(failures + outcome_notes(node, outcomes))
         if new:
             retrieval = Retrieval.request_studies(node, new, self)

@@ -752,6 +752,36 @@ class PacsTestCase(unittest.TestCase):
             query.last_report)
 
     @with_transaction(context=NO_COMMIT)
+    def test_scheduled_query_invalid_uid(self):
+        """A study answered with an invalid StudyInstanceUID is not
+        retrieved (it would move what a list or a wildcard matches), and
+        the report says so"""
+        from trytond.modules.health_orthanc import scheduled_query as module
+        pool = Pool()
+        Date = pool.get('ir.date')
+        Query = pool.get('gnuhealth.orthanc.scheduled_query')
+        Retrieval = pool.get('gnuhealth.orthanc.retrieval')
+        self.setup_data()
+        query, = Query.create([{
+                    'name': "CT of the last 3 days", 'node': self.node.id,
+                    'days': 3, 'modalities': 'CT',
+                    'exclude_terms': 'follow-up',
+                    }])
+        bad = UID['ACC-1003']
+        with mock.patch.object(Date, 'today',
+                    return_value=datetime.date(2023, 3, 3)), \
+                mock.patch.object(module, 'valid_uid',
+                    side_effect=lambda uid: uid != bad):
+            Query.run_scheduled()
+            run_queue()
+        retrieval, = Retrieval.search([])
+        self.assertEqual([s.accession for s in retrieval.studies],
+            ['ACC-2001'])
+        self.assertIn('answered 1 studies whose StudyInstanceUID is not '
+            'valid', query.last_report)
+        self.assertIn(bad, query.last_report)
+
+    @with_transaction(context=NO_COMMIT)
     def test_scheduled_query_node_closed_or_failing(self):
         """A node made inactive or whose Retrieve was turned off is not
         queried; an unexpected error is reported on the record; no more
