@@ -327,29 +327,42 @@ def database_name(suffix):
 
 
 class RPCTestCase(unittest.TestCase):
-    """Tests as users over JSON-RPC: a real Orthanc and trytond started once
-    for the class, a session of each user of USERS"""
+    """Tests as users over JSON-RPC: the Orthancs of the class and a real
+    trytond started once for the class, a session of each user of USERS"""
     #: The login and the groups (module.xml_id) of each user
     USERS = {}
     #: The suffix of the database's name (see database_name)
     DATABASE = None
+    #: trytond's configuration, beside its database and web server
+    CONFIG = ''
 
     @classmethod
     def setUpClass(cls):
         cls.workdir = tempfile.mkdtemp(prefix='%s-' % cls.__name__.lower())
         cls.addClassCleanup(shutil.rmtree, cls.workdir, ignore_errors=True)
-        cls.orthanc = OrthancServer(os.path.join(cls.workdir, 'orthanc'))
-        cls.addClassCleanup(cls.orthanc.stop)
-        cls.orthanc.start()
+        cls.start_orthancs()
         cls.trytond = TrytondServer(cls.workdir, database=(
                 database_name(cls.DATABASE) if cls.DATABASE else None))
         cls.addClassCleanup(cls.trytond.stop)
-        cls.trytond.start()
+        cls.trytond.start(cls.CONFIG)
         cls.users = {login: cls.trytond.create_user(login, *groups)
             for login, groups in cls.USERS.items()}
         cls.sessions = {login: cls.trytond.session(login)
             for login in cls.USERS}
         cls.setUpData()
+
+    @classmethod
+    def start_orthanc(cls, name='orthanc'):
+        "Start an Orthanc in the class's folder, stopped after its tests"
+        orthanc = OrthancServer(os.path.join(cls.workdir, name))
+        cls.addClassCleanup(orthanc.stop)
+        orthanc.start()
+        return orthanc
+
+    @classmethod
+    def start_orthancs(cls):
+        "Start the Orthancs of the tests: one, cls.orthanc"
+        cls.orthanc = cls.start_orthanc()
 
     @classmethod
     def setUpData(cls):

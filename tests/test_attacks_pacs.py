@@ -7,8 +7,6 @@ Each test plays, over real JSON-RPC sessions as the user concerned, a
 defect that the review found; each failed before its fix.  The set-up is
 the one of ``tests/test_pacs_rpc.py`` (its tests are not run again here).
 """
-import os
-import re
 
 import requests
 from trytond.pool import Pool
@@ -28,8 +26,7 @@ BLANK = dict.fromkeys(['patient_name', 'birth_date', 'study_date',
 
 class PacsAttacksTestCase(PacsRPCCase):
     "The attacks of the review of #12, over JSON-RPC"
-    database = '%s_r12_rpc' % (
-        re.sub(r'\W', '', os.environ.get('DB_NAME', '')) or 'test_imaging')
+    DATABASE = 'r12_rpc'
 
     @classmethod
     def setUpData(cls):

@@ -10,11 +10,6 @@ nodes and scheduled queries; no nested where through the new models
 reaches what the user may not read.
 """
 import datetime
-import os
-import re
-import shutil
-import tempfile
-import unittest
 
 from trytond.pool import Pool
 
@@ -22,7 +17,7 @@ from trytond.modules.health_orthanc.tests.pacs_pair import start_pair
 from trytond.modules.health_orthanc.tests.pacs_samples import (
     PACS_STUDIES, load)
 
-from .rpc import RPCError, TrytondServer
+from .rpc import RPCError, RPCTestCase
 
 CONFIG = 'gnuhealth.orthanc.config'
 NODE = 'gnuhealth.orthanc.dicom_node'
@@ -43,8 +38,6 @@ USERS = {
 QUERYING = ['doctor', 'imaging', 'orthancadmin']
 #: Values that every text is at least, and that none is at least
 LOW, HIGH = '', '\U0010ffff'
-DATABASE = '%s_pacs_rpc' % (
-    re.sub(r'\W', '', os.environ.get('DB_NAME', '')) or 'test_imaging')
 
 
 def server_where(domain):
@@ -69,25 +62,17 @@ SERVER_PATHS = [
     ]
 
 
-class PacsRPCCase(unittest.TestCase):
+class PacsRPCCase(RPCTestCase):
     "Two Orthancs, a trytond server and a session per group (no test)"
-    database = DATABASE
+    USERS = USERS
+    DATABASE = 'pacs_rpc'
 
     @classmethod
-    def setUpClass(cls):
-        cls.workdir = tempfile.mkdtemp(prefix='pacs-rpc-test-')
-        cls.addClassCleanup(shutil.rmtree, cls.workdir, ignore_errors=True)
+    def start_orthancs(cls):
         cls.pacs, cls.ours = start_pair(cls.workdir)
         cls.addClassCleanup(cls.pacs.stop)
         cls.addClassCleanup(cls.ours.stop)
         load(cls.pacs.upload, PACS_STUDIES)
-        cls.trytond = TrytondServer(cls.workdir, database=cls.database)
-        cls.addClassCleanup(cls.trytond.stop)
-        cls.trytond.start()
-        cls.users = {login: cls.trytond.create_user(login, *groups)
-            for login, groups in USERS.items()}
-        cls.sessions = {login: cls.trytond.session(login) for login in USERS}
-        cls.setUpData()
 
     @classmethod
     def setUpData(cls):

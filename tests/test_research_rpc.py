@@ -11,20 +11,14 @@ domains (dotted and nested ``where``), orders, the audit, the attachments
 of the register.  None answers, and none of them can trigger a copy.
 """
 import datetime
-import os
-import re
-import shutil
-import tempfile
-import unittest
 
 from trytond.pool import Pool
 from trytond.transaction import Transaction
 
-from trytond.modules.health_orthanc.tests.orthanc_server import OrthancServer
 from trytond.modules.health_orthanc.tests.phi_samples import (
     PATIENT, make_phi_study)
 
-from .rpc import RPCError, TrytondServer
+from .rpc import RPCError, RPCTestCase
 
 CONFIG = 'gnuhealth.orthanc.config'
 STUDY = 'gnuhealth.orthanc.study'
@@ -47,29 +41,17 @@ USERS = {
     'orthancadmin': ['health_orthanc.group_orthanc_admin'],
     }
 RESEARCHERS = ['researcher', 'clinician']
-DATABASE = '%s_research_rpc' % (
-    re.sub(r'\W', '', os.environ.get('DB_NAME', '')) or 'test_imaging')
 
 
-class ResearchRPCTestCase(unittest.TestCase):
+class ResearchRPCTestCase(RPCTestCase):
     "Who is who, for the managers only"
+    USERS = USERS
+    DATABASE = 'research_rpc'
 
     @classmethod
-    def setUpClass(cls):
-        cls.workdir = tempfile.mkdtemp(prefix='research-rpc-test-')
-        cls.addClassCleanup(shutil.rmtree, cls.workdir, ignore_errors=True)
-        cls.clinical = OrthancServer(os.path.join(cls.workdir, 'clinical'))
-        cls.research = OrthancServer(os.path.join(cls.workdir, 'research'))
-        for orthanc in [cls.clinical, cls.research]:
-            cls.addClassCleanup(orthanc.stop)
-            orthanc.start()
-        cls.trytond = TrytondServer(cls.workdir, database=DATABASE)
-        cls.addClassCleanup(cls.trytond.stop)
-        cls.trytond.start()
-        cls.users = {login: cls.trytond.create_user(login, *groups)
-            for login, groups in USERS.items()}
-        cls.sessions = {login: cls.trytond.session(login) for login in USERS}
-        cls.setUpData()
+    def start_orthancs(cls):
+        cls.clinical = cls.start_orthanc('clinical')
+        cls.research = cls.start_orthanc('research')
 
     @classmethod
     def setUpData(cls):
@@ -443,22 +425,8 @@ class ResearchQueueRPCTestCase(ResearchRPCTestCase):
     """The queued copies and deletions where trytond-workers run them: the
     tasks stay in ir.queue, as in production"""
 
-    @classmethod
-    def setUpClass(cls):
-        cls.workdir = tempfile.mkdtemp(prefix='research-queue-test-')
-        cls.addClassCleanup(shutil.rmtree, cls.workdir, ignore_errors=True)
-        cls.clinical = OrthancServer(os.path.join(cls.workdir, 'clinical'))
-        cls.research = OrthancServer(os.path.join(cls.workdir, 'research'))
-        for orthanc in [cls.clinical, cls.research]:
-            cls.addClassCleanup(orthanc.stop)
-            orthanc.start()
-        cls.trytond = TrytondServer(cls.workdir, database=DATABASE + '_queue')
-        cls.addClassCleanup(cls.trytond.stop)
-        cls.trytond.start('\n[queue]\nworker = True\n')
-        cls.users = {login: cls.trytond.create_user(login, *groups)
-            for login, groups in USERS.items()}
-        cls.sessions = {login: cls.trytond.session(login) for login in USERS}
-        cls.setUpData()
+    DATABASE = 'research_rpc_queue'
+    CONFIG = '\n[queue]\nworker = True\n'
 
     def tasks(self, method):
         "(queue name, scheduled at) of the tasks of method"
