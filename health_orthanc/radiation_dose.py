@@ -361,17 +361,8 @@ class RadiationDose(
     def instances_read(cls, server, orthanc_ids):
         "Return the Orthanc IDs of the instances of server read already"
         Study = Pool().get('gnuhealth.orthanc.study')
-        dose_t, study = cls.__table__(), Study.__table__()
-        cursor = Transaction().connection.cursor()
-        found = set()
-        for sub_ids in grouped_slice(list(orthanc_ids)):
-            cursor.execute(*dose_t.join(study,
-                    condition=dose_t.study == study.id
-                    ).select(dose_t.orthanc_id,
-                    where=(study.server == server.id)
-                    & dose_t.orthanc_id.in_(list(sub_ids))))
-            found.update(r for r, in cursor)
-        return found
+        dose = cls.__table__()
+        return Study.held_on_server(dose, dose.orthanc_id, server, orthanc_ids)
 
     @classmethod
     def store_reports(cls, server, reports):

@@ -578,6 +578,23 @@ class OrthancStudy(AuditMixin, OrthancResourceMixin, ModelSQL, ModelView):
         return evidence
 
     @classmethod
+    def held_on_server(cls, table, column, server, orthanc_ids):
+        """Return those of orthanc_ids that the column of table (a model
+        with a study) holds for the studies of server: one query per
+        slice of ids"""
+        study = cls.__table__()
+        cursor = Transaction().connection.cursor()
+        found = set()
+        for sub_ids in grouped_slice(list(orthanc_ids)):
+            cursor.execute(*table.join(study,
+                    condition=table.study == study.id
+                    ).select(column,
+                    where=(study.server == server.id)
+                    & column.in_(list(sub_ids))))
+            found.update(r for r, in cursor)
+        return found
+
+    @classmethod
     def detach_other_patients(cls, studies):
         """Remove the studies from the draft results of another patient
         (one search, one delete); a completed result is left as signed,

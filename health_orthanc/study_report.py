@@ -13,7 +13,6 @@ from trytond.i18n import gettext
 from trytond.model import Index, ModelSQL, ModelView, Workflow, fields
 from trytond.pool import Pool, PoolMeta
 from trytond.pyson import Eval
-from trytond.tools import grouped_slice
 from trytond.tools import timezone as tz
 from trytond.transaction import Transaction, without_check_access
 
@@ -77,17 +76,9 @@ class StudyReport(
         """Return the Orthanc IDs among orthanc_ids of the report series
         stored in the studies of server"""
         Study = Pool().get('gnuhealth.orthanc.study')
-        report, study = cls.__table__(), Study.__table__()
-        cursor = Transaction().connection.cursor()
-        found = set()
-        for sub_ids in grouped_slice(list(orthanc_ids)):
-            cursor.execute(*report.join(study,
-                    condition=report.study == study.id
-                    ).select(report.series_orthanc_id,
-                    where=(study.server == server.id)
-                    & report.series_orthanc_id.in_(list(sub_ids))))
-            found.update(r for r, in cursor)
-        return found
+        report = cls.__table__()
+        return Study.held_on_server(
+            report, report.series_orthanc_id, server, orthanc_ids)
 
 
 class ImagingTestResult(metaclass=PoolMeta):
